@@ -1,0 +1,397 @@
+//! Configuration: where Beacon's behaviour is decided before the first request.
+//!
+//! ```text
+//! beacon.toml ──parse──▶ toml::Value ──${VAR} expansion──▶ RawConfig ──validate()──▶ Config
+//!                                                                     (field-named errors)
+//! no file     ──────────────────────── from_env() ───────────────────▶ Config (embedded default)
+//! ```
+//!
+//! The validated [`Config`] is immutable; the proxy and the broadcast pipeline read it
+//! (through their own runtime snapshots) and never see the raw strings.
+
+mod env;
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+pub use env::expand_str;
+
+/// Maximum destinations of one type per tenant (SPEC §4).
+pub const MAX_DESTINATIONS_PER_TYPE: usize = 5;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The client-facing HTTP server.
+    pub server: ServerConfig,
+    /// Operator access to `/admin/v1` and the console.
+    pub admin: AdminConfig,
+    /// Where tenants, keys and destinations are persisted.
+    pub store: StoreConfig,
+    /// Gateway-wide export settings.
+    pub broadcast: BroadcastConfig,
+    /// Upstream providers, in file order.
+    pub providers: Vec<ProviderConfig>,
+    /// Price overrides, keyed `provider/model` (or a bare model id), USD per million tokens.
+    pub pricing: BTreeMap<String, Price>,
+    /// Tenants declared in the file.
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Request bodies larger than this get 413.
+    pub max_body_bytes: usize,
+    /// Whole-request upstream timeout, streaming included.
+    pub upstream_timeout: Duration,
+    /// TCP (and TLS) connect timeout towards upstreams.
+    pub connect_timeout: Duration,
+    /// How long in-flight requests may run after SIGTERM before they are cut.
+    pub shutdown_grace: Duration,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    /// Operator bearer token; admin routes are disabled when unset.
+    pub token: Option<String>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://path` or `postgres://...`.
+    pub url: String,
+}
+
+/// `[broadcast]`.
+#[derive(Debug, Clone)]
+pub struct BroadcastConfig {
+    /// Allow `http://` and loopback/private destination addresses (tests, development).
+    pub allow_private_destinations: bool,
+    /// Capacity of the bounded queue between the proxy and the export pipeline, in records.
+    pub queue_capacity: usize,
+    /// Optional JSON-lines file receiving every completion record (content excluded).
+    pub record_log: Option<PathBuf>,
+    /// How long the queue may keep draining after shutdown begins.
+    pub shutdown_deadline: Duration,
+    /// Prompt and completion text kept per record, in bytes; longer text is truncated.
+    pub max_content_bytes: usize,
+}
+
+/// One `[[providers]]` entry: an OpenAI-compatible upstream.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Routing prefix: model `name/x` goes to this provider as `x`.
+    pub name: String,
+    /// Base URL ending before `/chat/completions`, without a trailing slash.
+    pub base_url: String,
+    /// Provider key sent upstream as a bearer token (never returned to clients).
+    pub api_key: Option<String>,
+    /// Unmatched models go here unchanged.
+    pub default: bool,
+    /// Extra headers sent upstream on every request (e.g. OpenRouter's `HTTP-Referer`).
+    pub headers: Vec<(String, String)>,
+    /// Models advertised by `GET /v1/models` besides those with a price.
+    pub models: Vec<String>,
+}
+
+/// Prices in USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    /// Uncached prompt tokens.
+    pub input: Decimal,
+    /// Prompt tokens read from the provider's cache; defaults to `input`.
+    pub cached_input: Option<Decimal>,
+    /// Prompt tokens written to the provider's cache; defaults to `input`.
+    pub cache_write: Option<Decimal>,
+    /// Completion tokens (reasoning included unless `reasoning` is set).
+    pub output: Decimal,
+    /// Reasoning tokens, when priced apart from output; defaults to `output`.
+    pub reasoning: Option<Decimal>,
+}
+
+/// One declared tenant.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    /// Stable identifier, used in records and metrics.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Client keys of this tenant.
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Broadcast switch and destinations.
+    pub broadcast: TenantBroadcastConfig,
+}
+
+/// A tenant key as declared: only its SHA-256 is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyConfig {
+    /// SHA-256 of the plaintext key.
+    pub sha256: [u8; 32],
+    /// Key id: the first 12 hex digits of the hash, used in records and allowlists.
+    pub id: String,
+}
+
+impl ApiKeyConfig {
+    /// Builds the entry for a plaintext key.
+    pub fn from_plaintext(key: &str) -> Self {
+        use sha2::Digest;
+        Self::from_hash(sha2::Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// Builds the entry for a known hash.
+    pub fn from_hash(sha256: [u8; 32]) -> Self {
+        let id = format!("key_{}", &hex::encode(sha256)[..12]);
+        Self { sha256, id }
+    }
+}
+
+/// A tenant's `[tenants.broadcast]`.
+#[derive(Debug, Clone, Default)]
+pub struct TenantBroadcastConfig {
+    /// The tenant's on/off switch.
+    pub enabled: bool,
+    /// Where this tenant's traces go.
+    pub destinations: Vec<DestinationConfig>,
+}
+
+/// One destination, as declared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationConfig {
+    /// Display name, unique within the tenant.
+    pub name: String,
+    /// Disabled destinations receive nothing.
+    pub enabled: bool,
+    /// Where and how to send.
+    pub kind: DestinationKind,
+    /// No prompt or completion text is exported when set.
+    pub privacy_mode: bool,
+    /// Fraction of sessions (or requests) exported, `0.0001..=1`.
+    pub sampling_rate: f64,
+    /// Key names/ids whose completions are exported; empty means all.
+    pub api_keys: Vec<String>,
+}
+
+/// Destination types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DestinationKind {
+    /// Sentry's OTLP traces endpoint, authenticated by the DSN's public key.
+    Sentry {
+        /// `https://…/api/<project>/integration/otlp/v1/traces`.
+        otlp_endpoint: String,
+        /// `https://<public key>@…/<project>`.
+        dsn: String,
+    },
+    /// Any OTLP/HTTP traces endpoint.
+    Otlp {
+        /// Full traces URL.
+        endpoint: String,
+        /// Extra request headers (e.g. `authorization`).
+        headers: Vec<(String, String)>,
+    },
+}
+
+impl DestinationKind {
+    /// The `type` value used in TOML and the admin API.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Sentry { .. } => "sentry",
+            Self::Otlp { .. } => "otlp",
+        }
+    }
+}
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path of the field, e.g. `providers[0].base_url`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// Creates an error for `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config file: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has keys of the wrong type.
+    #[error("{origin}: {message}")]
+    Syntax {
+        /// The file (or `<default>`).
+        origin: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// One or more fields are invalid.
+    #[error("{origin}: invalid configuration:\n{}", list(.errors))]
+    Invalid {
+        /// The file (or `<default>`).
+        origin: String,
+        /// Every invalid field.
+        errors: Vec<FieldError>,
+    },
+}
+
+fn list(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Reads, expands and validates a config file, with `${VAR}` taken from the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string(), &|k| {
+            std::env::var(k).ok()
+        })
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut errors = Vec::new();
+        env::expand_tree(&mut tree, lookup, "", &mut errors);
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                errors,
+            });
+        }
+        let raw: raw::RawConfig =
+            tree.try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    origin: origin.to_string(),
+                    message: e.to_string(),
+                })?;
+        validate::validate(raw).map_err(|errors| ConfigError::Invalid {
+            origin: origin.to_string(),
+            errors,
+        })
+    }
+
+    /// The embedded default used by `beacon serve` without `--config`: listen on
+    /// `127.0.0.1:8080`, store in `./beacon.db`, providers from well-known environment
+    /// variables, and tenant keys from `BEACON_API_KEYS` (comma-separated).
+    pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut raw = raw::RawConfig::default();
+        raw.admin.token = lookup("BEACON_ADMIN_TOKEN").filter(|t| !t.is_empty());
+        if let Some(listen) = lookup("BEACON_LISTEN").filter(|t| !t.is_empty()) {
+            raw.server.listen = Some(listen);
+        }
+        let have_openrouter = lookup("OPENROUTER_API_KEY").is_some_and(|k| !k.is_empty());
+        for (name, var, base_url) in WELL_KNOWN_PROVIDERS {
+            if let Some(key) = lookup(var).filter(|k| !k.is_empty()) {
+                raw.providers.push(raw::RawProvider {
+                    name: name.to_string(),
+                    base_url: base_url.to_string(),
+                    api_key: Some(key),
+                    // OpenRouter understands every `vendor/model` name, so it is the best
+                    // catch-all; otherwise plain model names go to OpenAI.
+                    default: (*name == "openrouter") || (*name == "openai" && !have_openrouter),
+                    headers: BTreeMap::new(),
+                    models: Vec::new(),
+                });
+            }
+        }
+        if let Some(base) = lookup("OLLAMA_BASE_URL").filter(|k| !k.is_empty()) {
+            raw.providers.push(raw::RawProvider {
+                name: "ollama".into(),
+                base_url: base,
+                api_key: None,
+                default: raw.providers.is_empty(),
+                headers: BTreeMap::new(),
+                models: Vec::new(),
+            });
+        }
+        if let Some(keys) = lookup("BEACON_API_KEYS").filter(|k| !k.is_empty()) {
+            raw.tenants.push(raw::RawTenant {
+                id: "default".into(),
+                name: Some("Default tenant".into()),
+                api_keys: keys
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(String::from)
+                    .collect(),
+                broadcast: raw::RawTenantBroadcast::default(),
+            });
+        }
+        validate::validate(raw).map_err(|errors| ConfigError::Invalid {
+            origin: "<environment>".to_string(),
+            errors,
+        })
+    }
+
+    /// The provider that receives unmatched models, if any.
+    pub fn default_provider(&self) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.default)
+    }
+}
+
+/// Providers picked up from the environment by the embedded default: (name, variable, base URL).
+pub const WELL_KNOWN_PROVIDERS: &[(&str, &str, &str)] = &[
+    ("openai", "OPENAI_API_KEY", "https://api.openai.com/v1"),
+    (
+        "openrouter",
+        "OPENROUTER_API_KEY",
+        "https://openrouter.ai/api/v1",
+    ),
+    ("groq", "GROQ_API_KEY", "https://api.groq.com/openai/v1"),
+    (
+        "together",
+        "TOGETHER_API_KEY",
+        "https://api.together.xyz/v1",
+    ),
+    ("mistral", "MISTRAL_API_KEY", "https://api.mistral.ai/v1"),
+    (
+        "deepseek",
+        "DEEPSEEK_API_KEY",
+        "https://api.deepseek.com/v1",
+    ),
+];

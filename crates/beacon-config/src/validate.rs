@@ -1,0 +1,536 @@
+//! `RawConfig` → `Config`: every check, every error naming its field, all errors at once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+use crate::raw::{RawConfig, RawDestination, RawPrice};
+use crate::{
+    AdminConfig, ApiKeyConfig, BroadcastConfig, Config, DestinationConfig, DestinationKind,
+    FieldError, Price, ProviderConfig, ServerConfig, StoreConfig, TenantBroadcastConfig,
+    TenantConfig, MAX_DESTINATIONS_PER_TYPE,
+};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
+    let mut errs = Vec::new();
+
+    let listen_text = raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = match SocketAddr::from_str(listen_text) {
+        Ok(a) => a,
+        Err(_) => {
+            errs.push(FieldError::new(
+                "server.listen",
+                format!("`{listen_text}` is not an address like 127.0.0.1:8080"),
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        }
+    };
+    let server = ServerConfig {
+        listen,
+        max_body_bytes: positive_int(
+            raw.server.max_body_bytes,
+            10 * 1024 * 1024,
+            "server.max_body_bytes",
+            &mut errs,
+        ),
+        upstream_timeout: secs(
+            raw.server.upstream_timeout_secs,
+            600.0,
+            "server.upstream_timeout_secs",
+            &mut errs,
+        ),
+        connect_timeout: secs(
+            raw.server.connect_timeout_secs,
+            10.0,
+            "server.connect_timeout_secs",
+            &mut errs,
+        ),
+        shutdown_grace: secs(
+            raw.server.shutdown_grace_secs,
+            30.0,
+            "server.shutdown_grace_secs",
+            &mut errs,
+        ),
+    };
+
+    let admin = AdminConfig {
+        token: match raw.admin.token {
+            Some(t) if t.len() < 16 => {
+                errs.push(FieldError::new(
+                    "admin.token",
+                    "must be at least 16 characters (use a random secret)",
+                ));
+                None
+            }
+            other => other,
+        },
+    };
+
+    let url = raw
+        .store
+        .url
+        .unwrap_or_else(|| "sqlite://beacon.db".to_string());
+    if !(url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://"))
+    {
+        errs.push(FieldError::new(
+            "store.url",
+            "must start with sqlite:// or postgres://",
+        ));
+    }
+    let store = StoreConfig { url };
+
+    let broadcast = BroadcastConfig {
+        allow_private_destinations: raw.broadcast.allow_private_destinations.unwrap_or(false),
+        queue_capacity: positive_int(
+            raw.broadcast.queue_capacity,
+            8192,
+            "broadcast.queue_capacity",
+            &mut errs,
+        ),
+        record_log: raw
+            .broadcast
+            .record_log
+            .filter(|p| !p.is_empty())
+            .map(Into::into),
+        shutdown_deadline: secs(
+            raw.broadcast.shutdown_deadline_secs,
+            5.0,
+            "broadcast.shutdown_deadline_secs",
+            &mut errs,
+        ),
+        max_content_bytes: positive_int(
+            raw.broadcast.max_content_bytes,
+            256 * 1024,
+            "broadcast.max_content_bytes",
+            &mut errs,
+        ),
+    };
+
+    let mut providers = Vec::new();
+    let mut names = HashSet::new();
+    for (i, p) in raw.providers.into_iter().enumerate() {
+        let field = |k: &str| format!("providers[{i}].{k}");
+        if !valid_name(&p.name) {
+            errs.push(FieldError::new(
+                field("name"),
+                "must be lowercase letters, digits, `-`, `_` or `.` (it is the model prefix)",
+            ));
+        } else if !names.insert(p.name.clone()) {
+            errs.push(FieldError::new(
+                field("name"),
+                format!("duplicate provider `{}`", p.name),
+            ));
+        }
+        let base_url = p.base_url.trim_end_matches('/').to_string();
+        match http::Uri::from_str(&base_url) {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+            _ => errs.push(FieldError::new(
+                field("base_url"),
+                format!("`{}` is not an http(s) URL", p.base_url),
+            )),
+        }
+        let mut headers = Vec::new();
+        for (k, v) in p.headers {
+            if http::HeaderName::from_str(&k).is_err() || http::HeaderValue::from_str(&v).is_err() {
+                errs.push(FieldError::new(
+                    field(&format!("headers.{k}")),
+                    "not a valid HTTP header",
+                ));
+            } else {
+                headers.push((k, v));
+            }
+        }
+        providers.push(ProviderConfig {
+            name: p.name,
+            base_url,
+            api_key: p.api_key.filter(|k| !k.is_empty()),
+            default: p.default,
+            headers,
+            models: p.models,
+        });
+    }
+    if providers.iter().filter(|p| p.default).count() > 1 {
+        errs.push(FieldError::new(
+            "providers",
+            "at most one provider can have default = true",
+        ));
+    }
+
+    let mut pricing = BTreeMap::new();
+    for (model, price) in raw.pricing {
+        if let Some(p) = price_of(&price, &format!("pricing.\"{model}\""), &mut errs) {
+            pricing.insert(model, p);
+        }
+    }
+
+    let mut tenants = Vec::new();
+    let mut tenant_ids = HashSet::new();
+    let mut all_keys = HashSet::new();
+    for (i, t) in raw.tenants.into_iter().enumerate() {
+        let field = |k: &str| format!("tenants[{i}].{k}");
+        if !valid_name(&t.id) {
+            errs.push(FieldError::new(
+                field("id"),
+                "must be lowercase letters, digits, `-`, `_` or `.`",
+            ));
+        } else if !tenant_ids.insert(t.id.clone()) {
+            errs.push(FieldError::new(
+                field("id"),
+                format!("duplicate tenant `{}`", t.id),
+            ));
+        }
+        let mut api_keys = Vec::new();
+        for (k, key) in t.api_keys.iter().enumerate() {
+            let entry = if let Some(hex_digest) = key.strip_prefix("sha256:") {
+                match hex::decode(hex_digest)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                {
+                    Some(h) => ApiKeyConfig::from_hash(h),
+                    None => {
+                        errs.push(FieldError::new(
+                            field(&format!("api_keys[{k}]")),
+                            "sha256: must be followed by 64 hex digits",
+                        ));
+                        continue;
+                    }
+                }
+            } else if key.len() < 8 {
+                errs.push(FieldError::new(
+                    field(&format!("api_keys[{k}]")),
+                    "keys must be at least 8 characters",
+                ));
+                continue;
+            } else {
+                ApiKeyConfig::from_plaintext(key)
+            };
+            if !all_keys.insert(entry.sha256) {
+                errs.push(FieldError::new(
+                    field(&format!("api_keys[{k}]")),
+                    "the same key is declared twice",
+                ));
+                continue;
+            }
+            api_keys.push(entry);
+        }
+        let mut destinations = Vec::new();
+        let mut dest_names = HashSet::new();
+        for (d, dest) in t.broadcast.destinations.into_iter().enumerate() {
+            let path = field(&format!("broadcast.destinations[{d}]"));
+            if !dest_names.insert(dest.name.clone()) {
+                errs.push(FieldError::new(
+                    format!("{path}.name"),
+                    format!("duplicate destination `{}`", dest.name),
+                ));
+            }
+            if let Some(dc) = destination(dest, &path, &mut errs) {
+                destinations.push(dc);
+            }
+        }
+        for ty in ["sentry", "otlp"] {
+            if destinations
+                .iter()
+                .filter(|d| d.kind.type_name() == ty)
+                .count()
+                > MAX_DESTINATIONS_PER_TYPE
+            {
+                errs.push(FieldError::new(
+                    field("broadcast.destinations"),
+                    format!("at most {MAX_DESTINATIONS_PER_TYPE} destinations of type `{ty}`"),
+                ));
+            }
+        }
+        tenants.push(TenantConfig {
+            name: t.name.unwrap_or_else(|| t.id.clone()),
+            id: t.id,
+            api_keys,
+            broadcast: TenantBroadcastConfig {
+                enabled: t.broadcast.enabled,
+                destinations,
+            },
+        });
+    }
+
+    if errs.is_empty() {
+        Ok(Config {
+            server,
+            admin,
+            store,
+            broadcast,
+            providers,
+            pricing,
+            tenants,
+        })
+    } else {
+        Err(errs)
+    }
+}
+
+fn destination(
+    d: RawDestination,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) -> Option<DestinationConfig> {
+    let before = errs.len();
+    if d.name.trim().is_empty() || d.name.len() > 100 {
+        errs.push(FieldError::new(
+            format!("{path}.name"),
+            "must be 1 to 100 characters",
+        ));
+    }
+    let sampling_rate = d.sampling_rate.unwrap_or(1.0);
+    if !(0.0001..=1.0).contains(&sampling_rate) {
+        errs.push(FieldError::new(
+            format!("{path}.sampling_rate"),
+            "must be between 0.0001 and 1",
+        ));
+    }
+    let require = |v: Option<String>, k: &str, errs: &mut Vec<FieldError>| -> String {
+        match v.filter(|s| !s.trim().is_empty()) {
+            Some(s) => s,
+            None => {
+                errs.push(FieldError::new(
+                    format!("{path}.{k}"),
+                    format!("is required for type `{}`", d.kind),
+                ));
+                String::new()
+            }
+        }
+    };
+    let kind = match d.kind.as_str() {
+        "sentry" => DestinationKind::Sentry {
+            otlp_endpoint: require(d.otlp_endpoint, "otlp_endpoint", errs),
+            dsn: require(d.dsn, "dsn", errs),
+        },
+        "otlp" => DestinationKind::Otlp {
+            endpoint: require(d.endpoint, "endpoint", errs),
+            headers: d.headers.into_iter().collect(),
+        },
+        other => {
+            errs.push(FieldError::new(
+                format!("{path}.type"),
+                format!("unknown type `{other}` (expected `sentry` or `otlp`)"),
+            ));
+            return None;
+        }
+    };
+    (errs.len() == before).then_some(DestinationConfig {
+        name: d.name,
+        enabled: d.enabled,
+        kind,
+        privacy_mode: d.privacy_mode,
+        sampling_rate,
+        api_keys: d.api_keys,
+    })
+}
+
+fn price_of(p: &RawPrice, path: &str, errs: &mut Vec<FieldError>) -> Option<Price> {
+    let before = errs.len();
+    let mut dec = |v: f64, k: &str| -> Decimal {
+        match Decimal::from_str(&v.to_string()) {
+            Ok(d) if !d.is_sign_negative() => d,
+            _ => {
+                errs.push(FieldError::new(
+                    format!("{path}.{k}"),
+                    "must be a non-negative number (USD per million tokens)",
+                ));
+                Decimal::ZERO
+            }
+        }
+    };
+    let price = Price {
+        input: dec(p.input, "input"),
+        output: dec(p.output, "output"),
+        cached_input: p.cached_input.map(|v| dec(v, "cached_input")),
+        cache_write: p.cache_write.map(|v| dec(v, "cache_write")),
+        reasoning: p.reasoning.map(|v| dec(v, "reasoning")),
+    };
+    (errs.len() == before).then_some(price)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+}
+
+fn positive_int(v: Option<i64>, default: usize, field: &str, errs: &mut Vec<FieldError>) -> usize {
+    match v {
+        None => default,
+        Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(_) => {
+            errs.push(FieldError::new(field, "must be a positive integer"));
+            default
+        }
+    }
+}
+
+fn secs(v: Option<f64>, default: f64, field: &str, errs: &mut Vec<FieldError>) -> Duration {
+    let v = v.unwrap_or(default);
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Duration::from_secs_f64(v)
+    } else {
+        errs.push(FieldError::new(
+            field,
+            "must be a number of seconds between 0 and 86400",
+        ));
+        Duration::from_secs_f64(default)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, ConfigError};
+
+    fn env(name: &str) -> Option<String> {
+        (name == "OPENAI_API_KEY").then(|| "sk-test".to_string())
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(text, "t.toml", &env) {
+            Err(ConfigError::Invalid { errors, .. }) => {
+                errors.iter().map(|e| e.to_string()).collect()
+            }
+            Err(e) => vec![e.to_string()],
+            Ok(_) => vec![],
+        }
+    }
+
+    #[test]
+    fn the_spec_example_is_valid() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 1024
+upstream_timeout_secs = 60
+[admin]
+token = "0123456789abcdef0123"
+[store]
+url = "sqlite://beacon.db"
+[broadcast]
+allow_private_destinations = true
+[[providers]]
+name = "openai"
+base_url = "https://api.openai.com/v1/"
+api_key = "${OPENAI_API_KEY}"
+default = true
+[pricing."openai/gpt-4o"]
+input = 2.5
+cached_input = 1.25
+output = 10.0
+[[tenants]]
+id = "acme"
+api_keys = ["bk-acme-dev-1", "sha256:0000000000000000000000000000000000000000000000000000000000000001"]
+[tenants.broadcast]
+enabled = true
+[[tenants.broadcast.destinations]]
+type = "sentry"
+name = "Sentry production"
+otlp_endpoint = "https://o1.ingest.us.sentry.io/api/456/integration/otlp/v1/traces"
+dsn = "https://abc@o1.ingest.us.sentry.io/456"
+sampling_rate = 0.5
+"#;
+        let c = Config::parse(text, "t.toml", &env).unwrap();
+        assert_eq!(c.server.max_body_bytes, 1024);
+        assert_eq!(c.providers[0].base_url, "https://api.openai.com/v1");
+        assert_eq!(c.providers[0].api_key.as_deref(), Some("sk-test"));
+        assert_eq!(c.pricing["openai/gpt-4o"].input.to_string(), "2.5");
+        assert_eq!(c.tenants[0].api_keys.len(), 2);
+        assert!(c.tenants[0].api_keys[0].id.starts_with("key_"));
+        assert_eq!(c.tenants[0].broadcast.destinations[0].sampling_rate, 0.5);
+        assert_eq!(
+            c.default_provider().map(|p| p.name.as_str()),
+            Some("openai")
+        );
+    }
+
+    #[test]
+    fn errors_name_their_fields() {
+        let e = errors(
+            r#"
+[server]
+listen = "nowhere"
+max_body_bytes = -1
+[[providers]]
+name = "Open AI"
+base_url = "ftp://x"
+[[providers]]
+name = "b"
+base_url = "http://b"
+default = true
+[[providers]]
+name = "c"
+base_url = "http://c"
+default = true
+[pricing.m]
+input = -1
+output = 1
+[[tenants]]
+id = "t"
+api_keys = ["short", "sha256:zz"]
+[[tenants.broadcast.destinations]]
+type = "sentry"
+name = "s"
+sampling_rate = 2
+[[tenants.broadcast.destinations]]
+type = "kafka"
+name = "k"
+"#,
+        );
+        let joined = e.join("\n");
+        for needle in [
+            "server.listen",
+            "server.max_body_bytes",
+            "providers[0].name",
+            "providers[0].base_url",
+            "providers: at most one",
+            "pricing.\"m\".input",
+            "tenants[0].api_keys[0]",
+            "tenants[0].api_keys[1]",
+            "tenants[0].broadcast.destinations[0].sampling_rate",
+            "tenants[0].broadcast.destinations[0].otlp_endpoint",
+            "tenants[0].broadcast.destinations[0].dsn",
+            "tenants[0].broadcast.destinations[1].type",
+        ] {
+            assert!(joined.contains(needle), "missing {needle} in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_env_are_errors() {
+        let e = errors("[server]\nlisten_addr = \"x\"");
+        assert!(e[0].contains("listen_addr"), "{e:?}");
+        let e = errors("[admin]\ntoken = \"${BEACON_ADMIN_TOKEN}\"");
+        assert!(
+            e[0].contains("admin.token") && e[0].contains("BEACON_ADMIN_TOKEN"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn embedded_default_reads_the_environment() {
+        let env = |k: &str| match k {
+            "OPENAI_API_KEY" => Some("sk-1".to_string()),
+            "OPENROUTER_API_KEY" => Some("sk-or".to_string()),
+            "BEACON_API_KEYS" => Some("bk-one-key-1, bk-two-key-2".to_string()),
+            _ => None,
+        };
+        let c = Config::from_env(&env).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.store.url, "sqlite://beacon.db");
+        assert_eq!(c.providers.len(), 2);
+        assert_eq!(
+            c.default_provider().map(|p| p.name.as_str()),
+            Some("openrouter")
+        );
+        assert_eq!(c.tenants[0].api_keys.len(), 2);
+    }
+}
