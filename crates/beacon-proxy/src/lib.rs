@@ -1,1 +1,179 @@
-//! placeholder
+//! The proxy: Beacon's hot path, from an accepted connection to the upstream and back.
+//!
+//! ```text
+//! server::run ── accept, TCP_NODELAY, HTTP/1.1 + h2c, graceful shutdown
+//!   └─ App::handle ── x-request-id, route by path
+//!        └─ handlers::chat
+//!             auth::Directory        bearer key → tenant (in-memory snapshot)
+//!             request::ChatRequest   JSON parsed, extensions validated and removed
+//!             routing::Router        provider/model → provider
+//!             meter::Meter           one record per request (finish, or Drop = cancelled)
+//!             upstream               pooled hyper-util client, rustls
+//!             meter::stream          SSE parsed as it passes, chunks forwarded at once
+//!             meter::{usage, pricing, estimate}   tokens and cost
+//!        └─ error::ProxyError ── the one place failures become OpenAI-shaped responses
+//! meter::Meter::finish ── CompletionRecord ──▶ beacon_broadcast::RecordSender (try_send)
+//! ```
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod handlers;
+pub mod meter;
+pub mod metrics;
+pub mod request;
+pub mod routing;
+pub mod server;
+pub mod sse;
+pub mod trace_context;
+pub mod upstream;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use body::ProxyBody;
+use error::{json_response, ProxyError};
+
+/// Response header carrying Beacon's request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Everything a request needs, shared by all connections.
+pub struct App {
+    /// Tenants and keys.
+    pub directory: Arc<auth::Directory>,
+    /// Model routing.
+    pub router: routing::Router,
+    /// Upstream client.
+    pub client: upstream::UpstreamClient,
+    /// Shared metering state.
+    pub meter: Arc<meter::MeterShared>,
+    /// Metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// `server.max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// `server.upstream_timeout_secs`.
+    pub upstream_timeout: Duration,
+    models: Bytes,
+    draining: AtomicBool,
+}
+
+/// Why the proxy could not be assembled from a validated config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A provider is unusable.
+    #[error(transparent)]
+    Router(#[from] routing::RouterError),
+    /// TLS could not be set up.
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl App {
+    /// Assembles the proxy from a validated config and the broadcast hand-off.
+    pub fn new(
+        config: &beacon_config::Config,
+        sender: beacon_broadcast::RecordSender,
+        metrics: Arc<metrics::Metrics>,
+        directory: Arc<auth::Directory>,
+    ) -> Result<Self, BuildError> {
+        let router = routing::Router::new(&config.providers)?;
+        let prices = meter::pricing::PriceTable::with_defaults(&config.pricing);
+        let models = handlers::models::models_body(&router, &prices);
+        Ok(Self {
+            directory,
+            router,
+            client: upstream::build_client(config.server.connect_timeout)?,
+            meter: Arc::new(meter::MeterShared {
+                sender,
+                metrics: metrics.clone(),
+                prices,
+                max_content_bytes: config.broadcast.max_content_bytes,
+            }),
+            metrics,
+            max_body_bytes: config.server.max_body_bytes,
+            upstream_timeout: config.server.upstream_timeout,
+            models,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// Marks the gateway as shutting down: `/readyz` answers 503.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Serves one request. Never fails: errors become OpenAI-shaped responses.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let received = Instant::now();
+        let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        match (method.clone(), path.as_str()) {
+            (Method::POST, "/v1/chat/completions") => {
+                let mut labels = handlers::chat::Labels::default();
+                let resp =
+                    match handlers::chat::handle(self, req, &request_id, received, &mut labels)
+                        .await
+                    {
+                        Ok(resp) => resp,
+                        Err(e) => {
+                            log_error(&e, &request_id);
+                            e.into_response(&request_id)
+                        }
+                    };
+                self.metrics.observe_response(
+                    &labels.tenant,
+                    &labels.model,
+                    resp.status().as_u16(),
+                );
+                resp
+            }
+            (Method::GET, "/v1/models") => match self
+                .directory
+                .authenticate(req.headers().get(http::header::AUTHORIZATION))
+            {
+                Ok(_) => json_response(StatusCode::OK, self.models.clone(), &request_id),
+                Err(e) => e.into_response(&request_id),
+            },
+            (Method::GET, "/healthz") => handlers::ops::healthz(&request_id),
+            (Method::GET, "/readyz") => handlers::ops::readyz(self, &request_id),
+            (Method::GET, "/metrics") => handlers::ops::metrics(self),
+            (_, "/v1/chat/completions" | "/v1/models" | "/healthz" | "/readyz" | "/metrics") => {
+                ProxyError::MethodNotAllowed(method.to_string()).into_response(&request_id)
+            }
+            _ => ProxyError::UnknownRoute {
+                method: method.to_string(),
+                path,
+            }
+            .into_response(&request_id),
+        }
+    }
+}
+
+fn log_error(e: &ProxyError, request_id: &str) {
+    if e.status().is_server_error() {
+        tracing::warn!(
+            request_id,
+            code = e.code(),
+            status = e.status().as_u16(),
+            "{e}"
+        );
+    } else {
+        tracing::debug!(
+            request_id,
+            code = e.code(),
+            status = e.status().as_u16(),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! The completion record (SPEC §3): everything known about one completion, built by the
+//! proxy's meter and consumed, off the hot path, by the export pipeline.
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+/// One completion, produced exactly once for every request that reached routing.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompletionRecord {
+    /// Beacon's request id, also returned to the client as `x-request-id`.
+    pub request_id: String,
+    /// The tenant that owns the calling key.
+    pub tenant_id: String,
+    /// Id of the calling key (never the key itself).
+    pub key_id: String,
+    /// Provider the request was routed to.
+    pub provider: String,
+    /// Model as the client sent it (e.g. `openai/gpt-4o`).
+    pub requested_model: String,
+    /// Model as sent upstream (e.g. `gpt-4o`).
+    pub upstream_model: String,
+    /// Model as the upstream answered, when it answered.
+    pub served_model: Option<String>,
+    /// The upstream's completion id (`chatcmpl-…`).
+    pub response_id: Option<String>,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// Sampling parameters of the request.
+    pub params: RequestParams,
+    /// Token counts.
+    pub usage: TokenUsage,
+    /// Cost in USD.
+    pub cost: Cost,
+    /// When things happened.
+    pub timings: Timings,
+    /// Finish reason of each choice, in order.
+    pub finish_reasons: Vec<String>,
+    /// How the completion ended.
+    pub outcome: Outcome,
+    /// The upstream's HTTP status, when a response arrived.
+    pub upstream_status: Option<u16>,
+    /// The request's `user` field.
+    pub user: Option<String>,
+    /// The request's `session_id` (body) or `x-session-id` (header).
+    pub session_id: Option<String>,
+    /// The request's `trace` object.
+    pub trace: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Trace context from `sentry-trace` or `traceparent` request headers.
+    pub trace_context: Option<TraceContext>,
+    /// Prompt and completion text; `None` when every destination is in privacy mode.
+    #[serde(skip)]
+    pub content: Option<Content>,
+}
+
+/// Sampling parameters copied from the request body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RequestParams {
+    /// `temperature`.
+    pub temperature: Option<f64>,
+    /// `max_tokens`, or `max_completion_tokens`.
+    pub max_tokens: Option<i64>,
+    /// `top_p`.
+    pub top_p: Option<f64>,
+    /// `seed`.
+    pub seed: Option<i64>,
+    /// `frequency_penalty`.
+    pub frequency_penalty: Option<f64>,
+    /// `presence_penalty`.
+    pub presence_penalty: Option<f64>,
+}
+
+/// Token counts in OpenAI's accounting: prompt includes cached and cache-write tokens,
+/// completion includes reasoning tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TokenUsage {
+    /// All prompt tokens.
+    pub prompt_tokens: u64,
+    /// Prompt tokens read from the provider's cache.
+    pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's cache.
+    pub cache_write_tokens: u64,
+    /// All completion tokens.
+    pub completion_tokens: u64,
+    /// Completion tokens spent on reasoning.
+    pub reasoning_tokens: u64,
+    /// Prompt plus completion.
+    pub total_tokens: u64,
+    /// True when Beacon counted with its tokenizer because the upstream reported nothing.
+    pub estimated: bool,
+}
+
+/// Cost in USD, with the breakdown Sentry needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Cost {
+    /// Prompt side.
+    pub input: Decimal,
+    /// Completion side.
+    pub output: Decimal,
+    /// Total.
+    pub total: Decimal,
+    /// Where the figure came from.
+    pub source: CostSource,
+}
+
+/// Where a cost came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CostSource {
+    /// The upstream reported it (e.g. OpenRouter's `usage.cost`); it wins.
+    Upstream,
+    /// Computed from Beacon's price table.
+    PriceTable,
+    /// No price known for the model: cost is zero.
+    #[default]
+    Unknown,
+}
+
+/// Timings of one completion. Offsets are microseconds after `received_unix_nanos`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Timings {
+    /// Wall-clock time Beacon received the request, in nanoseconds since the Unix epoch.
+    pub received_unix_nanos: u64,
+    /// Request sent upstream.
+    pub upstream_start_us: Option<u64>,
+    /// Upstream response headers received.
+    pub upstream_headers_us: Option<u64>,
+    /// First body byte forwarded to the client (for streams: the first chunk; TTFT).
+    pub first_chunk_us: Option<u64>,
+    /// Last byte forwarded (or the moment the completion ended otherwise).
+    pub last_byte_us: u64,
+    /// Time spent inside Beacon: total minus the time spent waiting on the upstream.
+    pub gateway_overhead_us: u64,
+}
+
+impl Timings {
+    /// Total latency in microseconds.
+    pub fn total_us(&self) -> u64 {
+        self.last_byte_us
+    }
+}
+
+/// How a completion ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The upstream answered 2xx and the response reached the client in full.
+    Ok,
+    /// The upstream failed: an error status, a broken stream, or no connection.
+    UpstreamError {
+        /// The upstream's status, when it sent one.
+        status: Option<u16>,
+        /// Low-cardinality failure kind, e.g. `http_500`, `connect_error`, `stream_interrupted`.
+        error_type: String,
+        /// Human-readable detail (never contains secrets).
+        message: String,
+    },
+    /// The upstream timeout elapsed.
+    Timeout,
+    /// The client went away before the response was complete.
+    ClientCancelled,
+}
+
+impl Outcome {
+    /// Short label for metrics: `ok`, `upstream_error`, `timeout`, `client_cancelled`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::UpstreamError { .. } => "upstream_error",
+            Self::Timeout => "timeout",
+            Self::ClientCancelled => "client_cancelled",
+        }
+    }
+}
+
+/// Trace context propagated by the caller in request headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TraceContext {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// 16 lowercase hex digits.
+    pub parent_span_id: String,
+    /// The sampled flag, when the header carried one.
+    pub sampled: Option<bool>,
+}
+
+/// Prompt and completion text, kept only while some destination may export it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Content {
+    /// The request's `messages` array as raw JSON, parsed only by the span builder.
+    pub input_messages: bytes::Bytes,
+    /// Concatenated text of the first choice.
+    pub output_text: String,
+    /// True when `output_text` was cut at the configured limit.
+    pub output_truncated: bool,
+}

@@ -1,0 +1,202 @@
+//! The client-facing error boundary: every failure of the hot path becomes one
+//! OpenAI-shaped response here, and nowhere else.
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+use crate::body::ProxyBody;
+
+/// Errors the gateway reports to clients, each with its status, OpenAI `type` and `code`.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No `Authorization: Bearer` header.
+    #[error("Missing API key. Send it as `Authorization: Bearer <key>`.")]
+    MissingKey,
+    /// A key that no tenant owns.
+    #[error("Incorrect API key provided.")]
+    InvalidKey,
+    /// The body exceeded `server.max_body_bytes`.
+    #[error("Request body is larger than the {limit} bytes this gateway accepts.")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The body could not be read from the client.
+    #[error("Could not read the request body: {0}")]
+    BodyRead(String),
+    /// The body is not valid JSON (or not a JSON object).
+    #[error("We could not parse the JSON body of your request: {0}")]
+    InvalidJson(String),
+    /// A field has the wrong type or value.
+    #[error("{message}")]
+    InvalidField {
+        /// The offending field.
+        param: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No provider serves the model.
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    /// Unknown route.
+    #[error("Unknown request URL: {method} {path}.")]
+    UnknownRoute {
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+    },
+    /// Known route, wrong method.
+    #[error("Method {0} is not allowed on this route.")]
+    MethodNotAllowed(String),
+    /// The upstream could not be reached.
+    #[error("The upstream provider could not be reached ({kind}).")]
+    UpstreamUnreachable {
+        /// `connect_timeout`, `connect_error`, `tls_error`, ...
+        kind: &'static str,
+    },
+    /// The whole-request upstream timeout elapsed.
+    #[error("The upstream provider did not answer within {0} seconds.")]
+    UpstreamTimeout(u64),
+    /// The upstream answered 2xx with something that is not a chat completion.
+    #[error("The upstream provider returned an invalid response: {0}")]
+    UpstreamInvalid(String),
+    /// The gateway is shutting down.
+    #[error("The gateway is shutting down; retry on another node.")]
+    ShuttingDown,
+}
+
+impl ProxyError {
+    /// HTTP status of the response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingKey | Self::InvalidKey => StatusCode::UNAUTHORIZED,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyRead(_) | Self::InvalidJson(_) | Self::InvalidField { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::ModelNotFound(_) | Self::UnknownRoute { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UpstreamUnreachable { .. } | Self::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::MissingKey | Self::InvalidKey => "invalid_request_error",
+            Self::UpstreamUnreachable { .. }
+            | Self::UpstreamTimeout(_)
+            | Self::UpstreamInvalid(_) => "upstream_error",
+            Self::ShuttingDown => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// OpenAI's `error.code`: a stable, low-cardinality identifier (also a metrics label).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingKey => "missing_api_key",
+            Self::InvalidKey => "invalid_api_key",
+            Self::BodyTooLarge { .. } => "request_too_large",
+            Self::BodyRead(_) => "body_read_error",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidField { .. } => "invalid_type",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::UnknownRoute { .. } => "unknown_url",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::UpstreamUnreachable { kind } => kind,
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::UpstreamInvalid(_) => "upstream_invalid_response",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// OpenAI's `error.param`.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidField { param, .. } => Some(param),
+            Self::ModelNotFound(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The response for this error, with `x-request-id`.
+    pub fn into_response(self, request_id: &str) -> http::Response<ProxyBody> {
+        let body = error_body(
+            &self.to_string(),
+            self.error_type(),
+            Some(self.code()),
+            self.param(),
+        );
+        let mut resp = json_response(self.status(), body, request_id);
+        if matches!(self, Self::MissingKey | Self::InvalidKey) {
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+/// `{"error":{"message","type","code","param"}}` as bytes.
+pub fn error_body(
+    message: &str,
+    error_type: &str,
+    code: Option<&str>,
+    param: Option<&str>,
+) -> Bytes {
+    let v = serde_json::json!({
+        "error": { "message": message, "type": error_type, "code": code, "param": param }
+    });
+    Bytes::from(v.to_string())
+}
+
+/// A JSON response with the standard headers.
+pub fn json_response(
+    status: StatusCode,
+    body: Bytes,
+    request_id: &str,
+) -> http::Response<ProxyBody> {
+    let mut resp = http::Response::new(ProxyBody::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(crate::REQUEST_ID_HEADER, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_have_openai_shape() {
+        let e = ProxyError::InvalidField {
+            param: "session_id",
+            message: "`session_id` must be a string".into(),
+        };
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let body = error_body(&e.to_string(), e.error_type(), Some(e.code()), e.param());
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["param"], "session_id");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "invalid_type");
+        assert_eq!(
+            ProxyError::ModelNotFound("x".into()).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            ProxyError::BodyTooLarge { limit: 1 }.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+}

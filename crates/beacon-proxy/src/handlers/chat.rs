@@ -1,0 +1,310 @@
+//! `POST /v1/chat/completions`: authenticate, read and parse, route, meter, forward.
+
+use std::time::{Instant, SystemTime};
+
+use beacon_broadcast::record::Outcome;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::auth::Caller;
+use crate::body::ProxyBody;
+use crate::error::{error_body, json_response, ProxyError};
+use crate::meter::stream::MeteredSse;
+use crate::meter::{Meter, RequestInfo};
+use crate::request::ChatRequest;
+use crate::{trace_context, upstream, App};
+
+/// Largest upstream error body read (the rest is discarded).
+const MAX_UPSTREAM_ERROR_BYTES: usize = 1024 * 1024;
+/// Largest non-streaming upstream response accepted.
+const MAX_UPSTREAM_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Labels of the response for `beacon_requests_total`.
+#[derive(Debug, Default)]
+pub struct Labels {
+    /// Tenant id, once authenticated.
+    pub tenant: String,
+    /// Requested model, once parsed.
+    pub model: String,
+}
+
+/// Serves one chat completion request.
+pub async fn handle(
+    app: &App,
+    req: Request<Incoming>,
+    request_id: &str,
+    received: Instant,
+    labels: &mut Labels,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let received_wall = SystemTime::now();
+    let caller = app
+        .directory
+        .authenticate(req.headers().get(http::header::AUTHORIZATION))?;
+    labels.tenant.clone_from(&caller.tenant.id);
+
+    let (parts, body) = req.into_parts();
+    let body = read_body(
+        body,
+        parts.headers.get(http::header::CONTENT_LENGTH),
+        app.max_body_bytes,
+    )
+    .await?;
+    let session_header = parts.headers.get("x-session-id").map(|v| {
+        v.to_str().map_err(|_| ProxyError::InvalidField {
+            param: "session_id",
+            message: "the x-session-id header must be visible ASCII".into(),
+        })
+    });
+    let session_header = session_header.transpose()?;
+    let chat = ChatRequest::parse(&body, session_header)?;
+    labels.model.clone_from(&chat.model);
+    let route = app
+        .router
+        .route(&chat.model)
+        .ok_or_else(|| ProxyError::ModelNotFound(chat.model.clone()))?;
+
+    let upstream_body = chat.upstream_body(&route.upstream_model);
+    let info = request_info(&caller, request_id, &route, &chat, &body, &parts.headers);
+    let mut meter = Meter::new(info, app.meter.clone(), received, received_wall);
+    let deadline = tokio::time::Instant::from_std(received) + app.upstream_timeout;
+    let timeout_secs = app.upstream_timeout.as_secs();
+
+    let upstream_req = upstream::chat_request(&route.provider, upstream_body, chat.stream)
+        .map_err(|e| ProxyError::UpstreamInvalid(e.to_string()))?;
+    meter.upstream_started();
+    let resp = match tokio::time::timeout_at(deadline, app.client.request(upstream_req)).await {
+        Err(_) => {
+            meter.finish(Outcome::Timeout);
+            return Err(ProxyError::UpstreamTimeout(timeout_secs));
+        }
+        Ok(Err(e)) => {
+            let kind = upstream::classify_error(&e);
+            tracing::warn!(request_id, provider = %route.provider.name, error = %e, kind, "upstream request failed");
+            meter.finish(Outcome::UpstreamError {
+                status: None,
+                error_type: kind.to_string(),
+                message: format!("upstream request failed: {kind}"),
+            });
+            return Err(ProxyError::UpstreamUnreachable { kind });
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    let status = resp.status();
+    meter.upstream_headers(status.as_u16());
+    let mut passthrough = http::HeaderMap::new();
+    for (k, v) in resp.headers() {
+        if upstream::passthrough_header(k) {
+            passthrough.append(k.clone(), v.clone());
+        }
+    }
+    if let Some(id) = resp.headers().get("x-request-id") {
+        passthrough.insert("x-upstream-request-id", id.clone());
+    }
+
+    if !status.is_success() {
+        return Ok(upstream_error_response(resp, meter, deadline, request_id, passthrough).await);
+    }
+
+    let is_sse = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    if chat.stream && is_sse {
+        let body = MeteredSse::new(
+            resp.into_body(),
+            meter,
+            chat.client_wants_usage,
+            deadline,
+            timeout_secs,
+            chat.model.clone(),
+        );
+        let mut out = Response::new(ProxyBody::Sse(Box::new(body)));
+        let h = out.headers_mut();
+        h.extend(passthrough);
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert(crate::REQUEST_ID_HEADER, v);
+        }
+        return Ok(out);
+    }
+
+    // Non-streaming: read the whole completion, meter it, add `usage.cost`.
+    let collected = tokio::time::timeout_at(
+        deadline,
+        Limited::new(resp.into_body(), MAX_UPSTREAM_RESPONSE_BYTES).collect(),
+    )
+    .await;
+    meter.upstream_done();
+    let bytes = match collected {
+        Err(_) => {
+            meter.finish(Outcome::Timeout);
+            return Err(ProxyError::UpstreamTimeout(timeout_secs));
+        }
+        Ok(Err(e)) => {
+            let message = format!("reading the upstream response failed: {e}");
+            meter.finish(Outcome::UpstreamError {
+                status: Some(status.as_u16()),
+                error_type: "body_read_error".into(),
+                message: message.clone(),
+            });
+            return Err(ProxyError::UpstreamInvalid(message));
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    let mut json: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        _ => {
+            let message =
+                "the upstream answered 2xx with a body that is not a JSON object".to_string();
+            meter.finish(Outcome::UpstreamError {
+                status: Some(status.as_u16()),
+                error_type: "invalid_response".into(),
+                message: message.clone(),
+            });
+            return Err(ProxyError::UpstreamInvalid(message));
+        }
+    };
+    meter.observe_response(&json);
+    let accounted = meter.finish(Outcome::Ok);
+    if let (Some(acc), Some(obj)) = (accounted, json.as_object_mut()) {
+        let cost: f64 = acc.cost.total.try_into().unwrap_or(0.0);
+        match obj.get_mut("usage").and_then(|u| u.as_object_mut()) {
+            Some(usage) => {
+                usage.insert("cost".into(), serde_json::json!(cost));
+            }
+            None => {
+                // The upstream reported nothing: give the client Beacon's estimate, marked so.
+                obj.insert(
+                    "usage".into(),
+                    serde_json::json!({
+                        "prompt_tokens": acc.usage.prompt_tokens,
+                        "completion_tokens": acc.usage.completion_tokens,
+                        "total_tokens": acc.usage.total_tokens,
+                        "cost": cost,
+                        "estimated": true,
+                    }),
+                );
+            }
+        }
+    }
+    let mut out = json_response(StatusCode::OK, Bytes::from(json.to_string()), request_id);
+    out.headers_mut().extend(passthrough);
+    Ok(out)
+}
+
+async fn read_body(
+    body: Incoming,
+    content_length: Option<&HeaderValue>,
+    limit: usize,
+) -> Result<Bytes, ProxyError> {
+    let declared = content_length
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ProxyError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(ProxyError::BodyRead(e.to_string())),
+    }
+}
+
+fn request_info(
+    caller: &Caller,
+    request_id: &str,
+    route: &crate::routing::Route,
+    chat: &ChatRequest<'_>,
+    body: &Bytes,
+    headers: &http::HeaderMap,
+) -> RequestInfo {
+    RequestInfo {
+        request_id: request_id.to_string(),
+        tenant_id: caller.tenant.id.clone(),
+        key_id: caller.key_id.clone(),
+        provider: route.provider.name.clone(),
+        requested_model: chat.model.clone(),
+        upstream_model: route.upstream_model.clone(),
+        stream: chat.stream,
+        params: chat.params.clone(),
+        user: chat.user.clone(),
+        session_id: chat.session_id.clone(),
+        trace: chat.trace.clone(),
+        trace_context: trace_context::from_headers(headers),
+        // A view into the request body: no copy.
+        messages: body.slice_ref(chat.messages.get().as_bytes()),
+        keep_content: caller.tenant.keep_content,
+    }
+}
+
+/// Relays an upstream error status: OpenAI-shaped bodies pass through unchanged, anything
+/// else is wrapped in OpenAI's error shape.
+async fn upstream_error_response(
+    resp: Response<Incoming>,
+    mut meter: Meter,
+    deadline: tokio::time::Instant,
+    request_id: &str,
+    passthrough: http::HeaderMap,
+) -> Response<ProxyBody> {
+    let status = resp.status();
+    let body = tokio::time::timeout_at(
+        deadline,
+        Limited::new(resp.into_body(), MAX_UPSTREAM_ERROR_BYTES).collect(),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .map(|c| c.to_bytes())
+    .unwrap_or_default();
+    meter.upstream_done();
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    let upstream_message = parsed
+        .as_ref()
+        .and_then(|v| v.get("error"))
+        .and_then(|e| {
+            e.get("message")
+                .and_then(|m| m.as_str())
+                .or_else(|| e.as_str())
+        })
+        .map(String::from);
+    let openai_shaped = parsed
+        .as_ref()
+        .and_then(|v| v.get("error"))
+        .is_some_and(|e| e.is_object());
+    let message = upstream_message.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(&body);
+        let snippet: String = text.chars().take(200).collect();
+        format!("The upstream provider answered {status}: {snippet}")
+    });
+    meter.finish(Outcome::UpstreamError {
+        status: Some(status.as_u16()),
+        error_type: format!("http_{}", status.as_u16()),
+        message: message.clone(),
+    });
+    let out_body = if openai_shaped {
+        body
+    } else {
+        let error_type = if status.is_server_error() {
+            "upstream_error"
+        } else {
+            "invalid_request_error"
+        };
+        error_body(&message, error_type, Some("upstream_error"), None)
+    };
+    let mut out = json_response(status, out_body, request_id);
+    out.headers_mut().extend(passthrough);
+    out
+}

@@ -1,0 +1,47 @@
+//! `GET /v1/models`: every routable model Beacon knows of, with its price.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::meter::pricing::PriceTable;
+use crate::routing::Router;
+
+/// Builds the (static) response body once at start.
+pub fn models_body(router: &Router, prices: &PriceTable) -> Bytes {
+    let mut models: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for (id, price) in prices.iter() {
+        // List a priced model when its prefix names a configured provider.
+        let Some(route) = router.route(id) else {
+            continue;
+        };
+        if !id.starts_with(&format!("{}/", route.provider.name)) {
+            continue;
+        }
+        let owner = route.provider.name.clone();
+        models.insert(
+            id.clone(),
+            json!({
+                "id": id, "object": "model", "created": 0, "owned_by": owner,
+                "pricing": {
+                    "unit": "usd_per_million_tokens",
+                    "input": price.input.to_string(),
+                    "cached_input": price.cached_input.unwrap_or(price.input).to_string(),
+                    "cache_write": price.cache_write.unwrap_or(price.input).to_string(),
+                    "output": price.output.to_string(),
+                },
+            }),
+        );
+    }
+    for p in router.providers() {
+        for m in &p.models {
+            let id = format!("{}/{m}", p.name);
+            models
+                .entry(id.clone())
+                .or_insert_with(|| json!({"id": id, "object": "model", "created": 0, "owned_by": p.name, "pricing": null}));
+        }
+    }
+    let data: Vec<_> = models.into_values().collect();
+    Bytes::from(json!({"object": "list", "data": data}).to_string())
+}

@@ -1,0 +1,362 @@
+//! Metering: where a completion is measured and its record emitted.
+//!
+//! A [`Meter`] is created once a request has been routed. The handler and the streaming
+//! body feed it what they see (upstream status, chunks, usage); exactly one call to
+//! [`Meter::finish`] builds the [`CompletionRecord`] and hands it to the broadcast queue
+//! without waiting. If the meter is dropped unfinished — the client went away, or the
+//! handler future was cancelled — `Drop` finishes it as `client_cancelled`, with the tokens
+//! seen so far.
+
+pub mod chunk;
+pub mod estimate;
+pub mod pricing;
+pub mod stream;
+pub mod usage;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use beacon_broadcast::record::{
+    CompletionRecord, Content, Cost, Outcome, RequestParams, Timings, TokenUsage, TraceContext,
+};
+use beacon_broadcast::RecordSender;
+use bytes::Bytes;
+
+use crate::metrics::Metrics;
+use chunk::ChunkView;
+use pricing::PriceTable;
+use usage::ReportedUsage;
+
+/// What the meter needs that is shared by all requests.
+#[derive(Debug)]
+pub struct MeterShared {
+    /// The broadcast hand-off.
+    pub sender: RecordSender,
+    /// Gateway metrics.
+    pub metrics: Arc<Metrics>,
+    /// Prices.
+    pub prices: PriceTable,
+    /// Output text kept per completion, in bytes.
+    pub max_content_bytes: usize,
+}
+
+/// Request-side facts, fixed once the request is routed.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// Beacon's request id.
+    pub request_id: String,
+    /// Calling tenant.
+    pub tenant_id: String,
+    /// Calling key's id.
+    pub key_id: String,
+    /// Provider routed to.
+    pub provider: String,
+    /// Model as the client sent it.
+    pub requested_model: String,
+    /// Model as sent upstream.
+    pub upstream_model: String,
+    /// Streaming request.
+    pub stream: bool,
+    /// Sampling parameters.
+    pub params: RequestParams,
+    /// `user`.
+    pub user: Option<String>,
+    /// `session_id` or `x-session-id`.
+    pub session_id: Option<String>,
+    /// `trace`.
+    pub trace: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Trace context from headers.
+    pub trace_context: Option<TraceContext>,
+    /// The request's `messages` array, raw (for content export and estimation).
+    pub messages: Bytes,
+    /// Whether some destination may export content (not every one is in privacy mode).
+    pub keep_content: bool,
+}
+
+/// Usage and cost as finally accounted, returned by [`Meter::finish`].
+#[derive(Debug, Clone, Copy)]
+pub struct Accounted {
+    /// Token counts (reported or estimated).
+    pub usage: TokenUsage,
+    /// Cost.
+    pub cost: Cost,
+}
+
+/// The per-request measuring state. See the module docs.
+#[derive(Debug)]
+pub struct Meter {
+    info: Option<RequestInfo>,
+    shared: Arc<MeterShared>,
+    received: Instant,
+    received_wall: SystemTime,
+    upstream_start: Option<Instant>,
+    upstream_headers: Option<Instant>,
+    upstream_done: Option<Instant>,
+    first_chunk: Option<Instant>,
+    upstream_status: Option<u16>,
+    reported: Option<ReportedUsage>,
+    served_model: Option<String>,
+    response_id: Option<String>,
+    finish_reasons: Vec<(u32, String)>,
+    output: String,
+    output_bytes: usize,
+}
+
+impl Meter {
+    /// Starts metering a routed request received at `received`.
+    pub fn new(
+        info: RequestInfo,
+        shared: Arc<MeterShared>,
+        received: Instant,
+        received_wall: SystemTime,
+    ) -> Self {
+        Self {
+            info: Some(info),
+            shared,
+            received,
+            received_wall,
+            upstream_start: None,
+            upstream_headers: None,
+            upstream_done: None,
+            first_chunk: None,
+            upstream_status: None,
+            reported: None,
+            served_model: None,
+            response_id: None,
+            finish_reasons: Vec::new(),
+            output: String::new(),
+            output_bytes: 0,
+        }
+    }
+
+    /// The request id.
+    pub fn request_id(&self) -> &str {
+        self.info.as_ref().map_or("", |i| i.request_id.as_str())
+    }
+
+    /// The request is being sent upstream now.
+    pub fn upstream_started(&mut self) {
+        self.upstream_start = Some(Instant::now());
+    }
+
+    /// The upstream's response headers arrived.
+    pub fn upstream_headers(&mut self, status: u16) {
+        self.upstream_headers = Some(Instant::now());
+        self.upstream_status = Some(status);
+    }
+
+    /// The upstream body has ended (or failed).
+    pub fn upstream_done(&mut self) {
+        self.upstream_done.get_or_insert_with(Instant::now);
+    }
+
+    /// A chunk with data is being forwarded to the client.
+    pub fn chunk_forwarded(&mut self) {
+        self.first_chunk.get_or_insert_with(Instant::now);
+    }
+
+    /// Observes one parsed stream chunk.
+    pub fn observe_chunk(&mut self, c: &ChunkView) {
+        if self.response_id.is_none() {
+            self.response_id.clone_from(&c.id);
+        }
+        if self.served_model.is_none() {
+            self.served_model.clone_from(&c.model);
+        }
+        if let Some(u) = c.usage.as_ref().and_then(usage::parse_usage) {
+            self.reported = Some(u);
+        }
+        for choice in c.choices.iter().flatten() {
+            if let Some(reason) = &choice.finish_reason {
+                self.set_finish_reason(choice.index, reason);
+            }
+            if choice.index == 0 {
+                if let Some(delta) = &choice.delta {
+                    if let Some(text) = &delta.content {
+                        self.append_output(text);
+                    }
+                    if let Some(calls) = &delta.tool_calls {
+                        for call in calls {
+                            if let Some(args) =
+                                call.function.as_ref().and_then(|f| f.arguments.as_deref())
+                            {
+                                self.append_output(args);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Observes a complete (non-streaming) chat completion response.
+    pub fn observe_response(&mut self, v: &serde_json::Value) {
+        self.response_id = v.get("id").and_then(|x| x.as_str()).map(String::from);
+        self.served_model = v.get("model").and_then(|x| x.as_str()).map(String::from);
+        if let Some(u) = v.get("usage").and_then(usage::parse_usage) {
+            self.reported = Some(u);
+        }
+        for (i, choice) in v
+            .get("choices")
+            .and_then(|c| c.as_array())
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let index = choice
+                .get("index")
+                .and_then(|x| x.as_u64())
+                .unwrap_or(i as u64) as u32;
+            if let Some(reason) = choice.get("finish_reason").and_then(|x| x.as_str()) {
+                self.set_finish_reason(index, reason);
+            }
+            if index == 0 {
+                let msg = choice.get("message");
+                if let Some(text) = msg.and_then(|m| m.get("content")).and_then(|x| x.as_str()) {
+                    self.append_output(text);
+                }
+                if let Some(calls) = msg.and_then(|m| m.get("tool_calls")) {
+                    self.append_output(&calls.to_string());
+                }
+            }
+        }
+    }
+
+    fn set_finish_reason(&mut self, index: u32, reason: &str) {
+        match self.finish_reasons.iter_mut().find(|(i, _)| *i == index) {
+            Some(slot) => slot.1 = reason.to_string(),
+            None => self.finish_reasons.push((index, reason.to_string())),
+        }
+    }
+
+    fn append_output(&mut self, text: &str) {
+        self.output_bytes += text.len();
+        let room = self
+            .shared
+            .max_content_bytes
+            .saturating_sub(self.output.len());
+        if room >= text.len() {
+            self.output.push_str(text);
+        } else if room > 0 {
+            let mut end = room;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.output.push_str(&text[..end]);
+        }
+    }
+
+    /// Finishes the completion with `outcome`: accounts usage and cost, emits the record.
+    /// Only the first call has an effect; later calls return `None`.
+    pub fn finish(&mut self, outcome: Outcome) -> Option<Accounted> {
+        let info = self.info.take()?;
+        let now = Instant::now();
+        let us = |t: Instant| {
+            u64::try_from(t.saturating_duration_since(self.received).as_micros())
+                .unwrap_or(u64::MAX)
+        };
+
+        let failed_without_response =
+            matches!(outcome, Outcome::UpstreamError { .. } | Outcome::Timeout)
+                && self.upstream_status.is_none_or(|s| s >= 400);
+        let usage = match self.reported {
+            Some(r) => r.tokens,
+            None if failed_without_response => TokenUsage::default(),
+            None => self.estimate(&info),
+        };
+        let price = self.shared.prices.lookup(
+            &info.provider,
+            &info.upstream_model,
+            self.served_model.as_deref(),
+        );
+        let cost = if failed_without_response && self.reported.is_none() {
+            Cost::default()
+        } else {
+            pricing::cost(&usage, price, self.reported.and_then(|r| r.cost))
+        };
+
+        let total_us = us(now);
+        let upstream_us = match (self.upstream_start, self.upstream_done.or(Some(now))) {
+            (Some(start), Some(done)) => {
+                u64::try_from(done.saturating_duration_since(start).as_micros()).unwrap_or(0)
+            }
+            _ => 0,
+        };
+        let timings = Timings {
+            received_unix_nanos: self
+                .received_wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            upstream_start_us: self.upstream_start.map(us),
+            upstream_headers_us: self.upstream_headers.map(us),
+            first_chunk_us: self.first_chunk.map(us),
+            last_byte_us: total_us,
+            gateway_overhead_us: total_us.saturating_sub(upstream_us),
+        };
+        let mut finish_reasons = std::mem::take(&mut self.finish_reasons);
+        finish_reasons.sort_by_key(|(i, _)| *i);
+        let content = info.keep_content.then(|| Content {
+            input_messages: info.messages.clone(),
+            output_text: std::mem::take(&mut self.output),
+            output_truncated: self.output_bytes > self.shared.max_content_bytes,
+        });
+        let record = CompletionRecord {
+            request_id: info.request_id,
+            tenant_id: info.tenant_id,
+            key_id: info.key_id,
+            provider: info.provider,
+            requested_model: info.requested_model,
+            upstream_model: info.upstream_model,
+            served_model: self.served_model.take(),
+            response_id: self.response_id.take(),
+            stream: info.stream,
+            params: info.params,
+            usage,
+            cost,
+            timings,
+            finish_reasons: finish_reasons.into_iter().map(|(_, r)| r).collect(),
+            outcome,
+            upstream_status: self.upstream_status,
+            user: info.user,
+            session_id: info.session_id,
+            trace: info.trace,
+            trace_context: info.trace_context,
+            content,
+        };
+        self.shared.metrics.observe_record(&record);
+        tracing::debug!(
+            request_id = %record.request_id,
+            tenant = %record.tenant_id,
+            outcome = record.outcome.label(),
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            estimated = usage.estimated,
+            "completion finished"
+        );
+        self.shared.sender.submit(record);
+        Some(Accounted { usage, cost })
+    }
+
+    fn estimate(&self, info: &RequestInfo) -> TokenUsage {
+        let model = self.served_model.as_deref().unwrap_or(&info.upstream_model);
+        let prompt = serde_json::from_slice::<serde_json::Value>(&info.messages)
+            .map(|m| estimate::count_prompt(model, &m))
+            .unwrap_or(0);
+        let completion = estimate::count_text(model, &self.output, self.output_bytes);
+        TokenUsage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            estimated: true,
+            ..TokenUsage::default()
+        }
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        if self.info.is_some() {
+            self.finish(Outcome::ClientCancelled);
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Prices and cost: a default price table shipped with Beacon, overridden by `[pricing]`.
+//!
+//! Accounting follows OpenAI's usage semantics: prompt tokens include cached and
+//! cache-write tokens, completion tokens include reasoning tokens, so each token is
+//! priced exactly once.
+
+use std::collections::HashMap;
+
+use beacon_broadcast::record::{Cost, CostSource, TokenUsage};
+use beacon_config::Price;
+use rust_decimal::Decimal;
+
+/// The price file compiled into the binary (USD per million tokens).
+const DEFAULT_PRICES: &str = include_str!("default_prices.toml");
+
+/// Model prices, keyed `provider/model` or by a bare upstream model id.
+#[derive(Debug, Clone, Default)]
+pub struct PriceTable {
+    prices: HashMap<String, Price>,
+    /// `provider/model` entries by bare `model`, for providers that serve a known model
+    /// under another provider name (proxies, Azure-style deployments).
+    by_model: HashMap<String, Price>,
+}
+
+impl PriceTable {
+    /// The shipped defaults with `overrides` applied on top.
+    pub fn with_defaults(overrides: &std::collections::BTreeMap<String, Price>) -> Self {
+        let mut table = Self::default();
+        // The shipped file is validated by a unit test; a broken entry is skipped, not fatal.
+        if let Ok(beacon_config::Config { pricing, .. }) =
+            beacon_config::Config::parse(DEFAULT_PRICES, "default_prices.toml", &|_| None)
+        {
+            table.prices.extend(pricing);
+        }
+        table
+            .prices
+            .extend(overrides.iter().map(|(k, v)| (k.clone(), *v)));
+        let mut keys: Vec<&String> = table.prices.keys().collect();
+        keys.sort();
+        let mut by_model = HashMap::new();
+        for k in keys {
+            if let Some((_, model)) = k.split_once('/') {
+                by_model.entry(model.to_string()).or_insert(table.prices[k]);
+            }
+        }
+        table.by_model = by_model;
+        table
+    }
+
+    /// Finds the price for a completion: `provider/upstream_model`, then the upstream model
+    /// id itself (OpenRouter ids look like `openai/gpt-4o`), then the served model, with
+    /// and without a trailing date (`gpt-4o-2024-08-06` → `gpt-4o`).
+    pub fn lookup(
+        &self,
+        provider: &str,
+        upstream_model: &str,
+        served_model: Option<&str>,
+    ) -> Option<&Price> {
+        let mut candidates = Vec::with_capacity(8);
+        for model in std::iter::once(upstream_model).chain(served_model) {
+            candidates.push(format!("{provider}/{model}"));
+            candidates.push(model.to_string());
+            if let Some(base) = strip_date_suffix(model) {
+                candidates.push(format!("{provider}/{base}"));
+                candidates.push(base.to_string());
+            }
+        }
+        candidates
+            .iter()
+            .find_map(|k| self.prices.get(k))
+            .or_else(|| candidates.iter().find_map(|k| self.by_model.get(k)))
+    }
+
+    /// Every priced model id.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Price)> {
+        self.prices.iter()
+    }
+}
+
+/// `gpt-4o-2024-08-06` → `gpt-4o`.
+fn strip_date_suffix(model: &str) -> Option<&str> {
+    let (base, date) = model.len().checked_sub(11).map(|i| model.split_at(i))?;
+    let date = date.strip_prefix('-')?;
+    let ok = date.len() == 10
+        && date.char_indices().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    ok.then_some(base)
+}
+
+/// Cost of `usage` at `price`, or the upstream's own figure when it reported one.
+pub fn cost(usage: &TokenUsage, price: Option<&Price>, upstream_cost: Option<Decimal>) -> Cost {
+    let computed = price.map(|p| {
+        let per_token = |per_million: Decimal, n: u64| {
+            per_million * Decimal::from(n) / Decimal::from(1_000_000u32)
+        };
+        let uncached = usage
+            .prompt_tokens
+            .saturating_sub(usage.cached_tokens)
+            .saturating_sub(usage.cache_write_tokens);
+        let input = per_token(p.input, uncached)
+            + per_token(p.cached_input.unwrap_or(p.input), usage.cached_tokens)
+            + per_token(p.cache_write.unwrap_or(p.input), usage.cache_write_tokens);
+        let plain_output = usage
+            .completion_tokens
+            .saturating_sub(usage.reasoning_tokens);
+        let output = per_token(p.output, plain_output)
+            + per_token(p.reasoning.unwrap_or(p.output), usage.reasoning_tokens);
+        (input.normalize(), output.normalize())
+    });
+    match (upstream_cost, computed) {
+        (Some(total), computed) => {
+            // The upstream's figure wins; split it in the proportion our prices give (or by
+            // token counts when we have no price), because Sentry needs the breakdown.
+            let input_share = match computed {
+                Some((i, o)) if !(i + o).is_zero() => i / (i + o),
+                _ if usage.prompt_tokens + usage.completion_tokens > 0 => {
+                    Decimal::from(usage.prompt_tokens)
+                        / Decimal::from(usage.prompt_tokens + usage.completion_tokens)
+                }
+                _ => Decimal::ZERO,
+            };
+            let input = (total * input_share).round_dp(12).normalize();
+            Cost {
+                input,
+                output: (total - input).normalize(),
+                total,
+                source: CostSource::Upstream,
+            }
+        }
+        (None, Some((input, output))) => Cost {
+            input,
+            output,
+            total: (input + output).normalize(),
+            source: CostSource::PriceTable,
+        },
+        (None, None) => Cost::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn gpt4o() -> Price {
+        Price {
+            input: d("2.5"),
+            cached_input: Some(d("1.25")),
+            cache_write: None,
+            output: d("10"),
+            reasoning: None,
+        }
+    }
+
+    #[test]
+    fn shipped_price_file_is_valid() {
+        let c =
+            beacon_config::Config::parse(DEFAULT_PRICES, "default_prices.toml", &|_| None).unwrap();
+        assert!(c.pricing.len() > 10);
+        let t = PriceTable::with_defaults(&Default::default());
+        assert!(t.lookup("openai", "gpt-4o", None).is_some());
+    }
+
+    #[test]
+    fn cached_and_reasoning_tokens_are_priced_once() {
+        let usage = TokenUsage {
+            prompt_tokens: 1_000_000,
+            cached_tokens: 400_000,
+            completion_tokens: 100_000,
+            reasoning_tokens: 60_000,
+            ..Default::default()
+        };
+        let c = cost(&usage, Some(&gpt4o()), None);
+        // 600k × 2.5 + 400k × 1.25 = 1.5 + 0.5; 100k × 10 = 1.0 (reasoning at the output rate)
+        assert_eq!(c.input, d("2"));
+        assert_eq!(c.output, d("1"));
+        assert_eq!(c.total, d("3"));
+        assert_eq!(c.source, CostSource::PriceTable);
+    }
+
+    #[test]
+    fn cache_write_and_separate_reasoning_prices() {
+        let p = Price {
+            input: d("3"),
+            cached_input: Some(d("0.3")),
+            cache_write: Some(d("3.75")),
+            output: d("15"),
+            reasoning: Some(d("20")),
+        };
+        let usage = TokenUsage {
+            prompt_tokens: 100,
+            cached_tokens: 20,
+            cache_write_tokens: 50,
+            completion_tokens: 10,
+            reasoning_tokens: 4,
+            ..Default::default()
+        };
+        let c = cost(&usage, Some(&p), None);
+        // (30×3 + 20×0.3 + 50×3.75)/1e6 ; (6×15 + 4×20)/1e6
+        assert_eq!(c.input, d("0.0002835"));
+        assert_eq!(c.output, d("0.00017"));
+    }
+
+    #[test]
+    fn upstream_cost_wins_and_is_split() {
+        let usage = TokenUsage {
+            prompt_tokens: 1000,
+            completion_tokens: 1000,
+            ..Default::default()
+        };
+        let c = cost(&usage, Some(&gpt4o()), Some(d("0.01")));
+        assert_eq!(c.total, d("0.01"));
+        assert_eq!(c.source, CostSource::Upstream);
+        assert_eq!(c.input + c.output, d("0.01"));
+        assert!(c.output > c.input);
+        let c = cost(&usage, None, Some(d("0.01")));
+        assert_eq!(c.input, d("0.005"));
+    }
+
+    #[test]
+    fn unknown_model_costs_zero() {
+        let c = cost(
+            &TokenUsage {
+                prompt_tokens: 5,
+                ..Default::default()
+            },
+            None,
+            None,
+        );
+        assert_eq!(c.total, Decimal::ZERO);
+        assert_eq!(c.source, CostSource::Unknown);
+    }
+
+    #[test]
+    fn lookup_order_and_date_suffixes() {
+        let t = PriceTable::with_defaults(&Default::default());
+        assert_eq!(strip_date_suffix("gpt-4o-2024-08-06"), Some("gpt-4o"));
+        assert_eq!(strip_date_suffix("gpt-4o"), None);
+        assert_eq!(
+            t.lookup("openai", "gpt-4o-2024-08-06", None),
+            t.lookup("openai", "gpt-4o", None)
+        );
+        assert_eq!(
+            t.lookup("mycorp", "x", Some("gpt-4o-mini-2024-07-18")),
+            t.lookup("openai", "gpt-4o-mini", None)
+        );
+        // OpenRouter ids are looked up as given.
+        assert!(t
+            .lookup("openrouter", "anthropic/claude-sonnet-4", None)
+            .is_some());
+        let mut o = std::collections::BTreeMap::new();
+        o.insert(
+            "openai/gpt-4o".to_string(),
+            Price {
+                input: d("1"),
+                cached_input: None,
+                cache_write: None,
+                output: d("1"),
+                reasoning: None,
+            },
+        );
+        let t = PriceTable::with_defaults(&o);
+        assert_eq!(t.lookup("openai", "gpt-4o", None).unwrap().input, d("1"));
+    }
+}

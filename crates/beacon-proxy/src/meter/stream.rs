@@ -1,0 +1,228 @@
+//! The metered streaming body: upstream SSE in, client SSE out, measured on the way.
+//!
+//! Each upstream frame is parsed as it arrives and the events it completes are forwarded
+//! at once, in one frame, unchanged — except the usage-only chunk Beacon asked for on the
+//! client's behalf, which is removed when the client did not ask for it. Only the bytes of
+//! an incomplete event are held back. Upstream failures after the first byte end the stream
+//! with an OpenAI-style error chunk and `[DONE]`; the body itself never errors.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use beacon_broadcast::record::Outcome;
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
+
+use super::chunk::ChunkView;
+use super::Meter;
+use crate::sse::{SseEvent, SseParser};
+
+enum State {
+    Streaming,
+    /// A final error chunk to send, then end.
+    Tail(Bytes),
+    Done,
+}
+
+/// See the module docs.
+pub struct MeteredSse {
+    upstream: Incoming,
+    parser: SseParser,
+    events: Vec<SseEvent>,
+    meter: Meter,
+    client_wants_usage: bool,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout_secs: u64,
+    state: State,
+    saw_done: bool,
+    upstream_error: Option<String>,
+    model: String,
+}
+
+impl MeteredSse {
+    /// Wraps `upstream`; `deadline` is the end of the whole-request timeout.
+    pub fn new(
+        upstream: Incoming,
+        meter: Meter,
+        client_wants_usage: bool,
+        deadline: tokio::time::Instant,
+        timeout_secs: u64,
+        model: String,
+    ) -> Self {
+        Self {
+            upstream,
+            parser: SseParser::new(),
+            events: Vec::new(),
+            meter,
+            client_wants_usage,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            timeout_secs,
+            state: State::Streaming,
+            saw_done: false,
+            upstream_error: None,
+            model,
+        }
+    }
+
+    /// Handles one upstream data frame; returns the bytes to forward (possibly empty).
+    fn on_data(&mut self, data: &[u8]) -> Result<Bytes, String> {
+        self.parser
+            .push(data, &mut self.events)
+            .map_err(|e| e.to_string())?;
+        let mut out = BytesMut::new();
+        let mut forwarded_data = false;
+        for ev in self.events.drain(..) {
+            let mut keep = true;
+            if ev.is_done() {
+                self.saw_done = true;
+            } else if let Some(data) = ev.data.as_deref() {
+                if let Ok(chunk) = serde_json::from_slice::<ChunkView>(data) {
+                    self.meter.observe_chunk(&chunk);
+                    if let Some(err) = &chunk.error {
+                        let msg = err
+                            .get("message")
+                            .and_then(|m| m.as_str())
+                            .unwrap_or("upstream error");
+                        self.upstream_error = Some(msg.to_string());
+                    }
+                    keep = self.client_wants_usage || !chunk.is_usage_only();
+                }
+                forwarded_data |= keep;
+            }
+            if keep {
+                out.extend_from_slice(&ev.raw);
+            }
+        }
+        if forwarded_data {
+            self.meter.chunk_forwarded();
+        }
+        if self.saw_done {
+            self.meter.upstream_done();
+            let outcome = match self.upstream_error.take() {
+                Some(message) => {
+                    upstream_error(self.meter.upstream_status, "upstream_stream_error", message)
+                }
+                None => Outcome::Ok,
+            };
+            self.meter.finish(outcome);
+        }
+        Ok(out.freeze())
+    }
+
+    fn fail(&mut self, outcome: Outcome, code: &str, message: &str) -> State {
+        if self.saw_done {
+            // The client already has a complete stream; what fails after `[DONE]` is moot.
+            return State::Done;
+        }
+        self.meter.upstream_done();
+        self.meter.finish(outcome);
+        State::Tail(error_tail(
+            self.meter
+                .response_id
+                .as_deref()
+                .unwrap_or(self.meter.request_id()),
+            &self.model,
+            code,
+            message,
+        ))
+    }
+}
+
+fn upstream_error(status: Option<u16>, error_type: &str, message: String) -> Outcome {
+    Outcome::UpstreamError {
+        status,
+        error_type: error_type.to_string(),
+        message,
+    }
+}
+
+/// The chunk that ends a failed stream, followed by `[DONE]`.
+pub fn error_tail(id: &str, model: &str, code: &str, message: &str) -> Bytes {
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let chunk = serde_json::json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
+        "error": {"message": message, "type": "upstream_error", "code": code, "param": null},
+    });
+    Bytes::from(format!("data: {chunk}\n\ndata: [DONE]\n\n"))
+}
+
+impl Body for MeteredSse {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        loop {
+            match std::mem::replace(&mut this.state, State::Streaming) {
+                State::Done => {
+                    this.state = State::Done;
+                    return Poll::Ready(None);
+                }
+                State::Tail(bytes) => {
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                State::Streaming => {}
+            }
+            if this.deadline.as_mut().poll(cx).is_ready() {
+                let msg = format!(
+                    "The upstream provider did not finish within {} seconds.",
+                    this.timeout_secs
+                );
+                this.state = this.fail(Outcome::Timeout, "upstream_timeout", &msg);
+                continue;
+            }
+            match ready!(Pin::new(&mut this.upstream).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    match this.on_data(&data) {
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                        Err(msg) => {
+                            let outcome = upstream_error(
+                                this.meter.upstream_status,
+                                "invalid_stream",
+                                msg.clone(),
+                            );
+                            this.state = this.fail(outcome, "upstream_invalid_stream", &msg);
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    let msg = format!("The upstream connection failed mid-stream: {e}");
+                    let outcome = upstream_error(
+                        this.meter.upstream_status,
+                        "stream_interrupted",
+                        msg.clone(),
+                    );
+                    this.state = this.fail(outcome, "upstream_stream_interrupted", &msg);
+                }
+                None => {
+                    if this.saw_done {
+                        this.state = State::Done;
+                        return Poll::Ready(None);
+                    }
+                    let _ = this.parser.take_remainder();
+                    let msg = "The upstream stream ended before [DONE].".to_string();
+                    let outcome =
+                        upstream_error(this.meter.upstream_status, "stream_truncated", msg.clone());
+                    this.state = this.fail(outcome, "upstream_stream_truncated", &msg);
+                }
+            }
+        }
+    }
+}

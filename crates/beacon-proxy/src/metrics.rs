@@ -1,0 +1,240 @@
+//! Prometheus metrics of the hot path, served as text on `GET /metrics`.
+//!
+//! Label values that come from clients (model names) are bounded: after
+//! [`MAX_MODEL_LABELS`] distinct models, new ones are reported as `other`.
+
+use std::sync::Arc;
+
+use beacon_broadcast::record::CompletionRecord;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+/// Distinct model label values kept before new models are folded into `other`.
+pub const MAX_MODEL_LABELS: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    tenant: String,
+    model: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    tenant: String,
+    model: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TokenLabels {
+    tenant: String,
+    model: String,
+    kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ModelLabels {
+    tenant: String,
+    model: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StreamLabels {
+    stream: String,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    ]
+    .into_iter()
+}
+
+fn overhead_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.000_025, 2.0, 16)
+}
+
+/// Every metric of the gateway, and the registry that renders them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    completions: Family<OutcomeLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    latency: Family<StreamLabels, Histogram>,
+    ttft: Histogram,
+    overhead: Histogram,
+    in_flight: Gauge,
+    models: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers the broadcast pipeline's counters beside them.
+    pub fn new(broadcast: &beacon_broadcast::Stats) -> Arc<Self> {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let completions = Family::<OutcomeLabels, Counter>::default();
+        let tokens = Family::<TokenLabels, Counter>::default();
+        let cost = Family::<ModelLabels, Counter<f64, AtomicU64>>::default();
+        let latency = Family::<StreamLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        let ttft = Histogram::new(latency_buckets());
+        let overhead = Histogram::new(overhead_buckets());
+        let in_flight = Gauge::default();
+        registry.register(
+            "beacon_requests",
+            "Client requests by tenant, model and response status",
+            requests.clone(),
+        );
+        registry.register(
+            "beacon_completions",
+            "Completion records by outcome",
+            completions.clone(),
+        );
+        registry.register(
+            "beacon_tokens",
+            "Tokens by kind (prompt, completion, cached, cache_write, reasoning)",
+            tokens.clone(),
+        );
+        registry.register(
+            "beacon_cost_usd",
+            "Cost of completions in USD",
+            cost.clone(),
+        );
+        registry.register(
+            "beacon_request_duration_seconds",
+            "Completion latency, request received to last byte",
+            latency.clone(),
+        );
+        registry.register(
+            "beacon_time_to_first_chunk_seconds",
+            "Streams: request received to first chunk forwarded",
+            ttft.clone(),
+        );
+        registry.register(
+            "beacon_gateway_overhead_seconds",
+            "Time spent in Beacon itself per completion",
+            overhead.clone(),
+        );
+        registry.register(
+            "beacon_requests_in_flight",
+            "Requests being served",
+            in_flight.clone(),
+        );
+        broadcast.register(&mut registry);
+        Arc::new(Self {
+            registry,
+            requests,
+            completions,
+            tokens,
+            cost,
+            latency,
+            ttft,
+            overhead,
+            in_flight,
+            models: Mutex::new(Default::default()),
+        })
+    }
+
+    /// The model label for `model`, bounded in cardinality.
+    pub fn model_label(&self, model: &str) -> String {
+        let Ok(mut seen) = self.models.lock() else {
+            return "other".into();
+        };
+        if seen.contains(model) {
+            return model.to_string();
+        }
+        if seen.len() < MAX_MODEL_LABELS {
+            seen.insert(model.to_string());
+            model.to_string()
+        } else {
+            "other".into()
+        }
+    }
+
+    /// Counts one response.
+    pub fn observe_response(&self, tenant: &str, model: &str, status: u16) {
+        let model = if model.is_empty() {
+            String::new()
+        } else {
+            self.model_label(model)
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                tenant: tenant.to_string(),
+                model,
+                status,
+            })
+            .inc();
+    }
+
+    /// Accounts a finished completion.
+    pub fn observe_record(&self, r: &CompletionRecord) {
+        let tenant = r.tenant_id.clone();
+        let model = self.model_label(&r.requested_model);
+        self.completions
+            .get_or_create(&OutcomeLabels {
+                tenant: tenant.clone(),
+                model: model.clone(),
+                outcome: r.outcome.label().to_string(),
+            })
+            .inc();
+        let u = &r.usage;
+        for (kind, n) in [
+            ("prompt", u.prompt_tokens),
+            ("completion", u.completion_tokens),
+            ("cached", u.cached_tokens),
+            ("cache_write", u.cache_write_tokens),
+            ("reasoning", u.reasoning_tokens),
+        ] {
+            if n > 0 {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        tenant: tenant.clone(),
+                        model: model.clone(),
+                        kind: kind.to_string(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        let cost: f64 = r.cost.total.try_into().unwrap_or(0.0);
+        if cost > 0.0 {
+            self.cost
+                .get_or_create(&ModelLabels { tenant, model })
+                .inc_by(cost);
+        }
+        let t = &r.timings;
+        self.latency
+            .get_or_create(&StreamLabels {
+                stream: r.stream.to_string(),
+            })
+            .observe(t.total_us() as f64 / 1e6);
+        if let (true, Some(first)) = (r.stream, t.first_chunk_us) {
+            self.ttft.observe(first as f64 / 1e6);
+        }
+        self.overhead.observe(t.gateway_overhead_us as f64 / 1e6);
+    }
+
+    /// Tracks requests in flight.
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    /// Renders the Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}

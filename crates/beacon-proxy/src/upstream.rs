@@ -1,0 +1,96 @@
+//! The upstream client: one pooled hyper-util client for every provider, rustls with the
+//! webpki roots, HTTP/1.1 and HTTP/2 (by ALPN), TCP_NODELAY, connect timeout.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::routing::Provider;
+
+/// The client type used for every upstream request.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Builds the pooled client.
+pub fn build_client(connect_timeout: Duration) -> Result<UpstreamClient, rustls::Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    // Without TCP_NODELAY small writes on keep-alive connections wait ~40 ms for delayed ACKs.
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(512)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
+}
+
+/// The upstream chat request: provider key and headers only, nothing of the client's.
+pub fn chat_request(
+    provider: &Provider,
+    body: Bytes,
+    stream: bool,
+) -> Result<http::Request<Full<Bytes>>, http::Error> {
+    let mut b = http::Request::post(provider.chat_url.clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(
+            http::header::ACCEPT,
+            if stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            },
+        )
+        .header(
+            http::header::USER_AGENT,
+            concat!("beacon/", env!("CARGO_PKG_VERSION")),
+        );
+    if let Some(auth) = &provider.authorization {
+        b = b.header(http::header::AUTHORIZATION, auth.clone());
+    }
+    for (k, v) in &provider.headers {
+        b = b.header(k, v.clone());
+    }
+    b.body(Full::new(body))
+}
+
+/// Low-cardinality name of a failure to get a response, for records and metrics.
+pub fn classify_error(e: &hyper_util::client::legacy::Error) -> &'static str {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut timed_out = false;
+    let mut tls = false;
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        tls |= s.downcast_ref::<rustls::Error>().is_some();
+        source = s.source();
+    }
+    match (e.is_connect(), timed_out, tls) {
+        (true, true, _) => "connect_timeout",
+        (_, _, true) => "tls_error",
+        (true, false, _) => "connect_error",
+        _ => "request_error",
+    }
+}
+
+/// Upstream response headers worth passing to the client (rate limits, the upstream's id).
+pub fn passthrough_header(name: &http::HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-ratelimit-")
+        || n == "retry-after"
+        || n == "retry-after-ms"
+        || n == "openai-processing-ms"
+}
