@@ -1,1 +1,354 @@
-//! placeholder
+//! End-to-end test support: starts the real `beacon` binary on 127.0.0.1:0 with a
+//! generated config, a mock OpenAI upstream, and drives Beacon with the official `openai`
+//! Python SDK (or raw HTTP for inputs an SDK would never send).
+
+pub mod mock_upstream;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The `beacon` binary: `$BEACON_BIN`, else next to the test executable's target dir.
+pub fn beacon_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("BEACON_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/test-xxxx → target/<profile>/beacon
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("beacon");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build --bin beacon` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A private temporary directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory.
+    pub fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("beacon-e2e-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        Self(p)
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `beacon serve`; killed on drop.
+pub struct Beacon {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    /// The JSON-lines record log.
+    pub record_log: PathBuf,
+    dir: TempDir,
+}
+
+/// The tenant key every generated config declares.
+pub const TENANT_KEY: &str = "bk-test-tenant-key-1";
+/// The provider key the mock upstream should see.
+pub const PROVIDER_KEY: &str = "sk-provider-secret-123";
+
+impl Beacon {
+    /// A config with one provider `mock` (default) at `upstream`, one tenant, and a record log.
+    /// `extra` is appended verbatim.
+    pub fn config(upstream: &str, extra: &str) -> String {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 65536
+upstream_timeout_secs = 30
+shutdown_grace_secs = 10
+
+[broadcast]
+record_log = "{{RECORD_LOG}}"
+
+[[providers]]
+name = "mock"
+base_url = "{upstream}"
+api_key = "{PROVIDER_KEY}"
+
+[pricing."mock/echo"]
+input = 2.5
+cached_input = 1.25
+output = 10.0
+
+[[tenants]]
+id = "acme"
+api_keys = ["{TENANT_KEY}"]
+{extra}
+"#
+        )
+    }
+
+    /// Starts `beacon serve --config` with `config` (`{RECORD_LOG}` is substituted).
+    pub fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Like [`Beacon::start`], with extra environment variables.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        let dir = TempDir::new("beacon");
+        let record_log = dir.path().join("records.jsonl");
+        let config = config.replace("{RECORD_LOG}", &record_log.display().to_string());
+        let config_path = dir.path().join("beacon.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut cmd = Command::new(beacon_bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("BEACON_LOG", "info,beacon_proxy=debug")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn beacon");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("listening") {
+                    if let Some(addr) = line
+                        .split("addr=")
+                        .nth(1)
+                        .and_then(|s| s.split_whitespace().next())
+                    {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(addr.to_string());
+                        }
+                    }
+                }
+                sink.lock().expect("logs").push(line);
+            }
+        });
+        let started = Instant::now();
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(a) => break a.parse().expect("addr"),
+                Err(_) => {
+                    let exited = child.try_wait().ok().flatten();
+                    if exited.is_some() || started.elapsed() > Duration::from_secs(30) {
+                        let _ = child.kill();
+                        std::thread::sleep(Duration::from_millis(100));
+                        panic!(
+                            "beacon did not start ({exited:?}); logs:\n{}",
+                            logs.lock().expect("logs").join("\n")
+                        );
+                    }
+                }
+            }
+        };
+        Self {
+            addr,
+            child,
+            logs,
+            record_log,
+            dir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Log lines so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// All records written so far.
+    pub fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.record_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits (up to 10 s) for the record of `request_id`.
+    pub fn wait_record(&self, request_id: &str) -> Value {
+        self.wait_record_where(|r| r["request_id"] == request_id)
+    }
+
+    /// Waits (up to 10 s) for a record matching `pred`.
+    pub fn wait_record_where(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Some(r) = self.records().into_iter().find(|r| pred(r)) {
+                return r;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no matching record; have {:?}\nlogs:\n{}",
+                self.records(),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The temp dir holding config and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Beacon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Python interpreter with the `openai` SDK: `$BEACON_TEST_PYTHON` or `.venv/bin/python`.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("BEACON_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = workspace_root().join(".venv/bin/python");
+    assert!(p.exists(), "{} not found: scripts/test.sh creates it (python3 -m venv .venv && .venv/bin/pip install -r tests/py/requirements.txt)", p.display());
+    p
+}
+
+/// Runs `tests/py/client.py` with `args` (JSON) and returns its JSON output.
+pub async fn sdk(args: Value) -> Value {
+    let script = workspace_root().join("tests/py/client.py");
+    let out = tokio::process::Command::new(python())
+        .arg(script)
+        .arg(args.to_string())
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client.py failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("client.py printed no JSON ({e}): {stdout}"))
+}
+
+/// A raw HTTP/1.1 response.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// Status.
+    pub status: u16,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl RawResponse {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// Sends one request over a fresh HTTP/1.1 connection (for inputs an SDK would never send).
+pub async fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> RawResponse {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(body.into())).expect("request"))
+        .await
+        .expect("send");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}

@@ -149,20 +149,20 @@ impl<'a> ChatRequest<'a> {
                 ))
             }
             Some(_) => return Err(invalid("session_id", "`session_id` must be a string")),
-            None => {
-                match session_header {
-                    Some(h) if !h.is_empty() && h.chars().count() <= MAX_SESSION_ID_LEN => {
-                        Some(h.to_string())
-                    }
-                    Some(_) => return Err(invalid(
+            None => match session_header {
+                Some(h) if !h.is_empty() && h.chars().count() <= MAX_SESSION_ID_LEN => {
+                    Some(h.to_string())
+                }
+                Some(_) => {
+                    return Err(invalid(
                         "session_id",
                         format!(
                             "the x-session-id header must be 1 to {MAX_SESSION_ID_LEN} characters"
                         ),
-                    )),
-                    None => None,
+                    ))
                 }
-            }
+                None => None,
+            },
         };
         let trace = match value("trace") {
             None => None,

@@ -1,0 +1,373 @@
+//! A mock OpenAI-compatible upstream on 127.0.0.1:0 that behaves like the real API:
+//! `chat.completion` JSON, SSE framing (`data: …\n\n`, `[DONE]`), the usage chunk only when
+//! `stream_options.include_usage` is true, OpenAI error bodies, rate-limit headers.
+//!
+//! The upstream model name picks the behaviour:
+//!
+//! | model | behaviour |
+//! | --- | --- |
+//! | anything else | a normal completion ("Hello from the mock upstream") |
+//! | `no-usage` | a completion that never reports usage |
+//! | `gated` | streams one chunk, then waits for `POST /control/release` (15 s at most) |
+//! | `error-500` | 500 with an OpenAI error body |
+//! | `rate-limited` | 429 with `retry-after` and `x-ratelimit-*` |
+//! | `html-502` | 502 with an HTML body (not OpenAI-shaped) |
+//! | `drop-mid` | streams two chunks, then breaks the connection |
+//! | `endless` | a chunk every 20 ms (500 at most); notes when the client goes away |
+//! | `slow-headers` | answers after 5 s |
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Notify};
+
+/// The words the mock streams, one per chunk.
+pub const WORDS: [&str; 6] = ["Hello", " from", " the", " mock", " upstream", "."];
+
+/// A request the mock received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Path.
+    pub path: String,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body as JSON.
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct State {
+    received: Mutex<Vec<Received>>,
+    release: Notify,
+    released: AtomicBool,
+    gate_timed_out: AtomicBool,
+    client_gone: AtomicBool,
+    endless_sent: AtomicUsize,
+}
+
+/// The running mock; stops when dropped.
+pub struct MockUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MockUpstream {
+    /// Starts the mock on 127.0.0.1:0.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock upstream");
+        let addr = listener.local_addr().expect("mock addr");
+        let state = Arc::new(State::default());
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(st.clone(), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, state, task }
+    }
+
+    /// `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// URL that releases a `gated` stream.
+    pub fn release_url(&self) -> String {
+        format!("http://{}/control/release", self.addr)
+    }
+
+    /// Chat requests received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().expect("lock").clone()
+    }
+
+    /// Whether a `gated` stream was released by `POST /control/release` (not by timeout).
+    pub fn released(&self) -> bool {
+        self.state.released.load(Ordering::SeqCst)
+    }
+
+    /// Whether a `gated` stream gave up waiting.
+    pub fn gate_timed_out(&self) -> bool {
+        self.state.gate_timed_out.load(Ordering::SeqCst)
+    }
+
+    /// Whether the client of an `endless` stream went away, and how many chunks it sent.
+    pub fn endless_state(&self) -> (bool, usize) {
+        (
+            self.state.client_gone.load(Ordering::SeqCst),
+            self.state.endless_sent.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// A streaming body fed by a channel; notes when it is dropped before the end.
+struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+}
+
+type MockBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<MockBody> {
+    let mut r = Response::new(
+        Full::new(body.into())
+            .map_err(|e: Infallible| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert("content-type", content_type.parse().expect("ct"));
+    h.insert("x-request-id", "req_upstream_123".parse().expect("id"));
+    h.insert("openai-processing-ms", "12".parse().expect("ms"));
+    h.insert("x-ratelimit-limit-requests", "10000".parse().expect("rl"));
+    h.insert(
+        "x-ratelimit-remaining-requests",
+        "9999".parse().expect("rl"),
+    );
+    r
+}
+
+fn openai_error(
+    status: StatusCode,
+    message: &str,
+    error_type: &str,
+    code: Option<&str>,
+) -> Response<MockBody> {
+    let body =
+        json!({"error": {"message": message, "type": error_type, "param": null, "code": code}});
+    full(status, "application/json", body.to_string())
+}
+
+fn chunk(model: &str, delta: Value, finish: Option<&str>) -> String {
+    let c = json!({
+        "id": "chatcmpl-mock123", "object": "chat.completion.chunk", "created": 1_700_000_000,
+        "model": model, "system_fingerprint": "fp_mock",
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+    });
+    format!("data: {c}\n\n")
+}
+
+fn usage() -> Value {
+    json!({
+        "prompt_tokens": 12, "completion_tokens": WORDS.len(), "total_tokens": 12 + WORDS.len(),
+        "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    })
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    if path == "/control/release" {
+        state.released.store(true, Ordering::SeqCst);
+        state.release.notify_waiters();
+        state.release.notify_one();
+        return Ok(full(StatusCode::OK, "application/json", "{}"));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    if path != "/v1/chat/completions" {
+        return Ok(openai_error(
+            StatusCode::NOT_FOUND,
+            "Unknown request URL",
+            "invalid_request_error",
+            Some("unknown_url"),
+        ));
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&bytes) else {
+        return Ok(openai_error(
+            StatusCode::BAD_REQUEST,
+            "We could not parse the JSON body of your request.",
+            "invalid_request_error",
+            None,
+        ));
+    };
+    state.received.lock().expect("lock").push(Received {
+        path,
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    let model = body["model"].as_str().unwrap_or_default().to_string();
+    let stream = body["stream"].as_bool().unwrap_or(false);
+    let include_usage = body["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false);
+
+    match model.as_str() {
+        "error-500" => {
+            return Ok(openai_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The server had an error while processing your request.",
+                "server_error",
+                None,
+            ))
+        }
+        "rate-limited" => {
+            let mut r = openai_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit reached for requests",
+                "requests",
+                Some("rate_limit_exceeded"),
+            );
+            r.headers_mut()
+                .insert("retry-after", "7".parse().expect("ra"));
+            r.headers_mut()
+                .insert("x-ratelimit-remaining-requests", "0".parse().expect("rl"));
+            return Ok(r);
+        }
+        "html-502" => {
+            return Ok(full(
+                StatusCode::BAD_GATEWAY,
+                "text/html",
+                "<html><body>502 Bad Gateway</body></html>",
+            ))
+        }
+        "slow-headers" => tokio::time::sleep(Duration::from_secs(5)).await,
+        _ => {}
+    }
+
+    if !stream {
+        let mut resp = json!({
+            "id": "chatcmpl-mock123", "object": "chat.completion", "created": 1_700_000_000,
+            "model": format!("{model}-2024-08-06"), "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": WORDS.concat(), "refusal": null},
+                         "logprobs": null, "finish_reason": "stop"}],
+            "usage": usage(),
+        });
+        if model == "no-usage" {
+            resp.as_object_mut().expect("obj").remove("usage");
+        }
+        return Ok(full(StatusCode::OK, "application/json", resp.to_string()));
+    }
+
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let served = format!("{model}-2024-08-06");
+    tokio::spawn(async move {
+        let send = |s: String| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(Bytes::from(s))).await.is_ok() }
+        };
+        let mut ok = send(chunk(
+            &served,
+            json!({"role": "assistant", "content": ""}),
+            None,
+        ))
+        .await;
+        match model.as_str() {
+            "gated" => {
+                ok &= send(chunk(&served, json!({"content": WORDS[0]}), None)).await;
+                if tokio::time::timeout(Duration::from_secs(15), state.release.notified())
+                    .await
+                    .is_err()
+                    && !state.released.load(Ordering::SeqCst)
+                {
+                    state.gate_timed_out.store(true, Ordering::SeqCst);
+                }
+                for w in &WORDS[1..] {
+                    ok &= send(chunk(&served, json!({"content": w}), None)).await;
+                }
+            }
+            "drop-mid" => {
+                send(chunk(&served, json!({"content": WORDS[0]}), None)).await;
+                send(chunk(&served, json!({"content": WORDS[1]}), None)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                // An error from the body makes hyper abort the connection mid-message.
+                let _ = tx
+                    .send(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "upstream died",
+                    )))
+                    .await;
+                return;
+            }
+            "endless" => {
+                for i in 0..500 {
+                    if !send(chunk(
+                        &served,
+                        json!({"content": format!(" word{i}")}),
+                        None,
+                    ))
+                    .await
+                    {
+                        state.client_gone.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    state.endless_sent.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            _ => {
+                for w in WORDS {
+                    ok &= send(chunk(&served, json!({"content": w}), None)).await;
+                }
+            }
+        }
+        ok &= send(chunk(&served, json!({}), Some("stop"))).await;
+        if include_usage && model != "no-usage" {
+            let u = json!({"id": "chatcmpl-mock123", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                           "model": served, "system_fingerprint": "fp_mock", "choices": [], "usage": usage()});
+            ok &= send(format!("data: {u}\n\n")).await;
+        }
+        let _ = ok && send("data: [DONE]\n\n".to_string()).await;
+    });
+    let mut r = Response::new(ChannelBody { rx }.boxed());
+    let h = r.headers_mut();
+    h.insert(
+        "content-type",
+        "text/event-stream; charset=utf-8".parse().expect("ct"),
+    );
+    h.insert("x-request-id", "req_upstream_123".parse().expect("id"));
+    h.insert(
+        "x-ratelimit-remaining-requests",
+        "9999".parse().expect("rl"),
+    );
+    Ok(r)
+}
