@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs Beacon's whole test suite on a fresh machine: installs what the tests need (a Python
+# venv with the official openai SDK), checks formatting and lints, builds the binary and runs
+# every unit and end-to-end test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+retry() {
+    "$@" && return 0
+    echo "command failed, retrying once in 5 s: $*" >&2
+    sleep 5
+    "$@"
+}
+
+# --- Python client for the end-to-end tests (the official openai SDK) -----------------------
+if ! python3 -m venv --help >/dev/null 2>&1; then
+    retry apt-get update -qq && retry apt-get install -y -qq python3-venv
+fi
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+if ! .venv/bin/python - <<'PY' 2>/dev/null
+import importlib.metadata as m, pathlib, sys
+want = [l.split("==") for l in pathlib.Path("tests/py/requirements.txt").read_text().splitlines() if "==" in l and not l.startswith("#")]
+sys.exit(0 if all(m.version(n) == v for n, v in want) else 1)
+PY
+then
+    retry .venv/bin/pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
+fi
+
+# --- Rust ------------------------------------------------------------------------------------
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --bins --locked
+cargo test --workspace --locked
