@@ -34,6 +34,21 @@ def main() -> None:
             raw = client.chat.completions.with_raw_response.create(**args["request"])
             out["completion"] = raw.parse().model_dump()
             out["headers"] = dict(raw.headers)
+        elif mode == "many":
+            results = []
+            for item in args["requests"]:
+                c = client.with_options(api_key=item["api_key"]) if item.get("api_key") else client
+                try:
+                    if item.get("stream"):
+                        raw = c.chat.completions.with_raw_response.create(stream=True, **item["request"])
+                        text = "".join((ch.choices[0].delta.content or "") for ch in raw.parse() if ch.choices)
+                    else:
+                        raw = c.chat.completions.with_raw_response.create(**item["request"])
+                        text = raw.parse().choices[0].message.content
+                    results.append({"request_id": raw.headers.get("x-request-id"), "content": text})
+                except openai.APIError as e:
+                    results.append({"error": str(e)})
+            out["results"] = results
         elif mode == "models":
             out["models"] = [m.model_dump() for m in client.models.list()]
         elif mode == "stream":

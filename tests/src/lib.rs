@@ -2,6 +2,7 @@
 //! generated config, a mock OpenAI upstream, and drives Beacon with the official `openai`
 //! Python SDK (or raw HTTP for inputs an SDK would never send).
 
+pub mod mock_sentry;
 pub mod mock_upstream;
 
 use std::io::{BufRead, BufReader};
@@ -97,6 +98,10 @@ shutdown_grace_secs = 10
 
 [broadcast]
 record_log = "{{RECORD_LOG}}"
+allow_private_destinations = true
+flush_interval_secs = 0.2
+export_timeout_secs = 1
+shutdown_deadline_secs = 3
 
 [[providers]]
 name = "mock"
@@ -351,4 +356,26 @@ pub async fn raw_request(
         headers,
         body,
     }
+}
+
+/// `GET /metrics`, parsed into `series → value` (series as printed, labels included).
+pub async fn metrics(addr: SocketAddr) -> std::collections::HashMap<String, f64> {
+    let resp = raw_request(addr, "GET", "/metrics", &[], "").await;
+    String::from_utf8_lossy(&resp.body)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sum of every series of `metrics` whose text contains all of `needles`.
+pub fn sum_where(metrics: &std::collections::HashMap<String, f64>, needles: &[&str]) -> f64 {
+    metrics
+        .iter()
+        .filter(|(k, _)| needles.iter().all(|n| k.contains(n)))
+        .map(|(_, v)| v)
+        .sum()
 }

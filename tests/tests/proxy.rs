@@ -1,6 +1,8 @@
 //! The proxy end to end: the real `beacon` binary, a mock OpenAI upstream, and the official
 //! `openai` Python SDK as the client.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed assertion
+
 use std::time::Duration;
 
 use beacon_e2e::mock_upstream::{MockUpstream, WORDS};

@@ -138,9 +138,14 @@ mod tests {
                 queue_capacity: 16,
                 record_log: Some(path.clone()),
                 shutdown_deadline: std::time::Duration::from_secs(1),
+                allow_private_destinations: false,
+                sink: crate::sink::SinkConfig::default(),
+                connect_timeout: std::time::Duration::from_secs(1),
             },
+            &[],
             stats,
-        );
+        )
+        .unwrap();
         for _ in 0..5 {
             assert!(sender.submit(record("acme")));
         }

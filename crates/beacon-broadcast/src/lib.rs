@@ -4,30 +4,48 @@
 //! proxy meter ──CompletionRecord──▶ RecordSender::submit (try_send, never waits)
 //!                                        │ bounded queue (full → counted drop)
 //!                                        ▼
-//!                                pipeline task ──▶ record log (JSON lines)
+//!                          pipeline (router task) ──▶ record log (JSON lines)
+//!                                        │ per tenant: switch; per destination: key
+//!                                        │ allowlist (filtered), sampling (sampled_out)
+//!                                        ▼
+//!                 sink worker, one per destination (bounded queue → queue_full)
+//!                   batch by size / flush interval → span::build_spans (pure)
+//!                   → OTLP protobuf → gzip → POST (≤ 2 in flight) → retry::classify
 //!                                        │
-//!                                        └─ shutdown: drain until the deadline, count the rest
+//!                                        └─ exported | rejected | retries_exhausted | shutdown_deadline
 //! ```
 //!
-//! [`record`] defines the completion record (SPEC §3) shared with the proxy; [`stats`]
-//! counts every record that is not delivered, with its reason.
+//! [`record`] is the completion record (SPEC §3) shared with the proxy; [`span`] builds
+//! the OTLP spans (SPEC §4.1); [`destination`] validates Sentry and OTLP destinations;
+//! [`sink`] sends; [`stats`] counts every record that is not delivered, with its reason.
 
+pub mod destination;
 pub mod ingress;
 pub mod pipeline;
 pub mod record;
+mod record_log;
+pub mod retry;
+pub mod sampling;
+pub mod sink;
+pub mod span;
 pub mod stats;
 
 use std::sync::Arc;
 
 pub use ingress::{Backpressure, RecordSender};
-pub use pipeline::{PipelineConfig, PipelineHandle};
+pub use pipeline::{PipelineConfig, PipelineHandle, StartError};
 pub use record::CompletionRecord;
 pub use stats::{DropReason, Stats};
 
-/// Starts the export pipeline on the current Tokio runtime and returns the proxy's end of
-/// the queue and the handle that shuts the pipeline down.
-pub fn start(config: PipelineConfig, stats: Arc<Stats>) -> (RecordSender, PipelineHandle) {
+/// Starts the export pipeline on the current Tokio runtime: validates every declared
+/// destination, starts their workers, and returns the proxy's end of the queue and the
+/// handle that shuts the pipeline down.
+pub fn start(
+    config: PipelineConfig,
+    tenants: &[beacon_config::TenantConfig],
+    stats: Arc<Stats>,
+) -> Result<(RecordSender, PipelineHandle), StartError> {
     let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity.max(1));
-    let handle = pipeline::spawn(config, rx, stats.clone());
-    (RecordSender::new(tx, stats), handle)
+    let handle = pipeline::spawn(config, tenants, rx, stats.clone())?;
+    Ok((RecordSender::new(tx, stats), handle))
 }

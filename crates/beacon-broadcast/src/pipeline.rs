@@ -1,25 +1,39 @@
-//! The background side of the queue: one task that drains records and hands them to the
-//! sinks, and flushes what is left on shutdown, up to a deadline.
+//! The background side of the queue: one task drains completion records, writes the record
+//! log, and fans each record out to its tenant's destinations — checking the broadcast
+//! switch, each destination's key allowlist and sampling — onto the destinations' workers.
+//! On shutdown it drains the queue and lets the workers flush, up to a deadline.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use beacon_config::TenantConfig;
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::destination::{DestinationError, DestinationSpec};
 use crate::record::CompletionRecord;
+use crate::record_log::RecordLog;
+use crate::sampling;
+use crate::sink::{self, Sink, SinkConfig};
 use crate::stats::{DropReason, Stats};
 
 /// Settings of the pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
-    /// Queue capacity in records.
+    /// Hand-off queue capacity in records.
     pub queue_capacity: usize,
     /// JSON-lines file receiving every record (content excluded).
     pub record_log: Option<PathBuf>,
-    /// How long the queue keeps draining after shutdown begins.
+    /// How long the queue and the workers keep draining after shutdown begins.
     pub shutdown_deadline: Duration,
+    /// Allow `http://` and private destination addresses.
+    pub allow_private_destinations: bool,
+    /// Batching and sending.
+    pub sink: SinkConfig,
+    /// Connect timeout towards destinations.
+    pub connect_timeout: Duration,
 }
 
 impl From<&beacon_config::BroadcastConfig> for PipelineConfig {
@@ -28,8 +42,71 @@ impl From<&beacon_config::BroadcastConfig> for PipelineConfig {
             queue_capacity: c.queue_capacity,
             record_log: c.record_log.clone(),
             shutdown_deadline: c.shutdown_deadline,
+            allow_private_destinations: c.allow_private_destinations,
+            sink: SinkConfig {
+                queue_capacity: c.destination_queue_capacity,
+                max_batch: c.max_batch_records,
+                flush_interval: c.flush_interval,
+                request_timeout: c.export_timeout,
+            },
+            connect_timeout: Duration::from_secs(5),
         }
     }
+}
+
+/// A tenant's broadcast switch and destination workers.
+#[derive(Debug, Clone, Default)]
+pub struct TenantRoute {
+    /// The broadcast switch.
+    pub enabled: bool,
+    /// One worker per destination.
+    pub sinks: Vec<Sink>,
+}
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A declared destination is invalid.
+    #[error("tenants[{tenant}].broadcast.destinations[{index}].{source}")]
+    Destination {
+        /// Tenant index in the config.
+        tenant: usize,
+        /// Destination index in the tenant.
+        index: usize,
+        /// What is wrong.
+        source: DestinationError,
+    },
+    /// TLS could not be set up.
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Validates every declared destination (what `beacon check` and `beacon serve` run).
+pub fn validate_destinations(
+    tenants: &[TenantConfig],
+    allow_private: bool,
+) -> Result<Vec<Vec<DestinationSpec>>, StartError> {
+    tenants
+        .iter()
+        .enumerate()
+        .map(|(t, tenant)| {
+            tenant
+                .broadcast
+                .destinations
+                .iter()
+                .enumerate()
+                .map(|(index, d)| {
+                    DestinationSpec::new(&tenant.id, d, allow_private).map_err(|source| {
+                        StartError::Destination {
+                            tenant: t,
+                            index,
+                            source,
+                        }
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Owner of the running pipeline; [`PipelineHandle::shutdown`] flushes and stops it.
@@ -37,40 +114,124 @@ impl From<&beacon_config::BroadcastConfig> for PipelineConfig {
 pub struct PipelineHandle {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    routes: Arc<HashMap<String, TenantRoute>>,
 }
 
 impl PipelineHandle {
-    /// Stops accepting new work, drains the queue up to the deadline, and returns once the
-    /// pipeline task has ended. Records still queued at the deadline are counted as
-    /// [`DropReason::ShutdownDeadline`].
+    /// Every destination worker, by tenant.
+    pub fn routes(&self) -> &HashMap<String, TenantRoute> {
+        &self.routes
+    }
+
+    /// Drains the queue and lets the workers flush, up to the shutdown deadline; whatever is
+    /// still undelivered then is counted as [`DropReason::ShutdownDeadline`].
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        // The router holds the last senders to the workers; release ours so they can close.
+        self.routes = Arc::new(HashMap::new());
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "broadcast pipeline task failed");
         }
     }
 }
 
+/// Starts the router task and one worker per declared destination.
 pub(crate) fn spawn(
     config: PipelineConfig,
+    tenants: &[TenantConfig],
     rx: mpsc::Receiver<CompletionRecord>,
     stats: Arc<Stats>,
-) -> PipelineHandle {
+) -> Result<PipelineHandle, StartError> {
+    let specs = validate_destinations(tenants, config.allow_private_destinations)?;
+    let client = sink::http::client(config.connect_timeout)?;
+    let (deadline_tx, deadline_rx) = watch::channel(false);
+    let mut routes = HashMap::new();
+    let mut workers = Vec::new();
+    for (tenant, specs) in tenants.iter().zip(specs) {
+        let mut sinks = Vec::new();
+        for spec in specs {
+            let (s, handle) = sink::spawn(
+                spec,
+                client.clone(),
+                stats.clone(),
+                config.sink,
+                deadline_rx.clone(),
+            );
+            sinks.push(s);
+            workers.push(handle);
+        }
+        routes.insert(
+            tenant.id.clone(),
+            TenantRoute {
+                enabled: tenant.broadcast.enabled,
+                sinks,
+            },
+        );
+    }
+    let routes = Arc::new(routes);
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(run(config, rx, stats, stop_rx));
-    PipelineHandle {
+    let router = Router {
+        routes: routes.clone(),
+        stats,
+        warned: AtomicBool::new(false),
+    };
+    let task = tokio::spawn(run(config, rx, router, stop_rx, deadline_tx, workers));
+    Ok(PipelineHandle {
         stop: Some(stop_tx),
         task,
+        routes,
+    })
+}
+
+struct Router {
+    routes: Arc<HashMap<String, TenantRoute>>,
+    stats: Arc<Stats>,
+    warned: AtomicBool,
+}
+
+impl Router {
+    /// Fans a record out to its tenant's destinations, counting every destination it skips.
+    fn route(&self, record: CompletionRecord) {
+        let Some(route) = self.routes.get(&record.tenant_id) else {
+            return;
+        };
+        if !route.enabled || route.sinks.is_empty() {
+            return;
+        }
+        let record = Arc::new(record);
+        for sink in &route.sinks {
+            if !sink.spec.enabled {
+                continue;
+            }
+            if !sink.spec.accepts_key(&record.key_id) {
+                sink.drop_one(&record, &self.stats, DropReason::Filtered);
+            } else if !sampling::keep(
+                sink.spec.sampling_rate,
+                &sink.spec.name,
+                record.session_id.as_deref(),
+                &record.request_id,
+            ) {
+                sink.drop_one(&record, &self.stats, DropReason::SampledOut);
+            } else {
+                let before = sink.health.dropped();
+                sink.offer(record.clone(), &self.stats);
+                if sink.health.dropped() > before && !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(destination = %sink.spec.name, "a destination queue is full: dropping records for it (counted in beacon_broadcast_dropped_total)");
+                }
+            }
+        }
     }
 }
 
 async fn run(
     config: PipelineConfig,
     mut rx: mpsc::Receiver<CompletionRecord>,
-    stats: Arc<Stats>,
+    router: Router,
     mut stop: oneshot::Receiver<()>,
+    deadline_tx: watch::Sender<bool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
 ) {
     let mut log = match &config.record_log {
         Some(path) => match RecordLog::open(path).await {
@@ -82,16 +243,17 @@ async fn run(
         },
         None => None,
     };
+    let stats = router.stats.clone();
     loop {
         tokio::select! {
             biased;
             _ = &mut stop => break,
             record = rx.recv() => {
                 let Some(record) = record else { break };
-                deliver(&record, &mut log, &stats).await;
+                deliver(record, &mut log, &router).await;
                 // Drain what is already queued before flushing, so a burst costs one flush.
                 while let Ok(record) = rx.try_recv() {
-                    deliver(&record, &mut log, &stats).await;
+                    deliver(record, &mut log, &router).await;
                 }
                 stats.set_queue_depth(rx.len());
                 if let Some(log) = log.as_mut() {
@@ -101,34 +263,42 @@ async fn run(
         }
     }
 
-    // Shutdown: no new records can be produced once the server has stopped; drain what is
-    // queued until the deadline, then count the rest.
+    // Shutdown: the server has stopped, so no new records are produced. Drain the queue,
+    // then close the workers' queues and let them flush, all within the deadline.
     rx.close();
     let deadline = tokio::time::Instant::now() + config.shutdown_deadline;
     let mut flushed = 0u64;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(record)) => {
-                deliver(&record, &mut log, &stats).await;
+                deliver(record, &mut log, &router).await;
                 flushed += 1;
             }
             Ok(None) => break,
             Err(_) => {
-                let mut lost = 0u64;
                 while let Ok(record) = rx.try_recv() {
                     stats.record_dropped(&record.tenant_id, "", DropReason::ShutdownDeadline);
-                    lost += 1;
                 }
-                tracing::warn!(
-                    lost,
-                    "broadcast shutdown deadline passed; queued records dropped"
-                );
                 break;
             }
         }
     }
     if let Some(log) = log.as_mut() {
         log.flush().await;
+    }
+    drop(router);
+    let mut workers = workers;
+    let all_done = async {
+        for w in workers.iter_mut() {
+            let _ = w.await;
+        }
+    };
+    if tokio::time::timeout_at(deadline, all_done).await.is_err() {
+        // Tell workers and in-flight sends that time is up; they count what they still hold.
+        let _ = deadline_tx.send(true);
+        for w in workers {
+            let _ = w.await;
+        }
     }
     stats.set_queue_depth(0);
     tracing::info!(
@@ -138,55 +308,9 @@ async fn run(
     );
 }
 
-async fn deliver(record: &CompletionRecord, log: &mut Option<RecordLog>, _stats: &Stats) {
+async fn deliver(record: CompletionRecord, log: &mut Option<RecordLog>, router: &Router) {
     if let Some(log) = log.as_mut() {
-        log.write(record).await;
+        log.write(&record).await;
     }
-}
-
-/// Appends one JSON object per record to a file.
-struct RecordLog {
-    file: tokio::io::BufWriter<tokio::fs::File>,
-    failed: bool,
-}
-
-impl RecordLog {
-    async fn open(path: &std::path::Path) -> std::io::Result<Self> {
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await?;
-        Ok(Self {
-            file: tokio::io::BufWriter::new(file),
-            failed: false,
-        })
-    }
-
-    async fn write(&mut self, record: &CompletionRecord) {
-        let mut line = match serde_json::to_vec(record) {
-            Ok(line) => line,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialize completion record");
-                return;
-            }
-        };
-        line.push(b'\n');
-        if let Err(e) = self.file.write_all(&line).await {
-            self.warn_once(&e);
-        }
-    }
-
-    async fn flush(&mut self) {
-        if let Err(e) = self.file.flush().await {
-            self.warn_once(&e);
-        }
-    }
-
-    fn warn_once(&mut self, e: &std::io::Error) {
-        if !self.failed {
-            self.failed = true;
-            tracing::error!(error = %e, "writing broadcast.record_log failed");
-        }
-    }
+    router.route(record);
 }

@@ -86,6 +86,14 @@ pub struct BroadcastConfig {
     pub shutdown_deadline: Duration,
     /// Prompt and completion text kept per record, in bytes; longer text is truncated.
     pub max_content_bytes: usize,
+    /// Records buffered per destination while it is slow or down.
+    pub destination_queue_capacity: usize,
+    /// Records per export request.
+    pub max_batch_records: usize,
+    /// A partial batch is sent at most this long after its first record.
+    pub flush_interval: Duration,
+    /// Timeout of one export request.
+    pub export_timeout: Duration,
 }
 
 /// One `[[providers]]` entry: an OpenAI-compatible upstream.

@@ -54,6 +54,10 @@ pub struct RawBroadcast {
     pub record_log: Option<String>,
     pub shutdown_deadline_secs: Option<f64>,
     pub max_content_bytes: Option<i64>,
+    pub destination_queue_capacity: Option<i64>,
+    pub max_batch_records: Option<i64>,
+    pub flush_interval_secs: Option<f64>,
+    pub export_timeout_secs: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -111,6 +111,30 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             "broadcast.max_content_bytes",
             &mut errs,
         ),
+        destination_queue_capacity: positive_int(
+            raw.broadcast.destination_queue_capacity,
+            2048,
+            "broadcast.destination_queue_capacity",
+            &mut errs,
+        ),
+        max_batch_records: positive_int(
+            raw.broadcast.max_batch_records,
+            256,
+            "broadcast.max_batch_records",
+            &mut errs,
+        ),
+        flush_interval: secs(
+            raw.broadcast.flush_interval_secs,
+            1.0,
+            "broadcast.flush_interval_secs",
+            &mut errs,
+        ),
+        export_timeout: secs(
+            raw.broadcast.export_timeout_secs,
+            10.0,
+            "broadcast.export_timeout_secs",
+            &mut errs,
+        ),
     };
 
     let mut providers = Vec::new();

@@ -52,7 +52,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check { config } => match Config::load(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                beacon_broadcast::pipeline::validate_destinations(
+                    &c.tenants,
+                    c.broadcast.allow_private_destinations,
+                )
+                .map(|_| c)
+                .map_err(|e| format!("{}: invalid configuration:\n  - {e}", config.display()))
+            }) {
             Ok(c) => {
                 let keys: usize = c.tenants.iter().map(|t| t.api_keys.len()).sum();
                 eprintln!(
@@ -139,7 +148,9 @@ async fn serve(mut config: Config) -> Result<(), String> {
     }
 
     let stats = Arc::new(beacon_broadcast::Stats::default());
-    let (sender, pipeline) = beacon_broadcast::start((&config.broadcast).into(), stats.clone());
+    let (sender, pipeline) =
+        beacon_broadcast::start((&config.broadcast).into(), &config.tenants, stats.clone())
+            .map_err(|e| e.to_string())?;
     let metrics = beacon_proxy::metrics::Metrics::new(&stats);
     let directory = Arc::new(Directory::new(Snapshot::from_config(&config.tenants)));
     let app =

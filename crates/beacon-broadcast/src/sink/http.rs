@@ -1,0 +1,192 @@
+//! The export HTTP client and one OTLP/HTTP POST: protobuf, gzip, the destination's headers.
+
+use std::io::Write;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::destination::Endpoint;
+
+/// The client every sink shares.
+pub type ExportClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Longest response body read from a destination (errors are short).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Builds the export client: rustls with webpki roots, HTTP/1.1 and HTTP/2, TCP_NODELAY.
+pub fn client(connect_timeout: Duration) -> Result<ExportClient, rustls::Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(4)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
+}
+
+/// Gzips an encoded export request.
+pub fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(bytes)?;
+    enc.finish()
+}
+
+/// What one POST produced.
+#[derive(Debug)]
+pub enum PostResult {
+    /// A response (any status).
+    Response {
+        /// Status.
+        status: u16,
+        /// `Retry-After`.
+        retry_after: Option<String>,
+        /// `X-Sentry-Rate-Limits`.
+        sentry_rate_limits: Option<String>,
+        /// Up to 64 KiB of the body.
+        body: Bytes,
+    },
+    /// No response.
+    Failed(String),
+}
+
+/// POSTs a gzipped OTLP protobuf body, with `timeout` for the whole exchange.
+pub async fn post(
+    client: &ExportClient,
+    endpoint: &Endpoint,
+    gzipped: Bytes,
+    timeout: Duration,
+) -> PostResult {
+    let mut req = http::Request::post(endpoint.url.clone())
+        .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+        .header(http::header::CONTENT_ENCODING, "gzip")
+        .header(http::header::USER_AGENT, crate::destination::SENTRY_CLIENT);
+    for (k, v) in &endpoint.headers {
+        req = req.header(k, v.clone());
+    }
+    let req = match req.body(Full::new(gzipped)) {
+        Ok(r) => r,
+        Err(e) => return PostResult::Failed(format!("invalid request: {e}")),
+    };
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| describe(&e))?;
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let retry_after = header("retry-after");
+        let sentry_rate_limits = header("x-sentry-rate-limits");
+        let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        Ok::<_, String>(PostResult::Response {
+            status,
+            retry_after,
+            sentry_rate_limits,
+            body,
+        })
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => PostResult::Failed(e),
+        Err(_) => PostResult::Failed(format!("no response within {} s", timeout.as_secs_f64())),
+    }
+}
+
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let mut msg = if e.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// `google.rpc.Status`, the error body of OTLP/HTTP receivers (Sentry's included).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    /// gRPC code.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// Human-readable message.
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// The error text of a destination's reply: `google.rpc.Status.message` when the body is
+/// that protobuf, else JSON `detail`/`message`, else the text itself (trimmed).
+pub fn error_text(body: &[u8]) -> String {
+    use prost::Message;
+    if let Ok(s) = RpcStatus::decode(body) {
+        if !s.message.is_empty() && s.message.chars().all(|c| !c.is_control() || c == '\n') {
+            return s.message;
+        }
+    }
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        for key in ["message", "detail", "error"] {
+            if let Some(m) = v.get(key).and_then(|m| m.as_str()) {
+                return m.to_string();
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    text.trim().chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn decodes_rpc_status_json_and_text() {
+        let body = RpcStatus {
+            code: 7,
+            message: "invalid api key".into(),
+        }
+        .encode_to_vec();
+        assert_eq!(error_text(&body), "invalid api key");
+        assert_eq!(
+            error_text(br#"{"detail":"event submission rejected with_reason: ProjectId"}"#),
+            "event submission rejected with_reason: ProjectId"
+        );
+        assert_eq!(error_text(b"  plain failure \n"), "plain failure");
+    }
+
+    #[test]
+    fn gzip_round_trip() {
+        let data = b"hello hello hello hello".repeat(100);
+        let gz = gzip(&data).unwrap();
+        assert!(gz.len() < data.len());
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut out).unwrap();
+        assert_eq!(out, data);
+    }
+}

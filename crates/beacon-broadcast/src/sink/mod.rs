@@ -1,0 +1,362 @@
+//! Where a span is sent: one worker per destination. Records arrive on a bounded channel,
+//! are batched (by size, or within the flush interval), turned into spans, encoded as one
+//! OTLP `ExportTraceServiceRequest`, gzipped and POSTed, with at most
+//! [`MAX_IN_FLIGHT`] requests in flight and retries classified by [`crate::retry`].
+//!
+//! Every record that reaches a worker ends as exactly one of: exported, rejected, retries
+//! exhausted, encode error, or shutdown deadline — each counted for its destination.
+
+pub mod http;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::destination::DestinationSpec;
+use crate::record::CompletionRecord;
+use crate::retry::{self, Attempt, Decision};
+use crate::span::{self, RandomIds, SpanSettings};
+use crate::stats::{DropReason, Stats};
+
+/// Concurrent export requests per destination.
+pub const MAX_IN_FLIGHT: usize = 2;
+
+/// Batching and sending settings shared by all sinks.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkConfig {
+    /// Records buffered per destination before new ones are dropped (`queue_full`).
+    pub queue_capacity: usize,
+    /// Records per export request.
+    pub max_batch: usize,
+    /// A partial batch is sent at most this long after its first record.
+    pub flush_interval: Duration,
+    /// Timeout of one export request.
+    pub request_timeout: Duration,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 2048,
+            max_batch: 256,
+            flush_interval: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Export health of one destination, for the admin API and the console.
+#[derive(Debug, Default)]
+pub struct SinkHealth {
+    exported: AtomicU64,
+    dropped: AtomicU64,
+    last_error: Mutex<Option<(String, SystemTime)>>,
+    last_success: Mutex<Option<SystemTime>>,
+    /// The destination asked us to wait (429/503 with `Retry-After` or
+    /// `X-Sentry-Rate-Limits`): no batch is sent before this instant.
+    rate_limited_until: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl SinkHealth {
+    /// Records delivered.
+    pub fn exported(&self) -> u64 {
+        self.exported.load(Ordering::Relaxed)
+    }
+    /// Records not delivered, every reason together.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+    /// The last error and when it happened.
+    pub fn last_error(&self) -> Option<(String, SystemTime)> {
+        self.last_error.lock().ok().and_then(|g| g.clone())
+    }
+    /// When the last export succeeded.
+    pub fn last_success(&self) -> Option<SystemTime> {
+        self.last_success.lock().ok().and_then(|g| *g)
+    }
+    /// Until when the destination is rate-limited, if it is.
+    pub fn rate_limited_until(&self) -> Option<tokio::time::Instant> {
+        let until = self.rate_limited_until.lock().ok().and_then(|g| *g)?;
+        (until > tokio::time::Instant::now()).then_some(until)
+    }
+
+    fn rate_limit(&self, wait: Duration) {
+        if let Ok(mut g) = self.rate_limited_until.lock() {
+            let until = tokio::time::Instant::now() + wait;
+            *g = Some(g.map_or(until, |old| old.max(until)));
+        }
+    }
+
+    fn set_error(&self, e: String) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some((e, SystemTime::now()));
+        }
+    }
+}
+
+/// The pipeline's handle on one destination worker.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    /// The destination.
+    pub spec: Arc<DestinationSpec>,
+    /// Its export health.
+    pub health: Arc<SinkHealth>,
+    tx: mpsc::Sender<Arc<CompletionRecord>>,
+}
+
+impl Sink {
+    /// Offers a record without waiting; a full worker queue drops it (counted).
+    pub fn offer(&self, record: Arc<CompletionRecord>, stats: &Stats) {
+        match self.tx.try_send(record) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(r)) => {
+                self.drop_one(&r, stats, DropReason::QueueFull)
+            }
+            Err(mpsc::error::TrySendError::Closed(r)) => {
+                self.drop_one(&r, stats, DropReason::ShutdownDeadline)
+            }
+        }
+    }
+
+    /// Counts a record that will not reach this destination.
+    pub fn drop_one(&self, record: &CompletionRecord, stats: &Stats, reason: DropReason) {
+        stats.record_dropped(&record.tenant_id, &self.spec.name, reason);
+        if !matches!(reason, DropReason::SampledOut | DropReason::Filtered) {
+            self.health.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Starts the worker of one destination.
+pub fn spawn(
+    spec: DestinationSpec,
+    client: http::ExportClient,
+    stats: Arc<Stats>,
+    config: SinkConfig,
+    deadline_passed: watch::Receiver<bool>,
+) -> (Sink, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+    let sink = Sink {
+        spec: Arc::new(spec),
+        health: Arc::new(SinkHealth::default()),
+        tx,
+    };
+    let worker = Worker {
+        sink: sink.clone(),
+        client,
+        stats,
+        config,
+        deadline_passed,
+    };
+    let handle = tokio::spawn(worker.run(rx));
+    (sink, handle)
+}
+
+struct Worker {
+    sink: Sink,
+    client: http::ExportClient,
+    stats: Arc<Stats>,
+    config: SinkConfig,
+    deadline_passed: watch::Receiver<bool>,
+}
+
+impl Worker {
+    async fn run(self, mut rx: mpsc::Receiver<Arc<CompletionRecord>>) {
+        let mut batch: Vec<Arc<CompletionRecord>> = Vec::new();
+        let mut flush_at = tokio::time::Instant::now();
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut deadline = self.deadline_passed.clone();
+        loop {
+            tokio::select! {
+                record = rx.recv() => match record {
+                    Some(r) => {
+                        if batch.is_empty() {
+                            flush_at = tokio::time::Instant::now() + self.config.flush_interval;
+                        }
+                        batch.push(r);
+                        if batch.len() >= self.config.max_batch {
+                            self.flush(&mut batch, &mut in_flight).await;
+                        }
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep_until(flush_at), if !batch.is_empty() => {
+                    self.flush(&mut batch, &mut in_flight).await;
+                }
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                Ok(()) = deadline.changed() => {
+                    if *deadline.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Closed (shutdown): send what is left unless the deadline has already passed.
+        if *self.deadline_passed.borrow() {
+            for r in batch.drain(..) {
+                self.sink
+                    .drop_one(&r, &self.stats, DropReason::ShutdownDeadline);
+            }
+            while let Ok(r) = rx.try_recv() {
+                self.sink
+                    .drop_one(&r, &self.stats, DropReason::ShutdownDeadline);
+            }
+        } else {
+            self.flush(&mut batch, &mut in_flight).await;
+        }
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    async fn flush(&self, batch: &mut Vec<Arc<CompletionRecord>>, in_flight: &mut JoinSet<()>) {
+        if batch.is_empty() {
+            return;
+        }
+        while in_flight.len() >= MAX_IN_FLIGHT {
+            let _ = in_flight.join_next().await;
+        }
+        let records = std::mem::take(batch);
+        let send = Send {
+            sink: self.sink.clone(),
+            client: self.client.clone(),
+            stats: self.stats.clone(),
+            timeout: self.config.request_timeout,
+            deadline_passed: self.deadline_passed.clone(),
+        };
+        in_flight.spawn(send.run(records));
+    }
+}
+
+/// One batch's journey: encode, gzip, POST, retry.
+struct Send {
+    sink: Sink,
+    client: http::ExportClient,
+    stats: Arc<Stats>,
+    timeout: Duration,
+    deadline_passed: watch::Receiver<bool>,
+}
+
+impl Send {
+    fn drop_all(&self, records: &[Arc<CompletionRecord>], reason: DropReason) {
+        for r in records {
+            self.sink.drop_one(r, &self.stats, reason);
+        }
+    }
+
+    async fn run(mut self, records: Vec<Arc<CompletionRecord>>) {
+        let spec = &self.sink.spec;
+        let settings = SpanSettings {
+            privacy_mode: spec.privacy_mode,
+            sampling_rate: spec.sampling_rate,
+        };
+        let mut ids = RandomIds;
+        let spans = records
+            .iter()
+            .flat_map(|r| span::build_spans(r, &settings, &mut ids))
+            .collect();
+        let encoded = span::export_request(spans).encode_to_vec();
+        let body = match http::gzip(&encoded) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                self.sink.health.set_error(format!("encoding failed: {e}"));
+                self.drop_all(&records, DropReason::EncodeError);
+                return;
+            }
+        };
+        let mut attempt = 1;
+        loop {
+            // Per-destination rate limit: every batch waits it out, not only the one that hit it.
+            if let Some(until) = self.sink.health.rate_limited_until() {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {}
+                    () = wait_true(&mut self.deadline_passed) => {
+                        self.drop_all(&records, DropReason::ShutdownDeadline);
+                        return;
+                    }
+                }
+            }
+            let result = tokio::select! {
+                r = http::post(&self.client, &spec.endpoint, body.clone(), self.timeout) => r,
+                () = wait_true(&mut self.deadline_passed) => {
+                    self.drop_all(&records, DropReason::ShutdownDeadline);
+                    return;
+                }
+            };
+            let (outcome, error) = match &result {
+                http::PostResult::Response {
+                    status,
+                    retry_after,
+                    sentry_rate_limits,
+                    body,
+                } => (
+                    Attempt::Response {
+                        status: *status,
+                        retry_after: retry_after.as_deref(),
+                        sentry_rate_limits: sentry_rate_limits.as_deref(),
+                    },
+                    format!("HTTP {status}: {}", http::error_text(body)),
+                ),
+                http::PostResult::Failed(e) => (Attempt::Failed, e.clone()),
+            };
+            match retry::classify(&outcome, attempt, rand::random::<f64>()) {
+                Decision::Delivered => {
+                    for r in &records {
+                        self.stats.record_exported(&r.tenant_id, &spec.name);
+                    }
+                    self.sink
+                        .health
+                        .exported
+                        .fetch_add(records.len() as u64, Ordering::Relaxed);
+                    if let Ok(mut g) = self.sink.health.last_success.lock() {
+                        *g = Some(SystemTime::now());
+                    }
+                    return;
+                }
+                Decision::Rejected => {
+                    tracing::warn!(tenant = %spec.tenant_id, destination = %spec.name, records = records.len(), %error, "destination rejected an export");
+                    self.sink.health.set_error(error);
+                    self.drop_all(&records, DropReason::Rejected);
+                    return;
+                }
+                Decision::GiveUp => {
+                    tracing::warn!(tenant = %spec.tenant_id, destination = %spec.name, records = records.len(), %error, attempts = attempt, "export retries exhausted");
+                    self.sink.health.set_error(error);
+                    self.drop_all(&records, DropReason::RetriesExhausted);
+                    return;
+                }
+                Decision::RetryAfter(wait) => {
+                    if matches!(
+                        outcome,
+                        Attempt::Response {
+                            status: 429 | 503,
+                            ..
+                        }
+                    ) {
+                        self.sink.health.rate_limit(wait);
+                    }
+                    tracing::debug!(destination = %spec.name, %error, attempt, wait_ms = wait.as_millis() as u64, "export failed; retrying");
+                    self.sink.health.set_error(error);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = wait_true(&mut self.deadline_passed) => {
+                            self.drop_all(&records, DropReason::ShutdownDeadline);
+                            return;
+                        }
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once the watched flag is true (never, if its sender is gone while false).
+async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

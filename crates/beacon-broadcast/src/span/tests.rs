@@ -1,0 +1,327 @@
+use super::*;
+use crate::record::*;
+use bytes::Bytes;
+use serde_json::{json, Map};
+
+/// Deterministic ids: trace ids 0x11…, span ids counting up from 1.
+struct SeqIds(u8);
+
+impl IdSource for SeqIds {
+    fn trace_id(&mut self) -> [u8; 16] {
+        [0x11; 16]
+    }
+    fn span_id(&mut self) -> [u8; 8] {
+        self.0 += 1;
+        [0, 0, 0, 0, 0, 0, 0, self.0]
+    }
+}
+
+pub(crate) fn record() -> CompletionRecord {
+    CompletionRecord {
+        request_id: "req_1".into(),
+        tenant_id: "acme".into(),
+        key_id: "key_abc".into(),
+        provider: "openai".into(),
+        requested_model: "openai/gpt-4o".into(),
+        upstream_model: "gpt-4o".into(),
+        served_model: Some("gpt-4o-2024-08-06".into()),
+        response_id: Some("chatcmpl-1".into()),
+        stream: true,
+        params: RequestParams {
+            temperature: Some(0.5),
+            max_tokens: Some(100),
+            seed: Some(7),
+            ..Default::default()
+        },
+        usage: TokenUsage {
+            prompt_tokens: 120,
+            cached_tokens: 20,
+            cache_write_tokens: 0,
+            completion_tokens: 30,
+            reasoning_tokens: 10,
+            total_tokens: 150,
+            estimated: false,
+        },
+        cost: Cost {
+            input: "0.000275".parse().unwrap(),
+            output: "0.0003".parse().unwrap(),
+            total: "0.000575".parse().unwrap(),
+            source: CostSource::PriceTable,
+        },
+        timings: Timings {
+            received_unix_nanos: 1_700_000_000_000_000_000,
+            upstream_start_us: Some(100),
+            upstream_headers_us: Some(200_000),
+            first_chunk_us: Some(250_000),
+            last_byte_us: 1_500_000,
+            gateway_overhead_us: 150,
+        },
+        finish_reasons: vec!["stop".into()],
+        outcome: Outcome::Ok,
+        upstream_status: Some(200),
+        user: Some("user-1".into()),
+        session_id: Some("sess-1".into()),
+        trace: None,
+        trace_context: None,
+        content: Some(Content {
+            input_messages: Bytes::from(
+                r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"SECRET-PROMPT hello"}]"#,
+            ),
+            output_text: "SECRET-COMPLETION hi".into(),
+            output_truncated: false,
+        }),
+    }
+}
+
+fn settings() -> SpanSettings {
+    SpanSettings {
+        privacy_mode: false,
+        sampling_rate: 1.0,
+    }
+}
+
+fn value_json(v: &Option<AnyValue>) -> Value {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => json!(s),
+        Some(any_value::Value::IntValue(i)) => json!({"int": i}),
+        Some(any_value::Value::DoubleValue(d)) => json!({"double": d}),
+        Some(any_value::Value::BoolValue(b)) => json!(b),
+        Some(any_value::Value::ArrayValue(a)) => Value::Array(
+            a.values
+                .iter()
+                .map(|v| value_json(&Some(v.clone())))
+                .collect(),
+        ),
+        other => json!(format!("{other:?}")),
+    }
+}
+
+/// A readable rendering of spans for snapshots.
+fn render(spans: &[Span]) -> Value {
+    Value::Array(
+        spans
+            .iter()
+            .map(|sp| {
+                let attrs: Map<String, Value> = sp.attributes.iter().map(|kv| (kv.key.clone(), value_json(&kv.value))).collect();
+                json!({
+                    "name": sp.name,
+                    "kind": sp.kind,
+                    "trace_id": hex::encode(&sp.trace_id),
+                    "span_id": hex::encode(&sp.span_id),
+                    "parent_span_id": hex::encode(&sp.parent_span_id),
+                    "flags": sp.flags,
+                    "start": sp.start_time_unix_nano,
+                    "end": sp.end_time_unix_nano,
+                    "status": sp.status.as_ref().map(|s| json!({"code": s.code, "message": s.message})),
+                    "attributes": attrs,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn attr<'a>(sp: &'a Span, key: &str) -> Option<&'a any_value::Value> {
+    sp.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+#[test]
+fn generation_span_only() {
+    let spans = build_spans(&record(), &settings(), &mut SeqIds(0));
+    assert_eq!(spans.len(), 1);
+    insta::assert_json_snapshot!("generation_only", render(&spans));
+}
+
+#[test]
+fn root_and_intermediate_spans_with_remote_parent() {
+    let mut r = record();
+    r.trace = Some(
+        json!({
+            "trace_id": "my-workflow-run-42",
+            "trace_name": "support-agent",
+            "span_name": "answer",
+            "generation_name": "draft reply",
+            "parent_span_id": "b7ad6b7169203331",
+            "environment": "production",
+            "release": "1.2.3",
+            "customer": {"tier": "gold"},
+            "attempt": 2
+        })
+        .as_object()
+        .unwrap()
+        .clone(),
+    );
+    let spans = build_spans(
+        &r,
+        &SpanSettings {
+            privacy_mode: false,
+            sampling_rate: 0.25,
+        },
+        &mut SeqIds(0),
+    );
+    assert_eq!(spans.len(), 3);
+    // Hierarchy: root ← intermediate ← generation; the root's parent is the caller's span.
+    assert_eq!(
+        spans[0].parent_span_id,
+        hex::decode("b7ad6b7169203331").unwrap()
+    );
+    assert_eq!(spans[0].flags, REMOTE_PARENT_FLAGS);
+    assert_eq!(spans[1].parent_span_id, spans[0].span_id);
+    assert_eq!(spans[2].parent_span_id, spans[1].span_id);
+    assert_eq!((spans[1].flags, spans[2].flags), (0, 0));
+    // The trace id is the first 16 bytes of SHA-256 of the string; the original is kept.
+    let digest = Sha256::digest(b"my-workflow-run-42");
+    assert!(spans.iter().all(|s| s.trace_id == digest[..16]));
+    insta::assert_json_snapshot!("agent_hierarchy", render(&spans));
+}
+
+#[test]
+fn trace_ids_as_is_and_invalid_parents_kept_as_metadata() {
+    let mut r = record();
+    r.trace = Some(
+        json!({"trace_id": "0af7651916cd43dd8448eb211c80319c", "parent_span_id": "nope"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let spans = build_spans(&r, &settings(), &mut SeqIds(0));
+    assert_eq!(
+        hex::encode(&spans[0].trace_id),
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    assert!(spans[0].parent_span_id.is_empty());
+    assert_eq!(spans[0].flags, 0);
+    assert_eq!(
+        attr(&spans[0], "trace.metadata.parent_span_id"),
+        Some(&any_value::Value::StringValue("nope".into()))
+    );
+    // All-zero ids are not ids.
+    r.trace = Some(
+        json!({"trace_id": "00000000000000000000000000000000"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let spans = build_spans(&r, &settings(), &mut SeqIds(0));
+    assert_ne!(spans[0].trace_id, vec![0u8; 16]);
+}
+
+#[test]
+fn header_context_is_used_when_the_body_has_none() {
+    let mut r = record();
+    r.trace_context = Some(TraceContext {
+        trace_id: "771a43a4192642f0b136d5159a501700".into(),
+        parent_span_id: "b7ad6b7169203331".into(),
+        sampled: Some(true),
+    });
+    let spans = build_spans(&r, &settings(), &mut SeqIds(0));
+    assert_eq!(
+        hex::encode(&spans[0].trace_id),
+        "771a43a4192642f0b136d5159a501700"
+    );
+    assert_eq!(hex::encode(&spans[0].parent_span_id), "b7ad6b7169203331");
+    assert_eq!(spans[0].flags, REMOTE_PARENT_FLAGS);
+    // The body's trace id wins, and then the header's parent (another trace's span) is not used.
+    r.trace = Some(
+        json!({"trace_id": "0af7651916cd43dd8448eb211c80319c"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let spans = build_spans(&r, &settings(), &mut SeqIds(0));
+    assert_eq!(
+        hex::encode(&spans[0].trace_id),
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    assert!(spans[0].parent_span_id.is_empty());
+}
+
+#[test]
+fn privacy_mode_removes_all_text() {
+    use prost::Message;
+    let spans = build_spans(
+        &record(),
+        &SpanSettings {
+            privacy_mode: true,
+            sampling_rate: 1.0,
+        },
+        &mut SeqIds(0),
+    );
+    let bytes = export_request(spans.clone()).encode_to_vec();
+    let raw = String::from_utf8_lossy(&bytes);
+    assert!(
+        !raw.contains("SECRET-PROMPT")
+            && !raw.contains("SECRET-COMPLETION")
+            && !raw.contains("Be brief")
+    );
+    assert!(attr(&spans[0], "gen_ai.usage.input_tokens").is_some());
+    assert!(attr(&spans[0], "gen_ai.cost.total_tokens").is_some());
+    // Without privacy mode the text is there.
+    let spans = build_spans(&record(), &settings(), &mut SeqIds(0));
+    let raw = String::from_utf8_lossy(&export_request(spans).encode_to_vec()).into_owned();
+    assert!(raw.contains("SECRET-PROMPT") && raw.contains("SECRET-COMPLETION"));
+}
+
+#[test]
+fn upstream_failure_without_response() {
+    let mut r = record();
+    r.outcome = Outcome::UpstreamError {
+        status: None,
+        error_type: "connect_timeout".into(),
+        message: "upstream request failed: connect_timeout".into(),
+    };
+    r.upstream_status = None;
+    r.served_model = None;
+    r.usage = TokenUsage::default();
+    r.cost = Cost::default();
+    r.content.as_mut().unwrap().output_text.clear();
+    let spans = build_spans(&r, &settings(), &mut SeqIds(0));
+    let g = &spans[0];
+    assert_eq!(
+        g.status.as_ref().unwrap().code,
+        status::StatusCode::Error as i32
+    );
+    assert_eq!(
+        attr(g, "error.type"),
+        Some(&any_value::Value::StringValue("connect_timeout".into()))
+    );
+    assert!(attr(g, "http.response.status_code").is_none());
+    assert!(attr(g, "gen_ai.response.model").is_none());
+    assert!(attr(g, "gen_ai.usage.output_tokens").is_none());
+    assert!(attr(g, "gen_ai.output.messages").is_none());
+    assert_eq!(
+        attr(g, "gen_ai.cost.total_tokens"),
+        Some(&any_value::Value::DoubleValue(0.0))
+    );
+
+    r.outcome = Outcome::UpstreamError {
+        status: Some(500),
+        error_type: "http_500".into(),
+        message: "boom".into(),
+    };
+    r.upstream_status = Some(500);
+    let spans = build_spans(&r, &settings(), &mut SeqIds(0));
+    assert_eq!(
+        attr(&spans[0], "http.response.status_code"),
+        Some(&any_value::Value::IntValue(500))
+    );
+}
+
+#[test]
+fn resource_has_no_deployment_environment() {
+    let req = export_request(vec![]);
+    let res = req.resource_spans[0].resource.as_ref().unwrap();
+    let keys: Vec<&str> = res.attributes.iter().map(|k| k.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "service.name",
+            "service.version",
+            "telemetry.sdk.language",
+            "telemetry.sdk.name"
+        ]
+    );
+}

@@ -1,0 +1,322 @@
+//! A mock of Sentry's OTLP traces ingestion on 127.0.0.1:0. Like the real endpoint it only
+//! answers `/api/<project>/integration/otlp/v1/traces`, authenticates with `X-Sentry-Auth`
+//! (403 with a `google.rpc.Status` protobuf body otherwise), and takes gzipped protobuf.
+//! Its [`Mode`] can be switched at run time to simulate an outage, rate limiting, refusal
+//! or a hang.
+
+use std::convert::Infallible;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+
+/// How the mock answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    /// 200 with an empty `ExportTraceServiceResponse`.
+    Ok = 0,
+    /// 503.
+    Unavailable = 1,
+    /// 429 with `Retry-After: 1` and `X-Sentry-Rate-Limits`.
+    RateLimited = 2,
+    /// 403 with a `google.rpc.Status` body.
+    Forbidden = 3,
+    /// Never answers.
+    Hang = 4,
+}
+
+/// One accepted export.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// Request headers.
+    pub headers: http::HeaderMap,
+    /// The body as sent (gzipped).
+    pub raw: Bytes,
+    /// The decompressed protobuf.
+    pub protobuf: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    mode: AtomicU8,
+    accepted: Mutex<Vec<Export>>,
+    requests: AtomicUsize,
+    refused: AtomicUsize,
+}
+
+/// The running mock; stops when dropped.
+pub struct MockSentry {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Project id in the endpoint and DSN.
+    pub project: String,
+    /// The DSN public key it accepts.
+    pub key: String,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockSentry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn rpc_status(code: u8, message: &str) -> Vec<u8> {
+    // google.rpc.Status { code = 1 (varint), message = 2 (string) }, hand-encoded so the
+    // test side does not share Beacon's encoder.
+    let mut out = vec![0x08, code, 0x12];
+    let mut len = message.len();
+    while len >= 0x80 {
+        out.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(message.as_bytes());
+    out
+}
+
+impl MockSentry {
+    /// Starts a mock for `project` accepting the DSN key `key`.
+    pub async fn start(project: &str, key: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock sentry");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(State::default());
+        let st = state.clone();
+        let (project_s, key_s) = (project.to_string(), key.to_string());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = st.clone();
+                let (project, key) = (project_s.clone(), key_s.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        handle(st.clone(), project.clone(), key.clone(), req)
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            project: project.into(),
+            key: key.into(),
+            state,
+            task,
+        }
+    }
+
+    /// The OTLP traces endpoint.
+    pub fn endpoint(&self) -> String {
+        format!(
+            "http://{}/api/{}/integration/otlp/v1/traces",
+            self.addr, self.project
+        )
+    }
+
+    /// The DSN.
+    pub fn dsn(&self) -> String {
+        format!("http://{}@{}/{}", self.key, self.addr, self.project)
+    }
+
+    /// Switches the answer.
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// Accepted exports so far.
+    pub fn exports(&self) -> Vec<Export> {
+        self.state.accepted.lock().expect("lock").clone()
+    }
+
+    /// Requests received, accepted or not.
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests refused for a bad path, auth or encoding.
+    pub fn refused(&self) -> usize {
+        self.state.refused.load(Ordering::SeqCst)
+    }
+
+    /// Decodes every accepted export with the independent Python decoder.
+    pub async fn spans(&self) -> Vec<Value> {
+        decode(&self.exports()).await
+    }
+
+    /// Waits until at least `n` spans were accepted (up to `timeout`), then returns them all.
+    pub async fn wait_spans(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        let start = std::time::Instant::now();
+        loop {
+            let spans = self.spans().await;
+            if spans.len() >= n {
+                return spans;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "expected {n} spans, have {}: {spans:?}",
+                spans.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Decodes exports with `tests/py/decode_otlp.py` (the `opentelemetry-proto` package).
+pub async fn decode(exports: &[Export]) -> Vec<Value> {
+    if exports.is_empty() {
+        return Vec::new();
+    }
+    let dir = crate::TempDir::new("otlp");
+    let mut paths = Vec::new();
+    for (i, e) in exports.iter().enumerate() {
+        let p = dir.path().join(format!("{i}.pb"));
+        std::fs::write(&p, &e.protobuf).expect("write payload");
+        paths.push(p);
+    }
+    let script = crate::workspace_root().join("tests/py/decode_otlp.py");
+    let out = tokio::process::Command::new(crate::python())
+        .arg(script)
+        .args(paths.iter().map(|p| p.as_os_str()))
+        .output()
+        .await
+        .expect("run decoder");
+    assert!(
+        out.status.success(),
+        "decoder failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = Path::new(dir.path());
+    serde_json::from_slice::<Value>(&out.stdout)
+        .expect("decoder JSON")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+type Body = Full<Bytes>;
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", content_type.parse().expect("ct"));
+    r
+}
+
+async fn handle(
+    state: Arc<State>,
+    project: String,
+    key: String,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = req.into_parts();
+    let raw = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let refuse = |status, msg: &str| {
+        state.refused.fetch_add(1, Ordering::SeqCst);
+        Ok(reply(status, "application/x-protobuf", rpc_status(16, msg)))
+    };
+    if parts.method != http::Method::POST
+        || parts.uri.path() != format!("/api/{project}/integration/otlp/v1/traces")
+    {
+        return refuse(StatusCode::NOT_FOUND, "not found");
+    }
+    let expected_auth = format!("Sentry sentry_key={key}, sentry_version=7, sentry_client=beacon/");
+    let auth = parts
+        .headers
+        .get("x-sentry-auth")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !auth.starts_with(&expected_auth) || parts.headers.contains_key("authorization") {
+        return refuse(StatusCode::FORBIDDEN, "invalid or missing sentry_key");
+    }
+    if parts
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        != Some("application/x-protobuf")
+        || parts
+            .headers
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok())
+            != Some("gzip")
+    {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected gzipped application/x-protobuf",
+        );
+    }
+    let mut protobuf = Vec::new();
+    if flate2::read::GzDecoder::new(&raw[..])
+        .read_to_end(&mut protobuf)
+        .is_err()
+    {
+        return refuse(StatusCode::BAD_REQUEST, "invalid gzip");
+    }
+    match state.mode.load(Ordering::SeqCst) {
+        1 => {
+            return Ok(reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "service unavailable",
+            ))
+        }
+        2 => {
+            let mut r = reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                "application/x-protobuf",
+                rpc_status(8, "rate limited"),
+            );
+            r.headers_mut()
+                .insert("retry-after", "1".parse().expect("ra"));
+            r.headers_mut().insert(
+                "x-sentry-rate-limits",
+                "1:transaction;span:key:rate_limited".parse().expect("rl"),
+            );
+            return Ok(r);
+        }
+        3 => {
+            return Ok(reply(
+                StatusCode::FORBIDDEN,
+                "application/x-protobuf",
+                rpc_status(7, "event submission rejected with_reason: ProjectId"),
+            ))
+        }
+        4 => {
+            std::future::pending::<()>().await;
+        }
+        _ => {}
+    }
+    state.accepted.lock().expect("lock").push(Export {
+        headers: parts.headers,
+        raw,
+        protobuf,
+    });
+    Ok(reply(
+        StatusCode::OK,
+        "application/x-protobuf",
+        Bytes::new(),
+    ))
+}

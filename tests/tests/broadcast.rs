@@ -1,0 +1,619 @@
+//! Broadcast end to end: the real `beacon` binary exports spans of real completions to mock
+//! Sentry receivers; payloads are decoded by the independent `opentelemetry-proto` package.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed assertion
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use beacon_e2e::mock_sentry::{MockSentry, Mode};
+use beacon_e2e::mock_upstream::{MockUpstream, WORDS};
+use beacon_e2e::{metrics, sdk, sum_where, Beacon, TENANT_KEY};
+use serde_json::{json, Value};
+use sha2::Digest;
+
+const SECOND_KEY: &str = "bk-second-key-2";
+
+fn sentry_dest(m: &MockSentry, name: &str, extra: &str) -> String {
+    format!(
+        "\n[[tenants.broadcast.destinations]]\ntype = \"sentry\"\nname = \"{name}\"\notlp_endpoint = \"{}\"\ndsn = \"{}\"\n{extra}\n",
+        m.endpoint(),
+        m.dsn()
+    )
+}
+
+fn key_id(key: &str) -> String {
+    format!(
+        "key_{}",
+        &hex::encode(sha2::Sha256::digest(key.as_bytes()))[..12]
+    )
+}
+
+fn hello(marker: &str) -> Value {
+    json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": format!("Say hello {marker}")}])
+}
+
+/// Runs many completions in one SDK process; returns their request ids.
+async fn many(beacon: &Beacon, items: Vec<Value>) -> Vec<String> {
+    let out = sdk(json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "many", "requests": items})).await;
+    out["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["content"], WORDS.concat(), "completion failed: {r}");
+            r["request_id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+fn req(model: &str, extra: Value) -> Value {
+    let mut request = json!({"model": model, "messages": hello("")});
+    if let (Some(r), Some(e)) = (request.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            r.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"request": request})
+}
+
+fn attr<'a>(span: &'a Value, key: &str) -> &'a Value {
+    &span["attributes"][key]
+}
+
+/// Waits until `pred` holds on /metrics.
+async fn wait_metrics(
+    beacon: &Beacon,
+    what: &str,
+    pred: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let start = std::time::Instant::now();
+    loop {
+        let m = metrics(beacon.addr).await;
+        if pred(&m) {
+            return m;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}; metrics: {:?}",
+            m.iter()
+                .filter(|(k, _)| k.contains("broadcast"))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_reach_sentry_with_attributes_and_hierarchy() {
+    let upstream = MockUpstream::start().await;
+    let sentry = MockSentry::start("4506", "abc123def").await;
+    let config = Beacon::config(
+        &upstream.base_url(),
+        &format!(
+            "[tenants.broadcast]\nenabled = true\n{}",
+            sentry_dest(&sentry, "Sentry", "")
+        ),
+    );
+    let beacon = Beacon::start(&config);
+
+    let mut a = json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "stream", "request": {
+        "model": "mock/echo", "messages": hello("MARKER-full"), "temperature": 0.2, "user": "user-9",
+        "extra_body": {"session_id": "sess-42", "trace": {
+            "trace_id": "workflow-run-42", "trace_name": "support-agent", "span_name": "answer",
+            "parent_span_id": "b7ad6b7169203331", "environment": "staging", "release": "2.0.1",
+            "customer": {"tier": "gold"}}}}});
+    a["headers"] = json!({});
+    let out = sdk(a).await;
+    assert_eq!(out["content"], WORDS.concat(), "{out}");
+
+    let spans = sentry.wait_spans(3, Duration::from_secs(10)).await;
+    assert_eq!(spans.len(), 3, "{spans:?}");
+    let by_name = |n: &str| {
+        spans
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap_or_else(|| panic!("no span {n}: {spans:?}"))
+    };
+    let root = by_name("support-agent");
+    let mid = by_name("answer");
+    let generation = by_name("chat mock/echo");
+
+    // Hierarchy and the link into the caller's trace.
+    let digest = sha2::Sha256::digest(b"workflow-run-42");
+    let trace_id = hex::encode(&digest[..16]);
+    assert!(spans.iter().all(|s| s["trace_id"] == trace_id));
+    assert_eq!(root["parent_span_id"], "b7ad6b7169203331");
+    assert_eq!(root["flags"], 0x300);
+    assert_eq!(mid["parent_span_id"], root["span_id"]);
+    assert_eq!(generation["parent_span_id"], mid["span_id"]);
+    assert_eq!(mid["flags"], 0);
+    assert_eq!(attr(root, "sentry.op"), "gen_ai.invoke_agent");
+    assert_eq!(attr(root, "gen_ai.agent.name"), "support-agent");
+    assert_eq!(attr(mid, "sentry.op"), "function");
+    assert!(spans.iter().all(|s| s["events"] == 0), "no span events");
+
+    // The generation span's attributes.
+    assert_eq!(generation["kind"], 3, "SPAN_KIND_CLIENT");
+    for (k, v) in [
+        ("sentry.op", json!("gen_ai.chat")),
+        ("gen_ai.operation.name", json!("chat")),
+        ("gen_ai.provider.name", json!("mock")),
+        ("gen_ai.request.model", json!("mock/echo")),
+        ("gen_ai.response.model", json!("echo-2024-08-06")),
+        ("gen_ai.response.id", json!("chatcmpl-mock123")),
+        ("gen_ai.response.finish_reasons", json!(["stop"])),
+        ("gen_ai.request.stream", json!(true)),
+        ("gen_ai.response.streaming", json!(true)),
+        ("gen_ai.request.temperature", json!(0.2)),
+        ("gen_ai.usage.input_tokens", json!(12)),
+        ("gen_ai.usage.output_tokens", json!(6)),
+        ("gen_ai.usage.total_tokens", json!(18)),
+        ("gen_ai.usage.cache_read.input_tokens", json!(4)),
+        ("gen_ai.cost.total_tokens", json!(0.000085)),
+        ("http.response.status_code", json!(200)),
+        ("beacon.tenant", json!("acme")),
+        ("beacon.usage.estimated", json!(false)),
+        ("user.id", json!("user-9")),
+        ("session.id", json!("sess-42")),
+        ("gen_ai.conversation.id", json!("sess-42")),
+        ("sentry.environment", json!("staging")),
+        ("sentry.release", json!("2.0.1")),
+        ("trace.metadata.customer", json!("{\"tier\":\"gold\"}")),
+        ("trace.metadata.trace_id", json!("workflow-run-42")),
+    ] {
+        assert_eq!(attr(generation, k), &v, "{k}: {generation}");
+    }
+    let input_cost = attr(generation, "gen_ai.cost.input_tokens")
+        .as_f64()
+        .unwrap();
+    let output_cost = attr(generation, "gen_ai.cost.output_tokens")
+        .as_f64()
+        .unwrap();
+    assert!((input_cost - 0.000025).abs() < 1e-12 && (output_cost - 0.00006).abs() < 1e-12);
+    assert!(
+        attr(generation, "gen_ai.response.time_to_first_chunk")
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(attr(generation, "gen_ai.input.messages")
+        .as_str()
+        .unwrap()
+        .contains("MARKER-full"));
+    assert!(attr(generation, "gen_ai.system_instructions")
+        .as_str()
+        .unwrap()
+        .contains("Be brief."));
+    assert!(attr(generation, "gen_ai.output.messages")
+        .as_str()
+        .unwrap()
+        .contains("mock upstream"));
+    assert!(attr(generation, "sentry.client_sample_rate").is_null());
+    assert_eq!(generation["resource"]["service.name"], "beacon");
+    assert_eq!(generation["resource"]["telemetry.sdk.language"], "rust");
+    assert!(generation["resource"]
+        .get("deployment.environment")
+        .is_none());
+    assert!(generation["end"].as_u64().unwrap() > generation["start"].as_u64().unwrap());
+
+    // What went over the wire.
+    let e = &sentry.exports()[0];
+    assert_eq!(
+        e.headers["x-sentry-auth"],
+        format!(
+            "Sentry sentry_key=abc123def, sentry_version=7, sentry_client=beacon/{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert_eq!(e.headers["content-type"], "application/x-protobuf");
+    assert_eq!(e.headers["content-encoding"], "gzip");
+    assert!(!e.headers.contains_key("authorization"));
+    assert_eq!(sentry.refused(), 0);
+
+    let m = wait_metrics(&beacon, "exported", |m| {
+        sum_where(
+            m,
+            &["beacon_broadcast_exported_total", "destination=\"Sentry\""],
+        ) >= 1.0
+    })
+    .await;
+    assert_eq!(sum_where(&m, &["beacon_broadcast_dropped_total"]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sentry_trace_header_links_into_the_callers_trace() {
+    let upstream = MockUpstream::start().await;
+    let sentry = MockSentry::start("7", "k7").await;
+    let config = Beacon::config(
+        &upstream.base_url(),
+        &format!(
+            "[tenants.broadcast]\nenabled = true\n{}",
+            sentry_dest(&sentry, "S", "")
+        ),
+    );
+    let beacon = Beacon::start(&config);
+    let mut a = json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "chat", "request": {"model": "mock/echo", "messages": hello("")}});
+    a["headers"] = json!({"sentry-trace": "771a43a4192642f0b136d5159a501700-b7ad6b7169203331-1"});
+    sdk(a).await;
+    let spans = sentry.wait_spans(1, Duration::from_secs(10)).await;
+    assert_eq!(spans[0]["trace_id"], "771a43a4192642f0b136d5159a501700");
+    assert_eq!(spans[0]["parent_span_id"], "b7ad6b7169203331");
+    assert_eq!(spans[0]["flags"], 0x300);
+    assert_eq!(spans[0]["name"], "chat mock/echo");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn privacy_mode_keeps_every_text_out_of_the_payload() {
+    let upstream = MockUpstream::start().await;
+    let private = MockSentry::start("11", "kp").await;
+    let full = MockSentry::start("12", "kf").await;
+    let config = Beacon::config(
+        &upstream.base_url(),
+        &format!(
+            "[tenants.broadcast]\nenabled = true\n{}{}",
+            sentry_dest(&private, "private", "privacy_mode = true"),
+            sentry_dest(&full, "full", "")
+        ),
+    );
+    let beacon = Beacon::start(&config);
+    let marker = "MARKER-5d1e-privacy";
+    let items = vec![
+        json!({"request": {"model": "mock/echo", "messages": hello(marker)}}),
+        json!({"request": {"model": "mock/echo", "messages": hello(marker)}, "stream": true}),
+    ];
+    many(&beacon, items).await;
+    let p = private.wait_spans(2, Duration::from_secs(10)).await;
+    full.wait_spans(2, Duration::from_secs(10)).await;
+    for e in private.exports() {
+        for bytes in [&e.protobuf[..], &e.raw[..]] {
+            let text = String::from_utf8_lossy(bytes);
+            for secret in [marker, "Be brief", "mock upstream", "Hello"] {
+                assert!(
+                    !text.contains(secret),
+                    "{secret} found in a privacy-mode payload"
+                );
+            }
+        }
+    }
+    // Tokens, cost, timing and model are still there.
+    for s in &p {
+        assert_eq!(attr(s, "gen_ai.usage.input_tokens"), 12);
+        assert!(attr(s, "gen_ai.cost.total_tokens").as_f64().unwrap() > 0.0);
+        assert_eq!(attr(s, "gen_ai.request.model"), "mock/echo");
+        assert!(attr(s, "gen_ai.input.messages").is_null());
+    }
+    let text: String = full
+        .exports()
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.protobuf).into_owned())
+        .collect();
+    assert!(
+        text.contains(marker),
+        "the non-private destination gets the content"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_are_isolated() {
+    let upstream = MockUpstream::start().await;
+    let a = MockSentry::start("21", "ka").await;
+    let b = MockSentry::start("22", "kb").await;
+    let config = Beacon::config(
+        &upstream.base_url(),
+        &format!(
+            "[tenants.broadcast]\nenabled = true\n{}\n[[tenants]]\nid = \"beta\"\napi_keys = [\"{SECOND_KEY}\"]\n[tenants.broadcast]\nenabled = true\n{}",
+            sentry_dest(&a, "A", ""),
+            sentry_dest(&b, "B", "")
+        ),
+    );
+    let beacon = Beacon::start(&config);
+    let mut items = vec![req("mock/echo", json!({})); 3];
+    items.push(
+        json!({"api_key": SECOND_KEY, "request": {"model": "mock/echo", "messages": hello("")}}),
+    );
+    many(&beacon, items).await;
+    let sa = a.wait_spans(3, Duration::from_secs(10)).await;
+    let sb = b.wait_spans(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.spans().await.len(), 3);
+    assert_eq!(b.spans().await.len(), 1);
+    assert!(sa.iter().all(|s| attr(s, "beacon.tenant") == "acme"));
+    assert!(sb.iter().all(|s| attr(s, "beacon.tenant") == "beta"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sampling_keeps_sessions_whole_and_the_key_allowlist_filters() {
+    let upstream = MockUpstream::start().await;
+    let sampled = MockSentry::start("31", "ks").await;
+    let only_first = MockSentry::start("32", "ko").await;
+    let extra = format!(
+        "api_keys = [\"{TENANT_KEY}\", \"{SECOND_KEY}\"]\n[tenants.broadcast]\nenabled = true\n{}{}",
+        sentry_dest(&sampled, "sampled", "sampling_rate = 0.5"),
+        sentry_dest(&only_first, "only-first", &format!("api_keys = [\"{}\"]", key_id(TENANT_KEY)))
+    );
+    // The base config declares the tenant's keys; replace them with both keys.
+    let config = Beacon::config(&upstream.base_url(), "")
+        .replace(&format!("api_keys = [\"{TENANT_KEY}\"]"), "")
+        + &extra;
+    let beacon = Beacon::start(&config);
+    let mut items = Vec::new();
+    for session in 0..10 {
+        for _ in 0..2 {
+            items.push(req(
+                "mock/echo",
+                json!({"extra_body": {"session_id": format!("session-{session}")}}),
+            ));
+        }
+    }
+    for i in 0..5 {
+        items.push(json!({"api_key": SECOND_KEY, "request": {"model": "mock/echo", "messages": hello(""), "extra_body": {"session_id": format!("other-{i}")}}}));
+    }
+    many(&beacon, items).await;
+
+    // Every record is accounted for at each destination.
+    let m = wait_metrics(
+        &beacon,
+        "all 25 records accounted at both destinations",
+        |m| {
+            let done = |d: &str| {
+                sum_where(
+                    m,
+                    &[
+                        "beacon_broadcast_exported_total",
+                        &format!("destination=\"{d}\""),
+                    ],
+                ) + sum_where(
+                    m,
+                    &[
+                        "beacon_broadcast_dropped_total",
+                        &format!("destination=\"{d}\""),
+                    ],
+                )
+            };
+            done("sampled") == 25.0 && done("only-first") == 25.0
+        },
+    )
+    .await;
+    assert_eq!(
+        sum_where(
+            &m,
+            &[
+                "beacon_broadcast_dropped_total",
+                "destination=\"only-first\"",
+                "reason=\"filtered\""
+            ]
+        ),
+        5.0
+    );
+    assert_eq!(
+        sum_where(
+            &m,
+            &[
+                "beacon_broadcast_exported_total",
+                "destination=\"only-first\""
+            ]
+        ),
+        20.0
+    );
+    let kept = sum_where(
+        &m,
+        &["beacon_broadcast_exported_total", "destination=\"sampled\""],
+    );
+    let sampled_out = sum_where(
+        &m,
+        &[
+            "beacon_broadcast_dropped_total",
+            "destination=\"sampled\"",
+            "reason=\"sampled_out\"",
+        ],
+    );
+    assert_eq!(kept + sampled_out, 25.0);
+    assert!(
+        kept > 0.0 && sampled_out > 0.0,
+        "kept {kept}, sampled out {sampled_out}"
+    );
+
+    let spans = sampled
+        .wait_spans(kept as usize, Duration::from_secs(10))
+        .await;
+    let mut per_session: HashMap<String, usize> = HashMap::new();
+    for s in &spans {
+        assert_eq!(attr(s, "sentry.client_sample_rate"), 0.5);
+        *per_session
+            .entry(attr(s, "session.id").as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    for (session, n) in per_session {
+        if session.starts_with("session-") {
+            assert_eq!(n, 2, "session {session} was split by sampling");
+        }
+    }
+    assert_eq!(
+        only_first
+            .wait_spans(20, Duration::from_secs(10))
+            .await
+            .len(),
+        20
+    );
+}
+
+async fn fault_setup(mode: Mode, extra: &str) -> (MockUpstream, MockSentry, Beacon) {
+    let upstream = MockUpstream::start().await;
+    let sentry = MockSentry::start("41", "kfault").await;
+    sentry.set_mode(mode);
+    let config = Beacon::config(
+        &upstream.base_url(),
+        &format!(
+            "[tenants.broadcast]\nenabled = true\n{}",
+            sentry_dest(&sentry, "S", "")
+        ),
+    ) + extra;
+    let beacon = Beacon::start(&config);
+    (upstream, sentry, beacon)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_exports_are_counted_and_completions_unaffected() {
+    let (_u, sentry, beacon) = fault_setup(Mode::Forbidden, "").await;
+    many(&beacon, vec![req("mock/echo", json!({})); 5]).await;
+    let m = wait_metrics(&beacon, "5 rejected", |m| {
+        sum_where(
+            m,
+            &["beacon_broadcast_dropped_total", "reason=\"rejected\""],
+        ) == 5.0
+    })
+    .await;
+    assert_eq!(sum_where(&m, &["beacon_broadcast_exported_total"]), 0.0);
+    // 403 is not retried.
+    assert!(sentry.requests() <= 5, "{} requests", sentry.requests());
+    assert!(
+        beacon
+            .logs()
+            .contains("event submission rejected with_reason: ProjectId"),
+        "Sentry's error text is logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unavailable_then_recovered_delivers_everything() {
+    let (_u, sentry, beacon) = fault_setup(Mode::Unavailable, "").await;
+    many(&beacon, vec![req("mock/echo", json!({})); 4]).await;
+    // The exporter retries while the receiver answers 503...
+    let start = std::time::Instant::now();
+    while sentry.requests() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and delivers once it recovers.
+    sentry.set_mode(Mode::Ok);
+    sentry.wait_spans(4, Duration::from_secs(15)).await;
+    let m = metrics(beacon.addr).await;
+    assert_eq!(sum_where(&m, &["beacon_broadcast_dropped_total"]), 0.0);
+    assert_eq!(sum_where(&m, &["beacon_broadcast_exported_total"]), 4.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limited_exports_wait_and_are_delivered() {
+    let (_u, sentry, beacon) = fault_setup(Mode::RateLimited, "").await;
+    many(&beacon, vec![req("mock/echo", json!({})); 3]).await;
+    let start = std::time::Instant::now();
+    while sentry.requests() < 1 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = std::time::Instant::now();
+    // Batches already in flight may still arrive; after that the destination is paused.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let settled = sentry.requests();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Retry-After: 1 is honoured by every batch of the destination.
+    assert_eq!(
+        sentry.requests(),
+        settled,
+        "sent during the Retry-After window"
+    );
+    sentry.set_mode(Mode::Ok);
+    sentry.wait_spans(3, Duration::from_secs(15)).await;
+    assert!(first.elapsed() >= Duration::from_millis(900));
+    assert_eq!(
+        sum_where(
+            &metrics(beacon.addr).await,
+            &["beacon_broadcast_dropped_total"]
+        ),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hanging_receiver_times_out_and_recovers() {
+    let (_u, sentry, beacon) = fault_setup(Mode::Hang, "").await;
+    // Completions are not held up by the hanging destination.
+    let ids = many(&beacon, vec![req("mock/echo", json!({})); 5]).await;
+    for id in &ids {
+        assert_eq!(beacon.wait_record(id)["outcome"]["kind"], "ok");
+    }
+    let start = std::time::Instant::now();
+    while sentry.requests() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the 1 s export timeout should trigger a retry"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sentry.set_mode(Mode::Ok);
+    sentry.wait_spans(5, Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_port_exhausts_retries_and_counts_them() {
+    let upstream = MockUpstream::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dest = format!(
+        "\n[[tenants.broadcast.destinations]]\ntype = \"sentry\"\nname = \"down\"\notlp_endpoint = \"http://{closed}/api/5/integration/otlp/v1/traces\"\ndsn = \"http://k@{closed}/5\"\n"
+    );
+    let beacon = Beacon::start(&Beacon::config(
+        &upstream.base_url(),
+        &format!("[tenants.broadcast]\nenabled = true\n{dest}"),
+    ));
+    many(&beacon, vec![req("mock/echo", json!({})); 3]).await;
+    let m = wait_metrics(&beacon, "retries exhausted", |m| {
+        sum_where(
+            m,
+            &[
+                "beacon_broadcast_dropped_total",
+                "reason=\"retries_exhausted\"",
+            ],
+        ) == 3.0
+    })
+    .await;
+    assert_eq!(sum_where(&m, &["beacon_broadcast_exported_total"]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_destination_drops_and_counts_instead_of_growing() {
+    // A small per-destination buffer so it fills: 2 batches in flight + 4 queued.
+    let upstream = MockUpstream::start().await;
+    let sentry = MockSentry::start("51", "kstuck").await;
+    sentry.set_mode(Mode::Hang);
+    let config = Beacon::config(
+        &upstream.base_url(),
+        &format!(
+            "[tenants.broadcast]\nenabled = true\n{}",
+            sentry_dest(&sentry, "S", "")
+        ),
+    )
+    .replace(
+        "flush_interval_secs = 0.2",
+        "flush_interval_secs = 0.2\ndestination_queue_capacity = 4\nmax_batch_records = 1",
+    );
+    let beacon = Beacon::start(&config);
+    let n = 40;
+    let ids = many(&beacon, vec![req("mock/echo", json!({})); n]).await;
+    assert_eq!(ids.len(), n);
+    let m = wait_metrics(&beacon, "queue_full drops", |m| {
+        sum_where(
+            m,
+            &["beacon_broadcast_dropped_total", "reason=\"queue_full\""],
+        ) > 0.0
+    })
+    .await;
+    let queue_full = sum_where(
+        &m,
+        &["beacon_broadcast_dropped_total", "reason=\"queue_full\""],
+    );
+    // At most 2 in flight, 4 queued and 1 being batched are held; everything else was dropped and counted.
+    assert!(queue_full >= (n - 8) as f64, "{queue_full}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", beacon.pid())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rss_kib < 200 * 1024, "RSS {rss_kib} KiB");
+}
