@@ -39,7 +39,43 @@ pub fn beacon_bin() -> PathBuf {
         "{} not found: run `cargo build --bin beacon` first (scripts/test.sh does)",
         bin.display()
     );
+    // `cargo test -p beacon-e2e` does not rebuild the binary; refuse to test a stale one.
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .expect("binary mtime");
+    if let Some(newer) = newest_source(&workspace_root().join("crates")).filter(|(t, _)| *t > built)
+    {
+        panic!(
+            "{} is older than {}: run `cargo build --bin beacon` (scripts/test.sh does)",
+            bin.display(),
+            newer.1.display()
+        );
+    }
     bin
+}
+
+fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest_source(&path)
+        } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, path))
+        } else {
+            None
+        };
+        if let Some(c) = candidate {
+            if newest.as_ref().is_none_or(|n| c.0 > n.0) {
+                newest = Some(c);
+            }
+        }
+    }
+    newest
 }
 
 /// A private temporary directory, removed on drop.
@@ -137,7 +173,10 @@ api_keys = ["{TENANT_KEY}"]
         cmd.arg("serve")
             .arg("--config")
             .arg(&config_path)
-            .env("BEACON_LOG", "info,beacon_proxy=debug")
+            .env(
+                "BEACON_LOG",
+                "info,beacon_proxy=debug,beacon_broadcast=debug",
+            )
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -49,6 +49,8 @@ pub struct Export {
 
 #[derive(Default)]
 struct State {
+    /// A generic OTLP collector: no Sentry path or auth checks.
+    generic: bool,
     mode: AtomicU8,
     accepted: Mutex<Vec<Export>>,
     requests: AtomicUsize,
@@ -90,11 +92,23 @@ fn rpc_status(code: u8, message: &str) -> Vec<u8> {
 impl MockSentry {
     /// Starts a mock for `project` accepting the DSN key `key`.
     pub async fn start(project: &str, key: &str) -> Self {
+        Self::start_with(project, key, false).await
+    }
+
+    /// Starts a generic OTLP/HTTP collector at `/v1/traces` that accepts any auth.
+    pub async fn start_collector() -> Self {
+        Self::start_with("", "", true).await
+    }
+
+    async fn start_with(project: &str, key: &str, generic: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind mock sentry");
         let addr = listener.local_addr().expect("addr");
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            generic,
+            ..State::default()
+        });
         let st = state.clone();
         let (project_s, key_s) = (project.to_string(), key.to_string());
         let task = tokio::spawn(async move {
@@ -238,9 +252,12 @@ async fn handle(
         state.refused.fetch_add(1, Ordering::SeqCst);
         Ok(reply(status, "application/x-protobuf", rpc_status(16, msg)))
     };
-    if parts.method != http::Method::POST
-        || parts.uri.path() != format!("/api/{project}/integration/otlp/v1/traces")
-    {
+    let path = if state.generic {
+        "/v1/traces".to_string()
+    } else {
+        format!("/api/{project}/integration/otlp/v1/traces")
+    };
+    if parts.method != http::Method::POST || parts.uri.path() != path {
         return refuse(StatusCode::NOT_FOUND, "not found");
     }
     let expected_auth = format!("Sentry sentry_key={key}, sentry_version=7, sentry_client=beacon/");
@@ -249,7 +266,9 @@ async fn handle(
         .get("x-sentry-auth")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !auth.starts_with(&expected_auth) || parts.headers.contains_key("authorization") {
+    if !state.generic
+        && (!auth.starts_with(&expected_auth) || parts.headers.contains_key("authorization"))
+    {
         return refuse(StatusCode::FORBIDDEN, "invalid or missing sentry_key");
     }
     if parts

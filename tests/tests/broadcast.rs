@@ -617,3 +617,110 @@ async fn a_stuck_destination_drops_and_counts_instead_of_growing() {
         .unwrap();
     assert!(rss_kib < 200 * 1024, "RSS {rss_kib} KiB");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generic_otlp_destination_gets_its_headers() {
+    let upstream = MockUpstream::start().await;
+    let collector = MockSentry::start_collector().await;
+    let dest = format!(
+        "\n[[tenants.broadcast.destinations]]\ntype = \"otlp\"\nname = \"Tempo\"\nendpoint = \"http://{}/v1/traces\"\nheaders = {{ authorization = \"Bearer tempo-token\", x-scope-orgid = \"acme\" }}\n",
+        collector.addr
+    );
+    let beacon = Beacon::start(&Beacon::config(
+        &upstream.base_url(),
+        &format!("[tenants.broadcast]\nenabled = true\n{dest}"),
+    ));
+    many(&beacon, vec![req("mock/echo", json!({}))]).await;
+    let spans = collector.wait_spans(1, Duration::from_secs(10)).await;
+    assert_eq!(attr(&spans[0], "gen_ai.request.model"), "mock/echo");
+    let e = &collector.exports()[0];
+    assert_eq!(e.headers["authorization"], "Bearer tempo-token");
+    assert_eq!(e.headers["x-scope-orgid"], "acme");
+    assert!(!e.headers.contains_key("x-sentry-auth"));
+    // The collector's token never shows up in Beacon's logs.
+    assert!(!beacon.logs().contains("tempo-token"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broadcast_switch_off_exports_nothing() {
+    let upstream = MockUpstream::start().await;
+    let sentry = MockSentry::start("61", "koff").await;
+    let beacon = Beacon::start(&Beacon::config(
+        &upstream.base_url(),
+        &format!(
+            "[tenants.broadcast]\nenabled = false\n{}",
+            sentry_dest(&sentry, "S", "")
+        ),
+    ));
+    let ids = many(&beacon, vec![req("mock/echo", json!({})); 2]).await;
+    for id in &ids {
+        beacon.wait_record(id);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(sentry.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_flushes_queued_spans_before_exit() {
+    let upstream = MockUpstream::start().await;
+    let sentry = MockSentry::start("71", "kterm").await;
+    // A long flush interval: the spans are still batched when SIGTERM arrives.
+    let config = Beacon::config(
+        &upstream.base_url(),
+        &format!(
+            "[tenants.broadcast]\nenabled = true\n{}",
+            sentry_dest(&sentry, "S", "")
+        ),
+    )
+    .replace("flush_interval_secs = 0.2", "flush_interval_secs = 30");
+    let mut beacon = Beacon::start(&config);
+    many(&beacon, vec![req("mock/echo", json!({})); 3]).await;
+    assert_eq!(sentry.requests(), 0);
+    beacon.terminate();
+    let status =
+        tokio::task::spawn_blocking(move || (beacon.wait_exit(Duration::from_secs(10)), beacon))
+            .await
+            .unwrap();
+    assert!(status.0.is_some_and(|s| s.success()), "{}", status.1.logs());
+    assert_eq!(sentry.spans().await.len(), 3, "{}", status.1.logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_a_hanging_destination_stops_at_the_deadline_and_counts() {
+    let upstream = MockUpstream::start().await;
+    let sentry = MockSentry::start("81", "khang").await;
+    sentry.set_mode(Mode::Hang);
+    let config = Beacon::config(
+        &upstream.base_url(),
+        &format!(
+            "[tenants.broadcast]\nenabled = true\n{}",
+            sentry_dest(&sentry, "S", "")
+        ),
+    )
+    .replace("export_timeout_secs = 1", "export_timeout_secs = 60");
+    let mut beacon = Beacon::start(&config);
+    many(&beacon, vec![req("mock/echo", json!({})); 3]).await;
+    let start = std::time::Instant::now();
+    while sentry.requests() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    beacon.terminate();
+    let started = std::time::Instant::now();
+    let (status, beacon) =
+        tokio::task::spawn_blocking(move || (beacon.wait_exit(Duration::from_secs(15)), beacon))
+            .await
+            .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{}", beacon.logs());
+    // shutdown_deadline_secs = 3 in the test config.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    let logs = beacon.logs();
+    assert!(
+        logs.contains("broadcast pipeline stopped") && logs.contains("dropped_total=3"),
+        "{logs}"
+    );
+}

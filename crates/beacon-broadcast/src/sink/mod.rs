@@ -99,7 +99,8 @@ impl SinkHealth {
     }
 }
 
-/// The pipeline's handle on one destination worker.
+/// The pipeline's handle on one destination worker. Dropping every clone closes the
+/// worker's queue, which makes it flush and stop.
 #[derive(Debug, Clone)]
 pub struct Sink {
     /// The destination.
@@ -107,6 +108,22 @@ pub struct Sink {
     /// Its export health.
     pub health: Arc<SinkHealth>,
     tx: mpsc::Sender<Arc<CompletionRecord>>,
+}
+
+/// What a worker knows of its destination (no queue sender, so it cannot keep itself open).
+#[derive(Debug, Clone)]
+struct Target {
+    spec: Arc<DestinationSpec>,
+    health: Arc<SinkHealth>,
+}
+
+impl Target {
+    fn drop_one(&self, record: &CompletionRecord, stats: &Stats, reason: DropReason) {
+        stats.record_dropped(&record.tenant_id, &self.spec.name, reason);
+        if !matches!(reason, DropReason::SampledOut | DropReason::Filtered) {
+            self.health.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Sink {
@@ -125,10 +142,11 @@ impl Sink {
 
     /// Counts a record that will not reach this destination.
     pub fn drop_one(&self, record: &CompletionRecord, stats: &Stats, reason: DropReason) {
-        stats.record_dropped(&record.tenant_id, &self.spec.name, reason);
-        if !matches!(reason, DropReason::SampledOut | DropReason::Filtered) {
-            self.health.dropped.fetch_add(1, Ordering::Relaxed);
+        Target {
+            spec: self.spec.clone(),
+            health: self.health.clone(),
         }
+        .drop_one(record, stats, reason);
     }
 }
 
@@ -147,7 +165,10 @@ pub fn spawn(
         tx,
     };
     let worker = Worker {
-        sink: sink.clone(),
+        sink: Target {
+            spec: sink.spec.clone(),
+            health: sink.health.clone(),
+        },
         client,
         stats,
         config,
@@ -158,7 +179,7 @@ pub fn spawn(
 }
 
 struct Worker {
-    sink: Sink,
+    sink: Target,
     client: http::ExportClient,
     stats: Arc<Stats>,
     config: SinkConfig,
@@ -197,6 +218,7 @@ impl Worker {
             }
         }
         // Closed (shutdown): send what is left unless the deadline has already passed.
+        tracing::debug!(destination = %self.sink.spec.name, pending = batch.len(), "destination worker closing");
         if *self.deadline_passed.borrow() {
             for r in batch.drain(..) {
                 self.sink
@@ -233,7 +255,7 @@ impl Worker {
 
 /// One batch's journey: encode, gzip, POST, retry.
 struct Send {
-    sink: Sink,
+    sink: Target,
     client: http::ExportClient,
     stats: Arc<Stats>,
     timeout: Duration,
