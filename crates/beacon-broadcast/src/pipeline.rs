@@ -19,6 +19,9 @@ use crate::sampling;
 use crate::sink::{self, Sink, SinkConfig};
 use crate::stats::{DropReason, Stats};
 
+/// How often the router drains the hand-off queue.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
 /// Settings of the pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -79,6 +82,9 @@ pub enum StartError {
     /// TLS could not be set up.
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
+    /// The export thread could not start.
+    #[error("cannot start the export runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Validates every declared destination (what `beacon check` and `beacon serve` run).
@@ -115,6 +121,18 @@ pub struct PipelineHandle {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     routes: Arc<HashMap<String, TenantRoute>>,
+    /// The export runtime: its own thread, so span encoding never runs on (or delays) the
+    /// proxy's worker threads.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for PipelineHandle {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            // Callable from async contexts, unlike dropping the runtime.
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl PipelineHandle {
@@ -131,7 +149,7 @@ impl PipelineHandle {
         }
         // The router holds the last senders to the workers; release ours so they can close.
         self.routes = Arc::new(HashMap::new());
-        if let Err(e) = self.task.await {
+        if let Err(e) = (&mut self.task).await {
             tracing::error!(error = %e, "broadcast pipeline task failed");
         }
     }
@@ -146,6 +164,13 @@ pub(crate) fn spawn(
 ) -> Result<PipelineHandle, StartError> {
     let specs = validate_destinations(tenants, config.allow_private_destinations)?;
     let client = sink::http::client(config.connect_timeout)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("beacon-export")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let _in_export_runtime = runtime.enter();
     let (deadline_tx, deadline_rx) = watch::channel(false);
     let mut routes = HashMap::new();
     let mut workers = Vec::new();
@@ -179,6 +204,7 @@ pub(crate) fn spawn(
     };
     let task = tokio::spawn(run(config, rx, router, stop_rx, deadline_tx, workers));
     Ok(PipelineHandle {
+        runtime: Some(runtime),
         stop: Some(stop_tx),
         task,
         routes,
@@ -244,20 +270,26 @@ async fn run(
         None => None,
     };
     let stats = router.stats.clone();
+    // The queue is polled on a short tick instead of awaited record by record: a receiver
+    // that never registers a waker costs the proxy's `try_send` no cross-thread wake-up, so
+    // handing a record off stays a few atomic operations however busy the gateway is.
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
             _ = &mut stop => break,
-            record = rx.recv() => {
-                let Some(record) = record else { break };
-                deliver(record, &mut log, &router).await;
-                // Drain what is already queued before flushing, so a burst costs one flush.
+            _ = tick.tick() => {
+                let mut any = false;
                 while let Ok(record) = rx.try_recv() {
                     deliver(record, &mut log, &router).await;
+                    any = true;
                 }
-                stats.set_queue_depth(rx.len());
-                if let Some(log) = log.as_mut() {
-                    log.flush().await;
+                if any {
+                    stats.set_queue_depth(rx.len());
+                    if let Some(log) = log.as_mut() {
+                        log.flush().await;
+                    }
                 }
             }
         }

@@ -9,6 +9,11 @@ use beacon_config::{ApiKeyConfig, Config, TenantConfig};
 use beacon_proxy::auth::{Directory, Snapshot};
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// mimalloc instead of the system allocator: the proxy and the export pipeline allocate and
+/// free many small objects across threads, where glibc malloc spends a large share of CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Beacon: an OpenAI-compatible LLM gateway that broadcasts a trace of every completion
 /// to each tenant's own observability destinations (Sentry over OTLP first).
 #[derive(Debug, Parser)]

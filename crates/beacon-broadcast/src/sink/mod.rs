@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -275,12 +274,11 @@ impl Send {
             privacy_mode: spec.privacy_mode,
             sampling_rate: spec.sampling_rate,
         };
-        let mut ids = RandomIds;
-        let spans = records
-            .iter()
-            .flat_map(|r| span::build_spans(r, &settings, &mut ids))
-            .collect();
-        let encoded = span::export_request(spans).encode_to_vec();
+        let encoded = span::encode_export(
+            records.iter().map(|r| r.as_ref()),
+            &settings,
+            &mut RandomIds,
+        );
         let body = match http::gzip(&encoded) {
             Ok(b) => Bytes::from(b),
             Err(e) => {

@@ -1,137 +1,269 @@
 //! Prompt and completion text in OpenTelemetry GenAI form: `gen_ai.system_instructions`,
 //! `gen_ai.input.messages` and `gen_ai.output.messages`, as JSON strings. Binary parts and
 //! data URLs are replaced by placeholders so no payload carries images or audio.
+//!
+//! The request's messages are read with borrowed, typed views and their string values are
+//! copied into the output still JSON-escaped (`RawValue`), so converting a prompt costs one
+//! scan and one copy, with no JSON tree built.
 
-use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// Placeholder for an inline image.
 pub const IMAGE_PLACEHOLDER: &str = "[image data omitted]";
 /// Placeholder for inline audio or files.
 pub const BINARY_PLACEHOLDER: &str = "[binary data omitted]";
 
-/// `(system_instructions, input_messages)` from the request's raw `messages` array.
-pub fn input(messages_json: &[u8]) -> (Option<String>, Option<String>) {
-    let Ok(Value::Array(messages)) = serde_json::from_slice::<Value>(messages_json) else {
-        return (None, None);
-    };
-    let mut system = Vec::new();
-    let mut input = Vec::new();
-    for m in &messages {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
-        let mut parts = content_parts(m.get("content"));
-        if role == "system" || role == "developer" {
-            system.extend(parts);
-            continue;
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<ToolCall<'a>>>,
+    #[serde(borrow, default)]
+    tool_call_id: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ToolCall<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    function: Option<Function<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Function<'a> {
+    #[serde(borrow, default)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    arguments: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    image_url: Option<ImageUrl<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ImageUrl<'a> {
+    #[serde(borrow, default)]
+    url: Option<Cow<'a, str>>,
+}
+
+fn raw_or_null(out: &mut String, v: Option<&RawValue>) {
+    out.push_str(v.map_or("null", RawValue::get));
+}
+
+fn push_str_json(out: &mut String, s: &str) {
+    // Serializing a &str cannot fail; the escaped form is appended.
+    if let Ok(escaped) = serde_json::to_string(s) {
+        out.push_str(&escaped);
+    }
+}
+
+/// Appends the GenAI parts of one message's `content` (each preceded by a comma when
+/// `out` already holds parts, as tracked by `first`).
+fn parts(out: &mut String, content: Option<&RawValue>, first: &mut bool) {
+    let Some(raw) = content else { return };
+    let text = raw.get().trim_start();
+    let mut sep = |out: &mut String| {
+        if !*first {
+            out.push(',');
         }
-        if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-            for c in calls {
-                parts.push(json!({
-                    "type": "tool_call",
-                    "id": c.get("id"),
-                    "name": c.pointer("/function/name"),
-                    "arguments": c.pointer("/function/arguments"),
-                }));
+        *first = false;
+    };
+    if text.starts_with('"') {
+        sep(out);
+        out.push_str(r#"{"type":"text","content":"#);
+        out.push_str(raw.get());
+        out.push('}');
+    } else if text.starts_with('[') {
+        let Ok(list) = serde_json::from_str::<Vec<Part<'_>>>(raw.get()) else {
+            return;
+        };
+        for p in list {
+            sep(out);
+            match p.kind.as_deref() {
+                Some("text") | None => {
+                    out.push_str(r#"{"type":"text","content":"#);
+                    raw_or_null(out, p.text);
+                    out.push('}');
+                }
+                Some("image_url") => {
+                    let url = p.image_url.and_then(|u| u.url).unwrap_or_default();
+                    if url.is_empty() || url.starts_with("data:") {
+                        out.push_str(r#"{"type":"image","content":""#);
+                        out.push_str(IMAGE_PLACEHOLDER);
+                        out.push_str("\"}");
+                    } else {
+                        out.push_str(r#"{"type":"uri","modality":"image","uri":"#);
+                        push_str_json(out, &url);
+                        out.push('}');
+                    }
+                }
+                Some(other) => {
+                    let kind = match other {
+                        "input_audio" => "audio",
+                        "file" => "file",
+                        other => other,
+                    };
+                    out.push_str(r#"{"type":"#);
+                    push_str_json(out, kind);
+                    out.push_str(r#","content":""#);
+                    out.push_str(BINARY_PLACEHOLDER);
+                    out.push_str("\"}");
+                }
             }
         }
-        if role == "tool" {
-            let response: Vec<Value> = parts
-                .drain(..)
-                .map(|p| p.get("content").cloned().unwrap_or(p))
-                .collect();
-            parts.push(json!({"type": "tool_call_response", "id": m.get("tool_call_id"), "response": response}));
-        }
-        let mut msg = Map::new();
-        msg.insert("role".into(), json!(role));
-        msg.insert("parts".into(), Value::Array(parts));
-        if let Some(name) = m.get("name") {
-            msg.insert("name".into(), name.clone());
-        }
-        input.push(Value::Object(msg));
     }
-    let system = (!system.is_empty()).then(|| Value::Array(system).to_string());
-    let input = (!input.is_empty()).then(|| Value::Array(input).to_string());
-    (system, input)
+}
+
+/// `(system_instructions, input_messages)` from the request's raw `messages` array.
+pub fn input(messages_json: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(messages) = serde_json::from_slice::<Vec<Message<'_>>>(messages_json) else {
+        return (None, None);
+    };
+    let mut system = String::from("[");
+    let mut system_first = true;
+    let mut input = String::with_capacity(messages_json.len() + 64 * messages.len());
+    input.push('[');
+    let mut any_input = false;
+    for m in &messages {
+        let role = m.role.as_deref().unwrap_or("user");
+        if role == "system" || role == "developer" {
+            parts(&mut system, m.content, &mut system_first);
+            continue;
+        }
+        if any_input {
+            input.push(',');
+        }
+        any_input = true;
+        input.push_str(r#"{"role":"#);
+        push_str_json(&mut input, role);
+        input.push_str(r#","parts":["#);
+        let mut first = true;
+        if role == "tool" {
+            input.push_str(r#"{"type":"tool_call_response","id":"#);
+            raw_or_null(&mut input, m.tool_call_id);
+            input.push_str(r#","response":"#);
+            raw_or_null(&mut input, m.content);
+            input.push('}');
+            first = false;
+        } else {
+            parts(&mut input, m.content, &mut first);
+        }
+        for call in m.tool_calls.iter().flatten() {
+            if !first {
+                input.push(',');
+            }
+            first = false;
+            let f = call.function.as_ref();
+            input.push_str(r#"{"type":"tool_call","id":"#);
+            raw_or_null(&mut input, call.id);
+            input.push_str(r#","name":"#);
+            raw_or_null(&mut input, f.and_then(|f| f.name));
+            input.push_str(r#","arguments":"#);
+            raw_or_null(&mut input, f.and_then(|f| f.arguments));
+            input.push('}');
+        }
+        input.push(']');
+        if let Some(name) = m.name {
+            input.push_str(r#","name":"#);
+            input.push_str(name.get());
+        }
+        input.push('}');
+    }
+    input.push(']');
+    system.push(']');
+    (
+        (!system_first).then_some(system),
+        any_input.then_some(input),
+    )
 }
 
 /// `gen_ai.output.messages` for the first choice.
 pub fn output(text: &str, finish_reason: Option<&str>) -> String {
-    json!([{
-        "role": "assistant",
-        "parts": [{"type": "text", "content": text}],
-        "finish_reason": finish_reason.unwrap_or(""),
-    }])
-    .to_string()
-}
-
-fn content_parts(content: Option<&Value>) -> Vec<Value> {
-    match content {
-        Some(Value::String(s)) => vec![json!({"type": "text", "content": s})],
-        Some(Value::Array(parts)) => parts.iter().map(part).collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn part(p: &Value) -> Value {
-    match p.get("type").and_then(Value::as_str) {
-        Some("text") => {
-            json!({"type": "text", "content": p.get("text").cloned().unwrap_or(Value::Null)})
-        }
-        Some("image_url") => {
-            let url = p
-                .pointer("/image_url/url")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if url.starts_with("data:") || url.is_empty() {
-                json!({"type": "image", "content": IMAGE_PLACEHOLDER})
-            } else {
-                json!({"type": "uri", "modality": "image", "uri": url})
-            }
-        }
-        Some("input_audio") => json!({"type": "audio", "content": BINARY_PLACEHOLDER}),
-        Some("file") => json!({"type": "file", "content": BINARY_PLACEHOLDER}),
-        Some(other) => json!({"type": other, "content": BINARY_PLACEHOLDER}),
-        None => json!({"type": "text", "content": p.to_string()}),
-    }
+    let mut out = String::with_capacity(text.len() + 96);
+    out.push_str(r#"[{"role":"assistant","parts":[{"type":"text","content":"#);
+    push_str_json(&mut out, text);
+    out.push_str(r#"}],"finish_reason":"#);
+    push_str_json(&mut out, finish_reason.unwrap_or(""));
+    out.push_str("}]");
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     #[test]
     fn splits_system_and_replaces_binary_parts() {
         let msgs = json!([
-            {"role": "system", "content": "Be brief."},
+            {"role": "system", "content": "Be \"brief\"."},
             {"role": "user", "content": [
                 {"type": "text", "text": "What is this?"},
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
                 {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
                 {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
-            ]},
+            ], "name": "alice"},
             {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
             {"role": "tool", "tool_call_id": "c1", "content": "42"}
         ]);
         let (system, input) = input(msgs.to_string().as_bytes());
         let system: Value = serde_json::from_str(&system.unwrap()).unwrap();
-        assert_eq!(system, json!([{"type": "text", "content": "Be brief."}]));
+        assert_eq!(
+            system,
+            json!([{"type": "text", "content": "Be \"brief\"."}])
+        );
         let input = input.unwrap();
         assert!(
             !input.contains("iVBORw0KGgo") && !input.contains("UklGRg"),
             "{input}"
         );
         let v: Value = serde_json::from_str(&input).unwrap();
+        assert_eq!(v[0]["role"], "user");
+        assert_eq!(v[0]["name"], "alice");
+        assert_eq!(
+            v[0]["parts"][0],
+            json!({"type": "text", "content": "What is this?"})
+        );
         assert_eq!(v[0]["parts"][1]["content"], IMAGE_PLACEHOLDER);
         assert_eq!(v[0]["parts"][2]["uri"], "https://example.com/cat.png");
-        assert_eq!(v[1]["parts"][0]["type"], "tool_call");
-        assert_eq!(v[2]["parts"][0]["type"], "tool_call_response");
-        assert_eq!(v[2]["parts"][0]["response"], json!(["42"]));
+        assert_eq!(
+            v[0]["parts"][3],
+            json!({"type": "audio", "content": BINARY_PLACEHOLDER})
+        );
+        assert_eq!(
+            v[1]["parts"],
+            json!([{"type": "tool_call", "id": "c1", "name": "f", "arguments": "{}"}])
+        );
+        assert_eq!(
+            v[2]["parts"],
+            json!([{"type": "tool_call_response", "id": "c1", "response": "42"}])
+        );
     }
 
     #[test]
-    fn output_messages() {
-        let v: Value = serde_json::from_str(&output("Hi", Some("stop"))).unwrap();
-        assert_eq!(v[0]["parts"][0]["content"], "Hi");
+    fn output_messages_and_bad_input() {
+        let v: Value = serde_json::from_str(&output("Hi \"you\"\n", Some("stop"))).unwrap();
+        assert_eq!(v[0]["parts"][0]["content"], "Hi \"you\"\n");
         assert_eq!(v[0]["finish_reason"], "stop");
         assert_eq!(input(b"not json"), (None, None));
+        assert_eq!(input(b"[]"), (None, None));
+        let (s, i) = input(br#"[{"role":"system","content":"x"}]"#);
+        assert!(s.is_some() && i.is_none());
     }
 }

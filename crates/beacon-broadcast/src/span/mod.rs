@@ -74,6 +74,25 @@ impl IdSource for RandomIds {
     }
 }
 
+/// Receives attributes as they are produced: collected as prost `KeyValue`s by
+/// [`build_spans`], or written straight to protobuf bytes by [`encode_export`].
+pub trait Attrs {
+    /// A string attribute.
+    fn str(&mut self, key: &str, value: &str);
+    /// An integer attribute.
+    fn int(&mut self, key: &str, value: i64);
+    /// A double attribute.
+    fn double(&mut self, key: &str, value: f64);
+    /// A boolean attribute.
+    fn bool(&mut self, key: &str, value: bool);
+    /// An array of strings.
+    fn str_array(&mut self, key: &str, values: &[String]);
+    /// A count (saturating into i64).
+    fn count(&mut self, key: &str, value: u64) {
+        self.int(key, i64::try_from(value).unwrap_or(i64::MAX));
+    }
+}
+
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.to_string(),
@@ -81,20 +100,34 @@ fn kv(key: &str, value: any_value::Value) -> KeyValue {
         ..Default::default()
     }
 }
-fn s(key: &str, v: impl Into<String>) -> KeyValue {
-    kv(key, any_value::Value::StringValue(v.into()))
-}
-fn i(key: &str, v: u64) -> KeyValue {
-    kv(
-        key,
-        any_value::Value::IntValue(i64::try_from(v).unwrap_or(i64::MAX)),
-    )
-}
-fn f(key: &str, v: f64) -> KeyValue {
-    kv(key, any_value::Value::DoubleValue(v))
-}
-fn b(key: &str, v: bool) -> KeyValue {
-    kv(key, any_value::Value::BoolValue(v))
+
+impl Attrs for Vec<KeyValue> {
+    fn str(&mut self, key: &str, value: &str) {
+        self.push(kv(key, any_value::Value::StringValue(value.to_string())));
+    }
+    fn int(&mut self, key: &str, value: i64) {
+        self.push(kv(key, any_value::Value::IntValue(value)));
+    }
+    fn double(&mut self, key: &str, value: f64) {
+        self.push(kv(key, any_value::Value::DoubleValue(value)));
+    }
+    fn bool(&mut self, key: &str, value: bool) {
+        self.push(kv(key, any_value::Value::BoolValue(value)));
+    }
+    fn str_array(&mut self, key: &str, values: &[String]) {
+        let values = values
+            .iter()
+            .map(|v| AnyValue {
+                value: Some(any_value::Value::StringValue(v.clone())),
+            })
+            .collect();
+        self.push(kv(
+            key,
+            any_value::Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
+                values,
+            }),
+        ));
+    }
 }
 
 fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
@@ -109,11 +142,11 @@ fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     (out != [0; N]).then_some(out)
 }
 
-/// Trace id, parent span id, and metadata for values that could not be used as ids.
-fn resolve_trace(
-    record: &CompletionRecord,
-    ids: &mut dyn IdSource,
-) -> ([u8; 16], Option<[u8; 8]>, Vec<KeyValue>) {
+/// Trace id, parent span id, and metadata for `trace` values that could not be used as ids.
+type ResolvedTrace = ([u8; 16], Option<[u8; 8]>, Vec<(&'static str, String)>);
+
+/// Resolves the trace id and parent of a completion's spans.
+fn resolve_trace(record: &CompletionRecord, ids: &mut dyn IdSource) -> ResolvedTrace {
     let trace = record.trace.as_ref();
     let as_text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
     let body_trace = trace
@@ -127,14 +160,14 @@ fn resolve_trace(
     let mut metadata = Vec::new();
 
     let header = record.trace_context.as_ref();
-    let (trace_id, from_header) = match &body_trace {
-        Some(text) => match parse_hex::<16>(text) {
+    let (trace_id, from_header) = match body_trace {
+        Some(text) => match parse_hex::<16>(&text) {
             Some(id) => (id, false),
             None => {
-                metadata.push(s("trace.metadata.trace_id", text.clone()));
                 let digest = Sha256::digest(text.as_bytes());
                 let mut id = [0u8; 16];
                 id.copy_from_slice(&digest[..16]);
+                metadata.push(("trace.metadata.trace_id", text));
                 (id, false)
             }
         },
@@ -143,11 +176,11 @@ fn resolve_trace(
             None => (ids.trace_id(), false),
         },
     };
-    let parent = match &body_parent {
-        Some(text) => match parse_hex::<8>(text) {
+    let parent = match body_parent {
+        Some(text) => match parse_hex::<8>(&text) {
             Some(id) => Some(id),
             None => {
-                metadata.push(s("trace.metadata.parent_span_id", text.clone()));
+                metadata.push(("trace.metadata.parent_span_id", text));
                 None
             }
         },
@@ -168,14 +201,19 @@ fn trace_str<'a>(record: &'a CompletionRecord, key: &str) -> Option<&'a str> {
 }
 
 /// Attributes every span of the completion carries.
-fn common_attributes(record: &CompletionRecord, settings: &SpanSettings) -> Vec<KeyValue> {
-    let mut attrs = vec![s("beacon.tenant", record.tenant_id.clone())];
+fn common_attributes(
+    record: &CompletionRecord,
+    settings: &SpanSettings,
+    id_metadata: &[(&'static str, String)],
+    a: &mut impl Attrs,
+) {
+    a.str("beacon.tenant", &record.tenant_id);
     if let Some(user) = &record.user {
-        attrs.push(s("user.id", user.clone()));
+        a.str("user.id", user);
     }
     if let Some(session) = &record.session_id {
-        attrs.push(s("session.id", session.clone()));
-        attrs.push(s("gen_ai.conversation.id", session.clone()));
+        a.str("session.id", session);
+        a.str("gen_ai.conversation.id", session);
     }
     if let Some(trace) = &record.trace {
         for (key, value) in trace {
@@ -183,39 +221,41 @@ fn common_attributes(record: &CompletionRecord, settings: &SpanSettings) -> Vec<
                 continue;
             }
             let name = format!("trace.metadata.{key}");
-            attrs.push(match value {
-                Value::String(v) => s(&name, v.clone()),
-                Value::Bool(v) => b(&name, *v),
+            match value {
+                Value::String(v) => a.str(&name, v),
+                Value::Bool(v) => a.bool(&name, *v),
                 Value::Number(n) => match n.as_i64() {
-                    Some(v) => kv(&name, any_value::Value::IntValue(v)),
-                    None => f(&name, n.as_f64().unwrap_or_default()),
+                    Some(v) => a.int(&name, v),
+                    None => a.double(&name, n.as_f64().unwrap_or_default()),
                 },
-                other => s(&name, other.to_string()),
-            });
+                other => a.str(&name, &other.to_string()),
+            }
             let sentry_key = match key.as_str() {
                 "environment" => Some("sentry.environment"),
                 "release" => Some("sentry.release"),
                 _ => None,
             };
             if let (Some(sk), Some(v)) = (sentry_key, value.as_str()) {
-                attrs.push(s(sk, v));
+                a.str(sk, v);
             }
         }
     }
-    if settings.sampling_rate < 1.0 {
-        attrs.push(f("sentry.client_sample_rate", settings.sampling_rate));
+    for (k, v) in id_metadata {
+        a.str(k, v);
     }
-    attrs
+    if settings.sampling_rate < 1.0 {
+        a.double("sentry.client_sample_rate", settings.sampling_rate);
+    }
 }
 
-fn error_status(record: &CompletionRecord) -> Option<(String, String)> {
+fn error_status(record: &CompletionRecord) -> Option<(&str, &str)> {
     match &record.outcome {
         Outcome::UpstreamError {
             error_type,
             message,
             ..
-        } => Some((error_type.clone(), message.clone())),
-        Outcome::Timeout => Some(("timeout".into(), "the upstream timeout elapsed".into())),
+        } => Some((error_type, message)),
+        Outcome::Timeout => Some(("timeout", "the upstream timeout elapsed")),
         Outcome::Ok | Outcome::ClientCancelled => None,
     }
 }
@@ -229,43 +269,30 @@ fn generation_attributes(
     record: &CompletionRecord,
     settings: &SpanSettings,
     description: &str,
-) -> Vec<KeyValue> {
-    let mut a = vec![
-        s("sentry.op", "gen_ai.chat"),
-        s("gen_ai.operation.name", "chat"),
-        s("sentry.description", description),
-        s("gen_ai.provider.name", record.provider.clone()),
-        s("gen_ai.request.model", record.requested_model.clone()),
-        b("gen_ai.request.stream", record.stream),
-        b("gen_ai.response.streaming", record.stream),
-        s("beacon.outcome", record.outcome.label()),
-        s("beacon.request_id", record.request_id.clone()),
-    ];
+    a: &mut impl Attrs,
+) {
+    a.str("sentry.op", "gen_ai.chat");
+    a.str("gen_ai.operation.name", "chat");
+    a.str("sentry.description", description);
+    a.str("gen_ai.provider.name", &record.provider);
+    a.str("gen_ai.request.model", &record.requested_model);
+    a.bool("gen_ai.request.stream", record.stream);
+    a.bool("gen_ai.response.streaming", record.stream);
+    a.str("beacon.outcome", record.outcome.label());
+    a.str("beacon.request_id", &record.request_id);
     let failed_without_response =
         error_status(record).is_some() && record.upstream_status.is_none_or(|st| st >= 400);
     if let (Some(model), false) = (&record.served_model, failed_without_response) {
-        a.push(s("gen_ai.response.model", model.clone()));
+        a.str("gen_ai.response.model", model);
     }
     if let Some(id) = &record.response_id {
-        a.push(s("gen_ai.response.id", id.clone()));
+        a.str("gen_ai.response.id", id);
     }
     if !record.finish_reasons.is_empty() {
-        let values = record
-            .finish_reasons
-            .iter()
-            .map(|r| AnyValue {
-                value: Some(any_value::Value::StringValue(r.clone())),
-            })
-            .collect();
-        a.push(kv(
-            "gen_ai.response.finish_reasons",
-            any_value::Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
-                values,
-            }),
-        ));
+        a.str_array("gen_ai.response.finish_reasons", &record.finish_reasons);
     }
     if let (true, Some(first)) = (record.stream, record.timings.first_chunk_us) {
-        a.push(f("gen_ai.response.time_to_first_chunk", first as f64 / 1e6));
+        a.double("gen_ai.response.time_to_first_chunk", first as f64 / 1e6);
     }
     let p = &record.params;
     for (key, value) in [
@@ -275,71 +302,161 @@ fn generation_attributes(
         ("gen_ai.request.presence_penalty", p.presence_penalty),
     ] {
         if let Some(v) = value {
-            a.push(f(key, v));
+            a.double(key, v);
         }
     }
     if let Some(v) = p.max_tokens {
-        a.push(kv(
-            "gen_ai.request.max_tokens",
-            any_value::Value::IntValue(v),
-        ));
+        a.int("gen_ai.request.max_tokens", v);
     }
     if let Some(v) = p.seed {
-        a.push(kv("gen_ai.request.seed", any_value::Value::IntValue(v)));
+        a.int("gen_ai.request.seed", v);
     }
     let u = &record.usage;
-    a.push(i("gen_ai.usage.input_tokens", u.prompt_tokens));
+    a.count("gen_ai.usage.input_tokens", u.prompt_tokens);
     if !failed_without_response {
-        a.push(i("gen_ai.usage.output_tokens", u.completion_tokens));
+        a.count("gen_ai.usage.output_tokens", u.completion_tokens);
     }
-    a.push(i("gen_ai.usage.total_tokens", u.total_tokens));
-    a.push(i("gen_ai.usage.cache_read.input_tokens", u.cached_tokens));
-    a.push(i(
+    a.count("gen_ai.usage.total_tokens", u.total_tokens);
+    a.count("gen_ai.usage.cache_read.input_tokens", u.cached_tokens);
+    a.count(
         "gen_ai.usage.cache_creation.input_tokens",
         u.cache_write_tokens,
-    ));
-    a.push(i(
-        "gen_ai.usage.reasoning.output_tokens",
-        u.reasoning_tokens,
-    ));
-    a.push(b("beacon.usage.estimated", u.estimated));
-    a.push(f(
-        "gen_ai.cost.input_tokens",
-        decimal_f64(record.cost.input),
-    ));
-    a.push(f(
-        "gen_ai.cost.output_tokens",
-        decimal_f64(record.cost.output),
-    ));
-    a.push(f(
-        "gen_ai.cost.total_tokens",
-        decimal_f64(record.cost.total),
-    ));
+    );
+    a.count("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens);
+    a.bool("beacon.usage.estimated", u.estimated);
+    a.double("gen_ai.cost.input_tokens", decimal_f64(record.cost.input));
+    a.double("gen_ai.cost.output_tokens", decimal_f64(record.cost.output));
+    a.double("gen_ai.cost.total_tokens", decimal_f64(record.cost.total));
     if let Some(status) = record.upstream_status {
-        a.push(i("http.response.status_code", u64::from(status)));
+        a.int("http.response.status_code", i64::from(status));
     }
     if let Some((error_type, _)) = error_status(record) {
-        a.push(s("error.type", error_type));
+        a.str("error.type", error_type);
     }
     if !settings.privacy_mode {
         if let Some(c) = &record.content {
             let (system, input) = content::input(&c.input_messages);
             if let Some(system) = system {
-                a.push(s("gen_ai.system_instructions", system));
+                a.str("gen_ai.system_instructions", &system);
             }
             if let Some(input) = input {
-                a.push(s("gen_ai.input.messages", input));
+                a.str("gen_ai.input.messages", &input);
             }
             if error_status(record).is_none() || !c.output_text.is_empty() {
                 let finish = record.finish_reasons.first().map(String::as_str);
-                a.push(s(
+                a.str(
                     "gen_ai.output.messages",
-                    content::output(&c.output_text, finish),
-                ));
+                    &content::output(&c.output_text, finish),
+                );
             }
         }
     }
-    a
+}
+
+/// Which span of the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Agent,
+    Function,
+    Generation,
+}
+
+/// One span before its attributes are produced.
+struct PlannedSpan<'r> {
+    name: std::borrow::Cow<'r, str>,
+    role: Role,
+    span_id: [u8; 8],
+    parent: Option<[u8; 8]>,
+    flags: u32,
+}
+
+/// Everything about a completion's spans except the attributes.
+struct Plan<'r> {
+    trace_id: [u8; 16],
+    start: u64,
+    end: u64,
+    status: Option<(i32, &'r str)>,
+    id_metadata: Vec<(&'static str, String)>,
+    spans: Vec<PlannedSpan<'r>>,
+}
+
+fn plan<'r>(record: &'r CompletionRecord, ids: &mut dyn IdSource) -> Plan<'r> {
+    let (trace_id, parent, id_metadata) = resolve_trace(record, ids);
+    let start = record.timings.received_unix_nanos;
+    let end = start.saturating_add(record.timings.last_byte_us.saturating_mul(1000));
+    let status = match error_status(record) {
+        Some((_, message)) => Some((status::StatusCode::Error as i32, message)),
+        None if matches!(record.outcome, Outcome::Ok) => Some((status::StatusCode::Ok as i32, "")),
+        None => None,
+    };
+    let mut chain: Vec<(std::borrow::Cow<'r, str>, Role)> = Vec::with_capacity(3);
+    if let Some(name) = trace_str(record, "trace_name") {
+        chain.push((name.into(), Role::Agent));
+    }
+    if let Some(name) = trace_str(record, "span_name") {
+        chain.push((name.into(), Role::Function));
+    }
+    let generation_name = match trace_str(record, "generation_name") {
+        Some(n) => n.into(),
+        None => format!("chat {}", record.requested_model).into(),
+    };
+    chain.push((generation_name, Role::Generation));
+    let mut spans = Vec::with_capacity(chain.len());
+    let mut parent_id = parent;
+    for (depth, (name, role)) in chain.into_iter().enumerate() {
+        let span_id = ids.span_id();
+        let flags = if depth == 0 && parent.is_some() {
+            REMOTE_PARENT_FLAGS
+        } else {
+            0
+        };
+        spans.push(PlannedSpan {
+            name,
+            role,
+            span_id,
+            parent: parent_id,
+            flags,
+        });
+        parent_id = Some(span_id);
+    }
+    Plan {
+        trace_id,
+        start,
+        end,
+        status,
+        id_metadata,
+        spans,
+    }
+}
+
+fn span_attributes(
+    record: &CompletionRecord,
+    settings: &SpanSettings,
+    plan: &Plan<'_>,
+    span: &PlannedSpan<'_>,
+    a: &mut impl Attrs,
+) {
+    match span.role {
+        Role::Agent => {
+            a.str("sentry.op", "gen_ai.invoke_agent");
+            a.str("gen_ai.operation.name", "invoke_agent");
+            a.str("gen_ai.agent.name", &span.name);
+            a.str("sentry.description", &span.name);
+        }
+        Role::Function => {
+            a.str("sentry.op", "function");
+            a.str("sentry.description", &span.name);
+        }
+        Role::Generation => generation_attributes(record, settings, &span.name, a),
+    }
+    common_attributes(record, settings, &plan.id_metadata, a);
+}
+
+fn kind(role: Role) -> span::SpanKind {
+    match role {
+        Role::Generation => span::SpanKind::Client,
+        Role::Agent | Role::Function => span::SpanKind::Internal,
+    }
 }
 
 /// Builds the spans of one completion for one destination, top span first.
@@ -348,86 +465,47 @@ pub fn build_spans(
     settings: &SpanSettings,
     ids: &mut dyn IdSource,
 ) -> Vec<Span> {
-    let (trace_id, parent, mut id_metadata) = resolve_trace(record, ids);
-    let start = record.timings.received_unix_nanos;
-    let end = start.saturating_add(record.timings.last_byte_us.saturating_mul(1000));
-    let mut common = common_attributes(record, settings);
-    common.append(&mut id_metadata);
-    let status = match error_status(record) {
-        Some((_, message)) => Some(Status {
-            message,
-            code: status::StatusCode::Error as i32,
-        }),
-        None if matches!(record.outcome, Outcome::Ok) => Some(Status {
-            message: String::new(),
-            code: status::StatusCode::Ok as i32,
-        }),
-        None => None,
-    };
+    let plan = plan(record, ids);
+    plan.spans
+        .iter()
+        .map(|sp| {
+            let mut attributes: Vec<KeyValue> = Vec::with_capacity(48);
+            span_attributes(record, settings, &plan, sp, &mut attributes);
+            Span {
+                trace_id: plan.trace_id.to_vec(),
+                span_id: sp.span_id.to_vec(),
+                parent_span_id: sp.parent.map(|p| p.to_vec()).unwrap_or_default(),
+                flags: sp.flags,
+                name: sp.name.to_string(),
+                kind: kind(sp.role) as i32,
+                start_time_unix_nano: plan.start,
+                end_time_unix_nano: plan.end,
+                attributes,
+                status: plan.status.map(|(code, message)| Status {
+                    message: message.to_string(),
+                    code,
+                }),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
 
-    let generation_name = trace_str(record, "generation_name")
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("chat {}", record.requested_model));
-    let mut chain: Vec<(String, span::SpanKind, Vec<KeyValue>)> = Vec::with_capacity(3);
-    if let Some(name) = trace_str(record, "trace_name") {
-        chain.push((
-            name.to_string(),
-            span::SpanKind::Internal,
-            vec![
-                s("sentry.op", "gen_ai.invoke_agent"),
-                s("gen_ai.operation.name", "invoke_agent"),
-                s("gen_ai.agent.name", name),
-                s("sentry.description", name),
-            ],
-        ));
-    }
-    if let Some(name) = trace_str(record, "span_name") {
-        chain.push((
-            name.to_string(),
-            span::SpanKind::Internal,
-            vec![s("sentry.op", "function"), s("sentry.description", name)],
-        ));
-    }
-    let gen_attrs = generation_attributes(record, settings, &generation_name);
-    chain.push((generation_name, span::SpanKind::Client, gen_attrs));
+const SERVICE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-    let mut spans = Vec::with_capacity(chain.len());
-    let mut parent_id: Option<[u8; 8]> = parent;
-    for (depth, (name, kind, mut attributes)) in chain.into_iter().enumerate() {
-        let span_id = ids.span_id();
-        attributes.extend(common.iter().cloned());
-        let flags = if depth == 0 && parent.is_some() {
-            REMOTE_PARENT_FLAGS
-        } else {
-            0
-        };
-        spans.push(Span {
-            trace_id: trace_id.to_vec(),
-            span_id: span_id.to_vec(),
-            parent_span_id: parent_id.map(|p| p.to_vec()).unwrap_or_default(),
-            flags,
-            name,
-            kind: kind as i32,
-            start_time_unix_nano: start,
-            end_time_unix_nano: end,
-            attributes,
-            status: status.clone(),
-            ..Default::default()
-        });
-        parent_id = Some(span_id);
-    }
-    spans
+fn resource_attributes(a: &mut impl Attrs) {
+    a.str("service.name", "beacon");
+    a.str("service.version", SERVICE_VERSION);
+    a.str("telemetry.sdk.language", "rust");
+    a.str("telemetry.sdk.name", "beacon");
 }
 
 /// Resource attributes of every export (never the gateway's own deployment environment).
 pub fn resource() -> Resource {
+    let mut attributes = Vec::with_capacity(4);
+    resource_attributes(&mut attributes);
     Resource {
-        attributes: vec![
-            s("service.name", "beacon"),
-            s("service.version", env!("CARGO_PKG_VERSION")),
-            s("telemetry.sdk.language", "rust"),
-            s("telemetry.sdk.name", "beacon"),
-        ],
+        attributes,
         ..Default::default()
     }
 }
@@ -440,7 +518,7 @@ pub fn export_request(spans: Vec<Span>) -> ExportTraceServiceRequest {
             scope_spans: vec![ScopeSpans {
                 scope: Some(InstrumentationScope {
                     name: "beacon".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
+                    version: SERVICE_VERSION.into(),
                     ..Default::default()
                 }),
                 spans,
@@ -450,6 +528,79 @@ pub fn export_request(spans: Vec<Span>) -> ExportTraceServiceRequest {
         }],
     }
 }
+
+/// Encodes the spans of `records` as one `ExportTraceServiceRequest`, straight to protobuf.
+/// Produces the same message as `export_request(build_spans(...))`, several times faster.
+pub fn encode_export<'a>(
+    records: impl IntoIterator<Item = &'a CompletionRecord>,
+    settings: &SpanSettings,
+    ids: &mut dyn IdSource,
+) -> Vec<u8> {
+    use wire::{WireAttrs, Writer};
+    // Spans first, into their own buffer; the three wrappers around them are written after,
+    // when their lengths are known, so the (large) span bytes are never moved.
+    let mut spans = Writer::with_capacity(4096);
+    for record in records {
+        let plan = plan(record, ids);
+        for sp in &plan.spans {
+            spans.message(2, 2, |w| {
+                w.bytes(1, &plan.trace_id);
+                w.bytes(2, &sp.span_id);
+                if let Some(parent) = sp.parent {
+                    w.bytes(4, &parent);
+                }
+                w.string(5, &sp.name);
+                w.uint(6, kind(sp.role) as u64);
+                w.fixed64(7, plan.start);
+                w.fixed64(8, plan.end);
+                span_attributes(
+                    record,
+                    settings,
+                    &plan,
+                    sp,
+                    &mut WireAttrs {
+                        w: &mut *w,
+                        field: 9,
+                    },
+                );
+                if let Some((code, message)) = plan.status {
+                    w.message(15, 1, |w| {
+                        w.string(2, message);
+                        w.uint(3, code as u64);
+                    });
+                }
+                w.fixed32(16, sp.flags);
+            });
+        }
+    }
+    let mut head = Writer::with_capacity(256);
+    let mut resource = Writer::with_capacity(128);
+    resource_attributes(&mut WireAttrs {
+        w: &mut resource,
+        field: 1,
+    });
+    let mut scope = Writer::with_capacity(32);
+    scope.string(1, "beacon");
+    scope.string(2, SERVICE_VERSION);
+    // ScopeSpans = scope (1) + spans (2 …); ResourceSpans = resource (1) + scope_spans (2).
+    let scope_field = 1 + varint_size(scope.buf.len()) + scope.buf.len();
+    let scope_spans_len = scope_field + spans.buf.len();
+    let resource_field = 1 + varint_size(resource.buf.len()) + resource.buf.len();
+    let resource_spans_len = resource_field + 1 + varint_size(scope_spans_len) + scope_spans_len;
+    head.len_prefix(1, resource_spans_len);
+    head.bytes(1, &resource.buf);
+    head.len_prefix(2, scope_spans_len);
+    head.bytes(1, &scope.buf);
+    let mut out = head.buf;
+    out.extend_from_slice(&spans.buf);
+    out
+}
+
+fn varint_size(n: usize) -> usize {
+    wire::varint_len(n as u64)
+}
+
+pub mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -325,3 +325,56 @@ fn resource_has_no_deployment_environment() {
         ]
     );
 }
+
+#[test]
+fn direct_encoding_equals_the_prost_messages() {
+    use prost::Message;
+    let mut records = vec![record()];
+    let mut agent = record();
+    agent.trace = Some(
+        json!({"trace_id": "run-1", "trace_name": "agent", "span_name": "step", "parent_span_id": "b7ad6b7169203331",
+               "environment": "prod", "n": 3, "x": 1.5, "flag": true, "obj": {"a": [1, 2]}})
+        .as_object()
+        .unwrap()
+        .clone(),
+    );
+    records.push(agent);
+    let mut failed = record();
+    failed.outcome = Outcome::UpstreamError {
+        status: None,
+        error_type: "connect_error".into(),
+        message: "down".into(),
+    };
+    failed.upstream_status = None;
+    failed.content = None;
+    records.push(failed);
+    let mut big = record();
+    big.content.as_mut().unwrap().output_text = "long output ".repeat(3000);
+    records.push(big);
+    let mut cancelled = record();
+    cancelled.outcome = Outcome::ClientCancelled;
+    cancelled.finish_reasons.clear();
+    records.push(cancelled);
+
+    for settings in [
+        settings(),
+        SpanSettings {
+            privacy_mode: true,
+            sampling_rate: 0.01,
+        },
+    ] {
+        let expected: Vec<Span> = {
+            let mut ids = SeqIds(0);
+            records
+                .iter()
+                .flat_map(|r| build_spans(r, &settings, &mut ids))
+                .collect()
+        };
+        let expected = export_request(expected);
+        let bytes = encode_export(records.iter(), &settings, &mut SeqIds(0));
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(decoded, expected);
+        // Canonical encoding, byte for byte the same as prost's.
+        assert_eq!(bytes, expected.encode_to_vec());
+    }
+}
