@@ -40,11 +40,19 @@ pub fn client(connect_timeout: Duration) -> Result<ExportClient, rustls::Error> 
 
 /// Gzips an encoded export request.
 pub fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    gzip_parts(&[bytes])
+}
+
+/// Gzips the concatenation of `parts` without concatenating them first.
+pub fn gzip_parts(parts: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 4 + 64),
+        Vec::with_capacity(total / 4 + 64),
         flate2::Compression::fast(),
     );
-    enc.write_all(bytes)?;
+    for p in parts {
+        enc.write_all(p)?;
+    }
     enc.finish()
 }
 

@@ -187,25 +187,32 @@ struct Worker {
 
 impl Worker {
     async fn run(self, mut rx: mpsc::Receiver<Arc<CompletionRecord>>) {
-        let mut batch: Vec<Arc<CompletionRecord>> = Vec::new();
-        let mut flush_at = tokio::time::Instant::now();
+        let mut batch: Vec<Arc<CompletionRecord>> = Vec::with_capacity(self.config.max_batch);
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut deadline = self.deadline_passed.clone();
+        // One timer for the whole life of the worker, re-armed when a batch starts.
+        let flush_timer = tokio::time::sleep(self.config.flush_interval);
+        tokio::pin!(flush_timer);
         loop {
             tokio::select! {
-                record = rx.recv() => match record {
-                    Some(r) => {
-                        if batch.is_empty() {
-                            flush_at = tokio::time::Instant::now() + self.config.flush_interval;
-                        }
-                        batch.push(r);
-                        if batch.len() >= self.config.max_batch {
-                            self.flush(&mut batch, &mut in_flight).await;
+                record = rx.recv() => {
+                    let Some(first) = record else { break };
+                    if batch.is_empty() {
+                        flush_timer.as_mut().reset(tokio::time::Instant::now() + self.config.flush_interval);
+                    }
+                    batch.push(first);
+                    // Take whatever else is already queued in the same wake-up.
+                    while batch.len() < self.config.max_batch {
+                        match rx.try_recv() {
+                            Ok(r) => batch.push(r),
+                            Err(_) => break,
                         }
                     }
-                    None => break,
-                },
-                () = tokio::time::sleep_until(flush_at), if !batch.is_empty() => {
+                    if batch.len() >= self.config.max_batch {
+                        self.flush(&mut batch, &mut in_flight).await;
+                    }
+                }
+                () = &mut flush_timer, if !batch.is_empty() => {
                     self.flush(&mut batch, &mut in_flight).await;
                 }
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
@@ -274,12 +281,12 @@ impl Send {
             privacy_mode: spec.privacy_mode,
             sampling_rate: spec.sampling_rate,
         };
-        let encoded = span::encode_export(
+        let (head, spans) = span::encode_export_parts(
             records.iter().map(|r| r.as_ref()),
             &settings,
             &mut RandomIds,
         );
-        let body = match http::gzip(&encoded) {
+        let body = match http::gzip_parts(&[&head, &spans]) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 self.sink.health.set_error(format!("encoding failed: {e}"));

@@ -128,25 +128,43 @@ pub struct WireAttrs<'a> {
     pub field: u32,
 }
 
+impl WireAttrs<'_> {
+    /// Writes a `KeyValue` whose `AnyValue` body (`value_len` bytes, written by `value`) has a
+    /// known length, so every length prefix is exact and nothing is moved afterwards.
+    fn known(&mut self, key: &str, value_len: usize, value: impl FnOnce(&mut Writer)) {
+        let w = &mut *self.w;
+        let any_len = value_len;
+        let kv_len =
+            1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any_len as u64) + any_len;
+        w.tag(self.field, LEN);
+        w.varint(kv_len as u64);
+        w.bytes(1, key.as_bytes());
+        w.tag(2, LEN);
+        w.varint(any_len as u64);
+        value(w);
+    }
+}
+
 impl Attrs for WireAttrs<'_> {
     fn str(&mut self, key: &str, value: &str) {
-        self.w
-            .key_value(self.field, key, |w| w.bytes(1, value.as_bytes()));
+        let len = 1 + varint_len(value.len() as u64) + value.len();
+        self.known(key, len, |w| w.bytes(1, value.as_bytes()));
     }
     fn int(&mut self, key: &str, value: i64) {
-        self.w.key_value(self.field, key, |w| {
+        let len = 1 + varint_len(value as u64);
+        self.known(key, len, |w| {
             w.tag(3, VARINT);
             w.varint(value as u64);
         });
     }
     fn double(&mut self, key: &str, value: f64) {
-        self.w.key_value(self.field, key, |w| {
+        self.known(key, 9, |w| {
             w.tag(4, FIXED64);
             w.buf.extend_from_slice(&value.to_bits().to_le_bytes());
         });
     }
     fn bool(&mut self, key: &str, value: bool) {
-        self.w.key_value(self.field, key, |w| {
+        self.known(key, 2, |w| {
             w.tag(2, VARINT);
             w.varint(u64::from(value));
         });
