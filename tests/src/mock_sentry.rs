@@ -52,8 +52,11 @@ struct State {
     /// A generic OTLP collector: no Sentry path or auth checks.
     generic: bool,
     mode: AtomicU8,
+    /// Keys already seen: like Sentry, the first request with an unknown key gets 200.
+    seen_keys: Mutex<std::collections::HashSet<String>>,
     accepted: Mutex<Vec<Export>>,
     requests: AtomicUsize,
+    request_times: Mutex<Vec<std::time::Instant>>,
     refused: AtomicUsize,
 }
 
@@ -165,6 +168,11 @@ impl MockSentry {
         self.state.requests.load(Ordering::SeqCst)
     }
 
+    /// When each request arrived.
+    pub fn request_times(&self) -> Vec<std::time::Instant> {
+        self.state.request_times.lock().expect("lock").clone()
+    }
+
     /// Requests refused for a bad path, auth or encoding.
     pub fn refused(&self) -> usize {
         self.state.refused.load(Ordering::SeqCst)
@@ -242,6 +250,11 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     state.requests.fetch_add(1, Ordering::SeqCst);
+    state
+        .request_times
+        .lock()
+        .expect("lock")
+        .push(std::time::Instant::now());
     let (parts, body) = req.into_parts();
     let raw = body
         .collect()
@@ -269,6 +282,20 @@ async fn handle(
     if !state.generic
         && (!auth.starts_with(&expected_auth) || parts.headers.contains_key("authorization"))
     {
+        // Sentry's edge answers 200 to the first request of a key it has not cached yet
+        // and only rejects it once the key is known to be bad.
+        if state
+            .seen_keys
+            .lock()
+            .expect("lock")
+            .insert(auth.to_string())
+        {
+            return Ok(reply(
+                StatusCode::OK,
+                "application/x-protobuf",
+                Bytes::new(),
+            ));
+        }
         return refuse(StatusCode::FORBIDDEN, "invalid or missing sentry_key");
     }
     if parts

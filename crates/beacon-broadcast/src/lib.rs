@@ -29,6 +29,7 @@ pub mod sampling;
 pub mod sink;
 pub mod span;
 pub mod stats;
+pub mod test_connection;
 
 use std::sync::Arc;
 

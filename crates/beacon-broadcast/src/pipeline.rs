@@ -163,7 +163,7 @@ pub(crate) fn spawn(
     stats: Arc<Stats>,
 ) -> Result<PipelineHandle, StartError> {
     let specs = validate_destinations(tenants, config.allow_private_destinations)?;
-    let client = sink::http::client(config.connect_timeout)?;
+    let client = sink::http::client(config.connect_timeout, config.allow_private_destinations)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("beacon-export")

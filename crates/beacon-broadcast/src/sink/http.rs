@@ -1,26 +1,78 @@
 //! The export HTTP client and one OTLP/HTTP POST: protobuf, gzip, the destination's headers.
 
+use std::future::Future;
 use std::io::Write;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::destination::Endpoint;
+use crate::destination::{is_private_ip, Endpoint};
 
 /// The client every sink shares.
-pub type ExportClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type ExportClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
+
+/// DNS resolution that refuses private addresses unless they are allowed: a destination
+/// hostname that resolves to 127.0.0.1, 10.x, 169.254.x … is never connected to, so a
+/// tenant cannot point the gateway at its own network (checked at connect time, after
+/// resolution, for every export and every Test Connection).
+#[derive(Debug, Clone, Copy)]
+pub struct GuardedResolver {
+    /// `broadcast.allow_private_destinations`.
+    pub allow_private: bool,
+}
+
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if allow_private {
+                return Ok(addrs.into_iter());
+            }
+            let public: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| !is_private_ip(a.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("{host} resolves to a loopback or private address (needs broadcast.allow_private_destinations)"),
+                ));
+            }
+            Ok(public.into_iter())
+        })
+    }
+}
 
 /// Longest response body read from a destination (errors are short).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// Builds the export client: rustls with webpki roots, HTTP/1.1 and HTTP/2, TCP_NODELAY.
-pub fn client(connect_timeout: Duration) -> Result<ExportClient, rustls::Error> {
-    let mut http = HttpConnector::new();
+/// Builds the export client: rustls with webpki roots, HTTP/1.1 and HTTP/2, TCP_NODELAY,
+/// and the [`GuardedResolver`].
+pub fn client(
+    connect_timeout: Duration,
+    allow_private: bool,
+) -> Result<ExportClient, rustls::Error> {
+    let mut http = HttpConnector::new_with_resolver(GuardedResolver { allow_private });
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
@@ -172,6 +224,28 @@ pub fn error_text(body: &[u8]) -> String {
 mod tests {
     use super::*;
     use prost::Message;
+    use std::str::FromStr;
+    use tower_service::Service;
+
+    #[tokio::test]
+    async fn resolver_refuses_names_of_private_addresses() {
+        let name = Name::from_str("localhost").unwrap();
+        let err = GuardedResolver {
+            allow_private: false,
+        }
+        .call(name.clone())
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("private"), "{err}");
+        let addrs: Vec<_> = GuardedResolver {
+            allow_private: true,
+        }
+        .call(name)
+        .await
+        .unwrap()
+        .collect();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()));
+    }
 
     #[test]
     fn decodes_rpc_status_json_and_text() {

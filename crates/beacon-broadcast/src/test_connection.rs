@@ -1,0 +1,144 @@
+//! Test Connection (SPEC §4.2): send one real test span to a destination and report what
+//! happened — reached or not, HTTP status, latency, and the destination's error text.
+//!
+//! Sentry's ingestion answers 200 to the first request for a key it has not cached yet, even
+//! a wrong key, and drops the data later. So when a Sentry destination's first answer is
+//! 2xx, the same span is sent again after [`SENTRY_CONFIRM_DELAY`] and the second answer is
+//! the one reported: a wrong key or project then shows as 403 with Sentry's reason.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::trace::v1::{span, status, Span, Status};
+use prost::Message;
+use serde::Serialize;
+
+use crate::destination::DestinationSpec;
+use crate::sink::http::{self, ExportClient, PostResult};
+use crate::span::{export_request, Attrs, IdSource, RandomIds};
+
+/// The name (and Sentry transaction) of the test span.
+pub const TEST_SPAN_NAME: &str = "beacon test connection";
+/// `sentry.op` of the test span.
+pub const TEST_SPAN_OP: &str = "beacon.test";
+/// Pause before a Sentry destination's confirming second request.
+pub const SENTRY_CONFIRM_DELAY: Duration = Duration::from_secs(1);
+
+/// What a test found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TestReport {
+    /// The destination accepted the test span.
+    pub ok: bool,
+    /// A response arrived (false: DNS, connect, TLS or timeout failure).
+    pub reached: bool,
+    /// HTTP status of the reported attempt.
+    pub status: Option<u16>,
+    /// Latency of the reported attempt, in milliseconds.
+    pub latency_ms: u64,
+    /// The destination's error text, or what the test left behind on success.
+    pub message: String,
+}
+
+/// The export request carrying one test span for `spec`.
+pub fn test_payload(spec: &DestinationSpec) -> Vec<u8> {
+    let mut ids = RandomIds;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let mut attributes = Vec::with_capacity(6);
+    attributes.str("sentry.op", TEST_SPAN_OP);
+    attributes.str("sentry.description", TEST_SPAN_NAME);
+    attributes.str("beacon.tenant", &spec.tenant_id);
+    attributes.str("beacon.destination", &spec.name);
+    let span = Span {
+        trace_id: ids.trace_id().to_vec(),
+        span_id: ids.span_id().to_vec(),
+        name: TEST_SPAN_NAME.to_string(),
+        kind: span::SpanKind::Internal as i32,
+        start_time_unix_nano: now,
+        end_time_unix_nano: now + 1_000_000,
+        attributes,
+        status: Some(Status {
+            message: String::new(),
+            code: status::StatusCode::Ok as i32,
+        }),
+        ..Default::default()
+    };
+    export_request(vec![span]).encode_to_vec()
+}
+
+/// Tests `spec` through `client`; each attempt may take up to `timeout`.
+pub async fn run(
+    spec: &DestinationSpec,
+    client: &ExportClient,
+    timeout: Duration,
+    confirm_delay: Duration,
+) -> TestReport {
+    let body = match http::gzip(&test_payload(spec)) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => {
+            return TestReport {
+                ok: false,
+                reached: false,
+                status: None,
+                latency_ms: 0,
+                message: format!("encoding failed: {e}"),
+            }
+        }
+    };
+    let first = attempt(spec, client, &body, timeout).await;
+    if !(first.ok && spec.endpoint.is_sentry) {
+        return first;
+    }
+    tokio::time::sleep(confirm_delay).await;
+    attempt(spec, client, &body, timeout).await
+}
+
+async fn attempt(
+    spec: &DestinationSpec,
+    client: &ExportClient,
+    body: &Bytes,
+    timeout: Duration,
+) -> TestReport {
+    let started = Instant::now();
+    let result = http::post(client, &spec.endpoint, body.clone(), timeout).await;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match result {
+        PostResult::Failed(message) => TestReport {
+            ok: false,
+            reached: false,
+            status: None,
+            latency_ms,
+            message,
+        },
+        PostResult::Response { status, .. } if (200..300).contains(&status) => {
+            let message = if spec.endpoint.is_sentry {
+                format!("Sentry accepted the test span: a transaction `{TEST_SPAN_NAME}` (op {TEST_SPAN_OP}) is now in your project.")
+            } else {
+                "The collector accepted the test span.".to_string()
+            };
+            TestReport {
+                ok: true,
+                reached: true,
+                status: Some(status),
+                latency_ms,
+                message,
+            }
+        }
+        PostResult::Response { status, body, .. } => {
+            let text = http::error_text(&body);
+            let message = if text.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                text
+            };
+            TestReport {
+                ok: false,
+                reached: true,
+                status: Some(status),
+                latency_ms,
+                message,
+            }
+        }
+    }
+}
