@@ -15,6 +15,7 @@
 //! | `drop-mid` | streams two chunks, then breaks the connection |
 //! | `endless` | a chunk every 20 ms (500 at most); notes when the client goes away |
 //! | `slow-headers` | answers after 5 s |
+//! | `tool-call` | a `get_weather` tool call (streamed as id/name, then arguments in two pieces) |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -285,6 +286,11 @@ async fn handle(
         if model == "no-usage" {
             resp.as_object_mut().expect("obj").remove("usage");
         }
+        if model == "tool-call" {
+            resp["choices"][0]["message"] = json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_abc", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]});
+            resp["choices"][0]["finish_reason"] = json!("tool_calls");
+        }
         return Ok(full(StatusCode::OK, "application/json", resp.to_string()));
     }
 
@@ -314,6 +320,36 @@ async fn handle(
                 for w in &WORDS[1..] {
                     ok &= send(chunk(&served, json!({"content": w}), None)).await;
                 }
+            }
+            "tool-call" => {
+                let call = |v: Value| json!({"tool_calls": [v]});
+                ok &= send(chunk(
+                    &served,
+                    call(json!({"index": 0, "id": "call_abc", "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""}})),
+                    None,
+                ))
+                .await;
+                ok &= send(chunk(
+                    &served,
+                    call(json!({"index": 0, "function": {"arguments": "{\"city\":"}})),
+                    None,
+                ))
+                .await;
+                ok &= send(chunk(
+                    &served,
+                    call(json!({"index": 0, "function": {"arguments": "\"Paris\"}"}})),
+                    None,
+                ))
+                .await;
+                ok &= send(chunk(&served, json!({}), Some("tool_calls"))).await;
+                if include_usage {
+                    let u = json!({"id": "chatcmpl-mock123", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                                   "model": served, "choices": [], "usage": usage()});
+                    ok &= send(format!("data: {u}\n\n")).await;
+                }
+                let _ = ok && send("data: [DONE]\n\n".to_string()).await;
+                return;
             }
             "drop-mid" => {
                 send(chunk(&served, json!({"content": WORDS[0]}), None)).await;

@@ -727,3 +727,42 @@ async fn sigterm_with_a_hanging_destination_stops_at_the_deadline_and_counts() {
         "{logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_calls_are_exported_as_tool_call_parts() {
+    let upstream = MockUpstream::start().await;
+    let sentry = MockSentry::start("91", "ktool").await;
+    let beacon = Beacon::start(&Beacon::config(
+        &upstream.base_url(),
+        &format!(
+            "[tenants.broadcast]\nenabled = true\n{}",
+            sentry_dest(&sentry, "S", "")
+        ),
+    ));
+    let out = sdk(
+        json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "stream",
+                         "request": {"model": "mock/tool-call", "messages": hello("")}}),
+    )
+    .await;
+    assert!(out.get("error").is_none(), "{out}");
+    sdk(
+        json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "chat",
+               "request": {"model": "mock/tool-call", "messages": hello("")}}),
+    )
+    .await;
+    let spans = sentry.wait_spans(2, Duration::from_secs(10)).await;
+    for s in &spans {
+        let output: Value =
+            serde_json::from_str(attr(s, "gen_ai.output.messages").as_str().unwrap()).unwrap();
+        assert_eq!(
+            output[0]["parts"],
+            json!([{"type": "tool_call", "id": "call_abc", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}]),
+            "{s}"
+        );
+        assert_eq!(output[0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            attr(s, "gen_ai.response.finish_reasons"),
+            &json!(["tool_calls"])
+        );
+    }
+}

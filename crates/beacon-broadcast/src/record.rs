@@ -192,4 +192,17 @@ pub struct Content {
     pub output_text: String,
     /// True when `output_text` was cut at the configured limit.
     pub output_truncated: bool,
+    /// Tool calls of the first choice, assembled from their streamed pieces.
+    pub output_tool_calls: Vec<ToolCall>,
+}
+
+/// A tool call the model made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolCall {
+    /// `call_…` id.
+    pub id: Option<String>,
+    /// Function name.
+    pub name: Option<String>,
+    /// Arguments as the model wrote them (JSON text, possibly truncated).
+    pub arguments: String,
 }

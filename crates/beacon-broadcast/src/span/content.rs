@@ -193,15 +193,45 @@ pub fn input(messages_json: &[u8]) -> (Option<String>, Option<String>) {
     )
 }
 
-/// `gen_ai.output.messages` for the first choice.
-pub fn output(text: &str, finish_reason: Option<&str>) -> String {
+/// `gen_ai.output.messages` for the first choice: its text and its tool calls.
+pub fn output(
+    text: &str,
+    tool_calls: &[crate::record::ToolCall],
+    finish_reason: Option<&str>,
+) -> String {
     let mut out = String::with_capacity(text.len() + 96);
-    out.push_str(r#"[{"role":"assistant","parts":[{"type":"text","content":"#);
-    push_str_json(&mut out, text);
-    out.push_str(r#"}],"finish_reason":"#);
+    out.push_str(r#"[{"role":"assistant","parts":["#);
+    let mut first = true;
+    if !text.is_empty() || tool_calls.is_empty() {
+        out.push_str(r#"{"type":"text","content":"#);
+        push_str_json(&mut out, text);
+        out.push('}');
+        first = false;
+    }
+    for call in tool_calls {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(r#"{"type":"tool_call","id":"#);
+        push_opt_json(&mut out, call.id.as_deref());
+        out.push_str(r#","name":"#);
+        push_opt_json(&mut out, call.name.as_deref());
+        out.push_str(r#","arguments":"#);
+        push_str_json(&mut out, &call.arguments);
+        out.push('}');
+    }
+    out.push_str(r#"],"finish_reason":"#);
     push_str_json(&mut out, finish_reason.unwrap_or(""));
     out.push_str("}]");
     out
+}
+
+fn push_opt_json(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => push_str_json(out, s),
+        None => out.push_str("null"),
+    }
 }
 
 #[cfg(test)]
@@ -258,9 +288,20 @@ mod tests {
 
     #[test]
     fn output_messages_and_bad_input() {
-        let v: Value = serde_json::from_str(&output("Hi \"you\"\n", Some("stop"))).unwrap();
+        let v: Value = serde_json::from_str(&output("Hi \"you\"\n", &[], Some("stop"))).unwrap();
         assert_eq!(v[0]["parts"][0]["content"], "Hi \"you\"\n");
         assert_eq!(v[0]["finish_reason"], "stop");
+        let call = crate::record::ToolCall {
+            id: Some("call_1".into()),
+            name: Some("get_weather".into()),
+            arguments: "{\"city\":\"Paris\"}".into(),
+        };
+        let v: Value = serde_json::from_str(&output("", &[call], Some("tool_calls"))).unwrap();
+        assert_eq!(
+            v[0]["parts"],
+            json!([{"type": "tool_call", "id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}])
+        );
+        assert_eq!(v[0]["finish_reason"], "tool_calls");
         assert_eq!(input(b"not json"), (None, None));
         assert_eq!(input(b"[]"), (None, None));
         let (s, i) = input(br#"[{"role":"system","content":"x"}]"#);

@@ -342,11 +342,14 @@ fn generation_attributes(
             if let Some(input) = input {
                 a.str("gen_ai.input.messages", &input);
             }
-            if error_status(record).is_none() || !c.output_text.is_empty() {
+            if error_status(record).is_none()
+                || !c.output_text.is_empty()
+                || !c.output_tool_calls.is_empty()
+            {
                 let finish = record.finish_reasons.first().map(String::as_str);
                 a.str(
                     "gen_ai.output.messages",
-                    &content::output(&c.output_text, finish),
+                    &content::output(&c.output_text, &c.output_tool_calls, finish),
                 );
             }
         }

@@ -69,6 +69,7 @@ pub(crate) fn record() -> CompletionRecord {
             ),
             output_text: "SECRET-COMPLETION hi".into(),
             output_truncated: false,
+            output_tool_calls: vec![],
         }),
     }
 }

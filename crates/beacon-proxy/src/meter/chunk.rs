@@ -59,6 +59,12 @@ pub struct DeltaView {
 /// A tool call increment.
 #[derive(Debug, Default, Deserialize)]
 pub struct ToolCallDelta {
+    /// Which tool call of the choice this piece belongs to.
+    #[serde(default)]
+    pub index: Option<u32>,
+    /// Set on the call's first piece.
+    #[serde(default)]
+    pub id: Option<String>,
     /// The function part.
     #[serde(default)]
     pub function: Option<FunctionDelta>,
@@ -67,6 +73,9 @@ pub struct ToolCallDelta {
 /// A function call increment.
 #[derive(Debug, Default, Deserialize)]
 pub struct FunctionDelta {
+    /// Set on the call's first piece.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Arguments text so far.
     #[serde(default)]
     pub arguments: Option<String>,

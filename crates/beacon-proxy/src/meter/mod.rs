@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use beacon_broadcast::record::{
-    CompletionRecord, Content, Cost, Outcome, RequestParams, Timings, TokenUsage, TraceContext,
+    CompletionRecord, Content, Cost, Outcome, RequestParams, Timings, TokenUsage, ToolCall,
+    TraceContext,
 };
 use beacon_broadcast::RecordSender;
 use bytes::Bytes;
@@ -100,6 +101,8 @@ pub struct Meter {
     finish_reasons: Vec<(u32, String)>,
     output: String,
     output_bytes: usize,
+    tool_calls: Vec<(u32, ToolCall)>,
+    tool_bytes: usize,
 }
 
 impl Meter {
@@ -126,6 +129,8 @@ impl Meter {
             finish_reasons: Vec::new(),
             output: String::new(),
             output_bytes: 0,
+            tool_calls: Vec::new(),
+            tool_bytes: 0,
         }
     }
 
@@ -176,12 +181,14 @@ impl Meter {
                         self.append_output(text);
                     }
                     if let Some(calls) = &delta.tool_calls {
-                        for call in calls {
-                            if let Some(args) =
-                                call.function.as_ref().and_then(|f| f.arguments.as_deref())
-                            {
-                                self.append_output(args);
-                            }
+                        for (n, call) in calls.iter().enumerate() {
+                            let f = call.function.as_ref();
+                            self.tool_call_piece(
+                                call.index.unwrap_or(n as u32),
+                                call.id.as_deref(),
+                                f.and_then(|f| f.name.as_deref()),
+                                f.and_then(|f| f.arguments.as_deref()),
+                            );
                         }
                     }
                 }
@@ -215,10 +222,57 @@ impl Meter {
                 if let Some(text) = msg.and_then(|m| m.get("content")).and_then(|x| x.as_str()) {
                     self.append_output(text);
                 }
-                if let Some(calls) = msg.and_then(|m| m.get("tool_calls")) {
-                    self.append_output(&calls.to_string());
+                let calls = msg
+                    .and_then(|m| m.get("tool_calls"))
+                    .and_then(|c| c.as_array());
+                for (n, call) in calls.into_iter().flatten().enumerate() {
+                    let f = call.get("function");
+                    self.tool_call_piece(
+                        n as u32,
+                        json_str(call.get("id")),
+                        json_str(f.and_then(|f| f.get("name"))),
+                        json_str(f.and_then(|f| f.get("arguments"))),
+                    );
                 }
             }
+        }
+    }
+
+    /// Adds a piece of tool call `index` of the first choice (streams send the id and name
+    /// once, then the arguments in pieces).
+    fn tool_call_piece(
+        &mut self,
+        index: u32,
+        id: Option<&str>,
+        name: Option<&str>,
+        arguments: Option<&str>,
+    ) {
+        let slot = match self.tool_calls.iter().position(|(i, _)| *i == index) {
+            Some(p) => p,
+            None => {
+                self.tool_calls.push((index, ToolCall::default()));
+                self.tool_calls.len() - 1
+            }
+        };
+        let call = &mut self.tool_calls[slot].1;
+        if let Some(id) = id {
+            call.id = Some(id.to_string());
+        }
+        if let Some(name) = name {
+            call.name = Some(name.to_string());
+        }
+        if let Some(args) = arguments {
+            self.output_bytes += args.len();
+            let room = self
+                .shared
+                .max_content_bytes
+                .saturating_sub(self.output.len() + self.tool_bytes);
+            let mut end = args.len().min(room);
+            while !args.is_char_boundary(end) {
+                end -= 1;
+            }
+            call.arguments.push_str(&args[..end]);
+            self.tool_bytes += end;
         }
     }
 
@@ -234,7 +288,7 @@ impl Meter {
         let room = self
             .shared
             .max_content_bytes
-            .saturating_sub(self.output.len());
+            .saturating_sub(self.output.len() + self.tool_bytes);
         if room >= text.len() {
             self.output.push_str(text);
         } else if room > 0 {
@@ -298,7 +352,11 @@ impl Meter {
         let content = info.keep_content.then(|| Content {
             input_messages: info.messages.clone(),
             output_text: std::mem::take(&mut self.output),
-            output_truncated: self.output_bytes > self.shared.max_content_bytes,
+            output_truncated: self.output_bytes > self.output.len() + self.tool_bytes,
+            output_tool_calls: std::mem::take(&mut self.tool_calls)
+                .into_iter()
+                .map(|(_, c)| c)
+                .collect(),
         });
         let record = CompletionRecord {
             request_id: info.request_id,
@@ -342,7 +400,16 @@ impl Meter {
         let prompt = serde_json::from_slice::<serde_json::Value>(&info.messages)
             .map(|m| estimate::count_prompt(model, &m))
             .unwrap_or(0);
-        let completion = estimate::count_text(model, &self.output, self.output_bytes);
+        let completion = if self.tool_calls.is_empty() {
+            estimate::count_text(model, &self.output, self.output_bytes)
+        } else {
+            let mut text = self.output.clone();
+            for (_, call) in &self.tool_calls {
+                text.push_str(call.name.as_deref().unwrap_or_default());
+                text.push_str(&call.arguments);
+            }
+            estimate::count_text(model, &text, self.output_bytes)
+        };
         TokenUsage {
             prompt_tokens: prompt,
             completion_tokens: completion,
@@ -351,6 +418,10 @@ impl Meter {
             ..TokenUsage::default()
         }
     }
+}
+
+fn json_str(v: Option<&serde_json::Value>) -> Option<&str> {
+    v.and_then(|x| x.as_str())
 }
 
 impl Drop for Meter {
