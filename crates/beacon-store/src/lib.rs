@@ -1,0 +1,615 @@
+//! The store: where tenants, API keys (hashes only), broadcast switches and destinations
+//! live between restarts — SQLite for one node, PostgreSQL for several behind a load
+//! balancer. It is never queried on the hot path: the gateway loads a snapshot
+//! ([`Store::snapshot`]) into memory and reloads it when [`Store::change_version`] moves.
+//!
+//! ```text
+//! admin API / CLI ──▶ Store (sqlx Any: sqlite:// or postgres://) ──▶ change_version += 1
+//!                                                   │
+//! every node: poll change_version ──changed──▶ snapshot() ──▶ proxy Directory + pipeline
+//! ```
+//!
+//! One SQL dialect serves both backends (`$n` parameters, portable types: TEXT, BIGINT,
+//! DOUBLE PRECISION). Destination secrets (DSN, headers) are sealed with [`secrets`].
+
+pub mod secrets;
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use beacon_config::{
+    ApiKeyConfig, DestinationConfig, DestinationKind, TenantBroadcastConfig, TenantConfig,
+};
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+pub use secrets::{redact, SecretBox, SecretError};
+
+/// Schema migrations, applied in order; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS tenants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        broadcast_enabled BIGINT NOT NULL DEFAULT 0,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS api_keys (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        sha256 TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    CREATE TABLE IF NOT EXISTS destinations (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        enabled BIGINT NOT NULL,
+        endpoint TEXT NOT NULL,
+        sealed_secret TEXT NOT NULL,
+        privacy_mode BIGINT NOT NULL,
+        sampling_rate DOUBLE PRECISION NOT NULL,
+        api_keys TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        UNIQUE (tenant_id, name)
+    )"];
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names no supported backend.
+    #[error("store.url: {0}")]
+    Url(String),
+    /// The database failed.
+    #[error("store: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A row with that id or name already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// No such row.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Secrets cannot be sealed or opened.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+/// Who a key lets in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Completions.
+    Client,
+    /// This tenant's admin routes and console.
+    Management,
+}
+
+impl Role {
+    /// As stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Management => "management",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        if s == "management" {
+            Self::Management
+        } else {
+            Self::Client
+        }
+    }
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    /// Id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Broadcast switch.
+    pub broadcast_enabled: bool,
+}
+
+/// A key, without its plaintext (which is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// `key_<12 hex of the hash>`, the same id a key declared in the config file gets.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// A stored destination, secrets opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDestination {
+    /// Stable id (`dst_…`).
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// The settings, as in the config file.
+    pub config: DestinationConfig,
+    /// Last change, Unix seconds.
+    pub updated_at: i64,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| ALPHABET[usize::from(rand::random::<u8>()) % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    secrets: SecretBox,
+}
+
+impl Store {
+    /// Opens `url` (`sqlite://path` — created if missing — or `postgres://…`) and migrates it.
+    pub async fn open(url: &str, secrets: SecretBox) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(StoreError::Url(
+                    "sqlite:// needs a path, e.g. sqlite://beacon.db".into(),
+                ));
+            }
+            if url.contains('?') {
+                url.to_string()
+            } else {
+                format!("{url}?mode=rwc")
+            }
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url.to_string()
+        } else {
+            return Err(StoreError::Url(
+                "must start with sqlite:// or postgres://".into(),
+            ));
+        };
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 1 } else { 8 })
+            .connect(&url)
+            .await?;
+        let store = Self { pool, secrets };
+        store.migrate(sqlite).await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self, sqlite: bool) -> Result<(), StoreError> {
+        if sqlite {
+            sqlx::query("PRAGMA foreign_keys = ON")
+                .execute(&self.pool)
+                .await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&self.pool)
+                .await?;
+        }
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS beacon_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for key in ["schema_version", "change_version"] {
+            let exists = sqlx::query("SELECT value FROM beacon_meta WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some();
+            if !exists {
+                sqlx::query("INSERT INTO beacon_meta (key, value) VALUES ($1, 0)")
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        let version: i64 =
+            sqlx::query("SELECT value FROM beacon_meta WHERE key = 'schema_version'")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?;
+        for (i, migration) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
+            let mut tx = self.pool.begin().await?;
+            for statement in migration
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            sqlx::query("UPDATE beacon_meta SET value = $1 WHERE key = 'schema_version'")
+                .bind(i64::try_from(i + 1).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    async fn bump(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE beacon_meta SET value = value + 1 WHERE key = 'change_version'")
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// A counter that moves on every change; nodes poll it to know when to reload.
+    pub async fn change_version(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT value FROM beacon_meta WHERE key = 'change_version'")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?,
+        )
+    }
+
+    /// Creates a tenant.
+    pub async fn create_tenant(&self, id: &str, name: &str) -> Result<Tenant, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO tenants (id, name, broadcast_enabled, created_at) VALUES ($1, $2, 0, $3)",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(now())
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!("tenant `{id}`")))
+            }
+            other => other?,
+        };
+        self.bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Tenant {
+            id: id.into(),
+            name: name.into(),
+            broadcast_enabled: false,
+        })
+    }
+
+    /// Every tenant, by id.
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, broadcast_enabled FROM tenants ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Tenant {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    broadcast_enabled: r.try_get::<i64, _>(2)? != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Sets a tenant's broadcast switch.
+    pub async fn set_broadcast(&self, tenant: &str, enabled: bool) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("UPDATE tenants SET broadcast_enabled = $1 WHERE id = $2")
+            .bind(i64::from(enabled))
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("tenant `{tenant}`")));
+        }
+        self.bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Creates a key and returns it with its plaintext — the only time the plaintext exists.
+    pub async fn create_key(
+        &self,
+        tenant: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<(ApiKey, String), StoreError> {
+        let plaintext = format!("bk-{}", random_token(40));
+        let digest: [u8; 32] = Sha256::digest(plaintext.as_bytes()).into();
+        let id = ApiKeyConfig::from_hash(digest).id;
+        let created_at = now();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, role, sha256, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(tenant)
+        .bind(name)
+        .bind(role.as_str())
+        .bind(hex::encode(digest))
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e)
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_foreign_key_violation()) =>
+            {
+                return Err(StoreError::NotFound(format!("tenant `{tenant}`")))
+            }
+            other => other?,
+        };
+        self.bump(&mut tx).await?;
+        tx.commit().await?;
+        let key = ApiKey {
+            id,
+            tenant_id: tenant.into(),
+            name: name.into(),
+            role,
+            created_at,
+            revoked_at: None,
+        };
+        Ok((key, plaintext))
+    }
+
+    /// A tenant's keys, revoked ones included.
+    pub async fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, name, role, created_at, revoked_at FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, name, id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// Revokes a key of `tenant`.
+    pub async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL")
+            .bind(now())
+            .bind(key_id)
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("key `{key_id}`")));
+        }
+        self.bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores a destination (its secrets sealed); the caller has tested it.
+    pub async fn create_destination(
+        &self,
+        tenant: &str,
+        config: &DestinationConfig,
+    ) -> Result<StoredDestination, StoreError> {
+        let id = format!("dst_{}", random_token(16).to_ascii_lowercase());
+        let (kind, endpoint, secret) = split_kind(&config.kind);
+        let sealed = self.secrets.seal(&secret_context(&id), &secret)?;
+        let updated_at = now();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO destinations (id, tenant_id, name, kind, enabled, endpoint, sealed_secret, privacy_mode,
+                                       sampling_rate, api_keys, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+        )
+        .bind(&id)
+        .bind(tenant)
+        .bind(&config.name)
+        .bind(kind)
+        .bind(i64::from(config.enabled))
+        .bind(&endpoint)
+        .bind(&sealed)
+        .bind(i64::from(config.privacy_mode))
+        .bind(config.sampling_rate)
+        .bind(config.api_keys.join("\n"))
+        .bind(updated_at)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!(
+                    "destination `{}`",
+                    config.name
+                )))
+            }
+            Err(e)
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_foreign_key_violation()) =>
+            {
+                return Err(StoreError::NotFound(format!("tenant `{tenant}`")))
+            }
+            other => other?,
+        };
+        self.bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(StoredDestination {
+            id,
+            tenant_id: tenant.into(),
+            config: config.clone(),
+            updated_at,
+        })
+    }
+
+    /// A tenant's destinations, secrets opened (redact before showing them).
+    pub async fn list_destinations(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<StoredDestination>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, name, kind, enabled, endpoint, sealed_secret, privacy_mode, sampling_rate, api_keys, updated_at
+             FROM destinations WHERE tenant_id = $1 ORDER BY created_at, name, id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| self.destination_from_row(r)).collect()
+    }
+
+    /// Deletes a destination of `tenant`.
+    pub async fn delete_destination(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("DELETE FROM destinations WHERE id = $1 AND tenant_id = $2")
+            .bind(id)
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("destination `{id}`")));
+        }
+        self.bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Everything the gateway needs, as config types: tenants with their active keys (hashes
+    /// only), broadcast switches and destinations.
+    pub async fn snapshot(&self) -> Result<Vec<TenantConfig>, StoreError> {
+        let mut tenants: BTreeMap<String, TenantConfig> = BTreeMap::new();
+        for t in self.list_tenants().await? {
+            tenants.insert(
+                t.id.clone(),
+                TenantConfig {
+                    id: t.id,
+                    name: t.name,
+                    api_keys: Vec::new(),
+                    broadcast: TenantBroadcastConfig {
+                        enabled: t.broadcast_enabled,
+                        destinations: Vec::new(),
+                    },
+                },
+            );
+        }
+        let keys = sqlx::query("SELECT tenant_id, sha256 FROM api_keys WHERE revoked_at IS NULL ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in &keys {
+            let tenant: String = r.try_get(0)?;
+            let digest = hex::decode(r.try_get::<String, _>(1)?)
+                .ok()
+                .and_then(|d| <[u8; 32]>::try_from(d).ok());
+            if let (Some(t), Some(d)) = (tenants.get_mut(&tenant), digest) {
+                t.api_keys.push(ApiKeyConfig::from_hash(d));
+            }
+        }
+        let tenant_ids: Vec<String> = tenants.keys().cloned().collect();
+        for id in tenant_ids {
+            let destinations = self.list_destinations(&id).await?;
+            if let Some(t) = tenants.get_mut(&id) {
+                t.broadcast.destinations = destinations.into_iter().map(|d| d.config).collect();
+            }
+        }
+        Ok(tenants.into_values().collect())
+    }
+
+    fn destination_from_row(&self, r: &AnyRow) -> Result<StoredDestination, StoreError> {
+        let id: String = r.try_get(0)?;
+        let kind: String = r.try_get(3)?;
+        let endpoint: String = r.try_get(5)?;
+        let secret = self
+            .secrets
+            .open(&secret_context(&id), &r.try_get::<String, _>(6)?)?;
+        let kind = match kind.as_str() {
+            "sentry" => DestinationKind::Sentry {
+                otlp_endpoint: endpoint,
+                dsn: secret,
+            },
+            _ => DestinationKind::Otlp {
+                endpoint,
+                headers: parse_headers(&secret),
+            },
+        };
+        let api_keys: String = r.try_get(9)?;
+        Ok(StoredDestination {
+            id,
+            tenant_id: r.try_get(1)?,
+            config: DestinationConfig {
+                name: r.try_get(2)?,
+                enabled: r.try_get::<i64, _>(4)? != 0,
+                kind,
+                privacy_mode: r.try_get::<i64, _>(7)? != 0,
+                sampling_rate: r.try_get(8)?,
+                api_keys: api_keys
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect(),
+            },
+            updated_at: r.try_get(10)?,
+        })
+    }
+}
+
+fn key_from_row(r: &AnyRow) -> Result<ApiKey, StoreError> {
+    Ok(ApiKey {
+        id: r.try_get(0)?,
+        tenant_id: r.try_get(1)?,
+        name: r.try_get(2)?,
+        role: Role::parse(&r.try_get::<String, _>(3)?),
+        created_at: r.try_get(4)?,
+        revoked_at: r.try_get(5)?,
+    })
+}
+
+fn secret_context(destination_id: &str) -> String {
+    format!("destination:{destination_id}:secret")
+}
+
+/// `(kind, endpoint, secret)`: the endpoint is stored in clear, the secret sealed.
+fn split_kind(kind: &DestinationKind) -> (&'static str, String, String) {
+    match kind {
+        DestinationKind::Sentry { otlp_endpoint, dsn } => {
+            ("sentry", otlp_endpoint.clone(), dsn.clone())
+        }
+        DestinationKind::Otlp { endpoint, headers } => {
+            // Headers as "name\tvalue" lines: no JSON dependency needed for a flat list.
+            let text = headers
+                .iter()
+                .map(|(k, v)| format!("{k}\t{v}"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            ("otlp", endpoint.clone(), text)
+        }
+    }
+}
+
+fn parse_headers(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+use super::*;
+
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+struct Db {
+    dir: std::path::PathBuf,
+}
+
+impl Db {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("beacon-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { dir }
+    }
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.dir.join("beacon.db").display())
+    }
+    async fn open(&self) -> Store {
+        Store::open(&self.url(), SecretBox::new(Some(KEY)).unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sentry() -> DestinationConfig {
+    DestinationConfig {
+        name: "Sentry production".into(),
+        enabled: true,
+        kind: DestinationKind::Sentry {
+            otlp_endpoint: "https://o1.ingest.sentry.io/api/456/integration/otlp/v1/traces".into(),
+            dsn: "https://secretpublickey@o1.ingest.sentry.io/456".into(),
+        },
+        privacy_mode: true,
+        sampling_rate: 0.25,
+        api_keys: vec!["key_aaaaaaaaaaaa".into()],
+    }
+}
+
+#[tokio::test]
+async fn tenants_keys_and_switches_persist() {
+    let db = Db::new("tenants");
+    let store = db.open().await;
+    let v0 = store.change_version().await.unwrap();
+    store.create_tenant("acme", "Acme").await.unwrap();
+    assert!(matches!(
+        store.create_tenant("acme", "Again").await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.set_broadcast("acme", true).await.unwrap();
+    assert!(matches!(
+        store.set_broadcast("nope", true).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let (key, plaintext) = store.create_key("acme", "ci", Role::Client).await.unwrap();
+    assert!(plaintext.starts_with("bk-") && plaintext.len() > 40);
+    assert_eq!(
+        key.id,
+        ApiKeyConfig::from_plaintext(&plaintext).id,
+        "same id as a key declared in the config"
+    );
+    assert!(matches!(
+        store.create_key("nope", "x", Role::Client).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(store.change_version().await.unwrap() >= v0 + 3);
+    drop(store);
+
+    // Reopening keeps everything and does not re-run migrations.
+    let store = db.open().await;
+    let tenants = store.list_tenants().await.unwrap();
+    assert_eq!(
+        tenants,
+        vec![Tenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+            broadcast_enabled: true
+        }]
+    );
+    let keys = store.list_keys("acme").await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].role, Role::Client);
+    // Only the hash is stored.
+    let raw: Vec<String> = sqlx::query("SELECT sha256 FROM api_keys")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get(0).unwrap())
+        .collect();
+    assert_eq!(raw, vec![hex::encode(Sha256::digest(plaintext.as_bytes()))]);
+
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(
+        snap[0].api_keys,
+        vec![ApiKeyConfig::from_plaintext(&plaintext)]
+    );
+    assert!(snap[0].broadcast.enabled);
+    store.revoke_key("acme", &key.id).await.unwrap();
+    assert!(matches!(
+        store.revoke_key("acme", &key.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(
+        store.snapshot().await.unwrap()[0].api_keys.is_empty(),
+        "revoked keys leave the snapshot"
+    );
+    assert!(store.list_keys("acme").await.unwrap()[0]
+        .revoked_at
+        .is_some());
+}
+
+#[tokio::test]
+async fn destinations_are_stored_with_sealed_secrets() {
+    let db = Db::new("destinations");
+    let store = db.open().await;
+    store.create_tenant("acme", "Acme").await.unwrap();
+    let d = store.create_destination("acme", &sentry()).await.unwrap();
+    assert!(d.id.starts_with("dst_"));
+    assert!(matches!(
+        store.create_destination("acme", &sentry()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut otlp = sentry();
+    otlp.name = "Tempo".into();
+    otlp.kind = DestinationKind::Otlp {
+        endpoint: "https://tempo.example.com/v1/traces".into(),
+        headers: vec![
+            ("authorization".into(), "Bearer tempo-secret".into()),
+            ("x-scope-orgid".into(), "acme".into()),
+        ],
+    };
+    store.create_destination("acme", &otlp).await.unwrap();
+
+    let listed = store.list_destinations("acme").await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].config, sentry());
+    assert_eq!(listed[1].config, otlp);
+    // The database file never holds a secret in clear.
+    drop(store);
+    let bytes = std::fs::read(db.dir.join("beacon.db")).unwrap();
+    let wal = std::fs::read(db.dir.join("beacon.db-wal")).unwrap_or_default();
+    for haystack in [bytes, wal] {
+        let text = String::from_utf8_lossy(&haystack);
+        assert!(!text.contains("secretpublickey") && !text.contains("tempo-secret"));
+    }
+    // Another key cannot read them; no key at all is a clear error.
+    let wrong = Store::open(&db.url(), SecretBox::new(Some(&"ab".repeat(32))).unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        wrong.list_destinations("acme").await,
+        Err(StoreError::Secret(SecretError::Undecryptable))
+    ));
+    let none = Store::open(&db.url(), SecretBox::new(None).unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        none.create_destination("acme", &sentry()).await,
+        Err(StoreError::Secret(SecretError::MissingKey))
+    ));
+
+    let store = db.open().await;
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap[0].broadcast.destinations.len(), 2);
+    store.delete_destination("acme", &d.id).await.unwrap();
+    assert!(matches!(
+        store.delete_destination("acme", &d.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.list_destinations("acme").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_urls_are_field_named_errors() {
+    let e = Store::open("mysql://x", SecretBox::new(None).unwrap())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().starts_with("store.url:"), "{e}");
+    let e = Store::open("sqlite://", SecretBox::new(None).unwrap())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("sqlite:// needs a path"), "{e}");
+}
