@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Beacon's whole test suite on a fresh machine: installs what the tests need (a Python
-# venv with the official openai SDK), checks formatting and lints, builds the binary and runs
-# every unit and end-to-end test.
+# venv with the official openai SDK and opentelemetry-proto, Debian's PostgreSQL), checks
+# formatting and lints, builds the binary and runs every unit and end-to-end test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,12 @@ PY
 then
     retry .venv/bin/pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
 fi
+
+# --- PostgreSQL for the store tests, on a free loopback port ---------------------------------
+pg_dir=$(mktemp -d /tmp/beacon-pg.XXXXXX)
+trap 'scripts/pg-test-server.sh stop "$pg_dir" >/dev/null 2>&1 || true; rm -rf "$pg_dir"' EXIT
+BEACON_TEST_POSTGRES_URL=$(scripts/pg-test-server.sh start "$pg_dir")
+export BEACON_TEST_POSTGRES_URL
 
 # --- Rust ------------------------------------------------------------------------------------
 cargo fmt --all --check

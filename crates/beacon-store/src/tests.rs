@@ -43,6 +43,93 @@ fn sentry() -> DestinationConfig {
     }
 }
 
+/// The PostgreSQL server scripts/test.sh starts (scripts/pg-test-server.sh).
+fn postgres_url() -> String {
+    std::env::var("BEACON_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("BEACON_TEST_POSTGRES_URL is not set: run scripts/test.sh, or start one with `scripts/pg-test-server.sh start /tmp/pg`")
+    })
+}
+
+/// A tenant id no other test (or earlier run against the same database) uses.
+fn unique(tag: &str) -> String {
+    format!("{tag}-{}", random_token(8).to_ascii_lowercase())
+}
+
+/// The same behaviour on both backends.
+async fn tenants_keys_switches_and_destinations(store: &Store) {
+    let acme = unique("acme");
+    let v0 = store.change_version().await.unwrap();
+    store.create_tenant(&acme, "Acme").await.unwrap();
+    assert!(matches!(
+        store.create_tenant(&acme, "Again").await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.set_broadcast(&acme, true).await.unwrap();
+    assert!(matches!(
+        store.set_broadcast("nope", true).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let (key, plaintext) = store
+        .create_key(&acme, "ci", Role::Management)
+        .await
+        .unwrap();
+    assert_eq!(key.id, ApiKeyConfig::from_plaintext(&plaintext).id);
+    assert!(matches!(
+        store.create_key("nope", "x", Role::Client).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(store.change_version().await.unwrap() >= v0 + 3);
+    let keys = store.list_keys(&acme).await.unwrap();
+    assert_eq!((keys.len(), keys[0].role), (1, Role::Management));
+    let d = store.create_destination(&acme, &sentry()).await.unwrap();
+    assert!(matches!(
+        store.create_destination(&acme, &sentry()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.list_destinations(&acme).await.unwrap()[0].config,
+        sentry()
+    );
+    let sealed: String = sqlx::query("SELECT sealed_secret FROM destinations WHERE id = $1")
+        .bind(&d.id)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert!(sealed.starts_with("v1.") && !sealed.contains("secretpublickey"));
+    let snap = store.snapshot().await.unwrap();
+    let t = snap.iter().find(|t| t.id == acme).unwrap();
+    assert!(t.broadcast.enabled);
+    assert_eq!(t.api_keys, vec![ApiKeyConfig::from_plaintext(&plaintext)]);
+    assert_eq!(t.broadcast.destinations, vec![sentry()]);
+    store.revoke_key(&acme, &key.id).await.unwrap();
+    store.delete_destination(&acme, &d.id).await.unwrap();
+    let snap = store.snapshot().await.unwrap();
+    let t = snap.iter().find(|t| t.id == acme).unwrap();
+    assert!(t.api_keys.is_empty() && t.broadcast.destinations.is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_backend() {
+    let db = Db::new("sqlite-backend");
+    tenants_keys_switches_and_destinations(&db.open().await).await;
+}
+
+#[tokio::test]
+async fn postgres_backend() {
+    let url = postgres_url();
+    let store = Store::open(&url, SecretBox::new(Some(KEY)).unwrap())
+        .await
+        .unwrap();
+    tenants_keys_switches_and_destinations(&store).await;
+    // Opening again (a second node, or a restart) does not re-run migrations.
+    let again = Store::open(&url, SecretBox::new(Some(KEY)).unwrap())
+        .await
+        .unwrap();
+    assert!(again.change_version().await.unwrap() >= store.change_version().await.unwrap());
+}
+
 #[tokio::test]
 async fn tenants_keys_and_switches_persist() {
     let db = Db::new("tenants");
