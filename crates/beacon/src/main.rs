@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use beacon_config::{ApiKeyConfig, Config, TenantConfig};
+use beacon_config::Config;
 use beacon_proxy::auth::{Directory, Snapshot};
 use clap::{Parser, Subcommand, ValueEnum};
+
+mod admin_cli;
+mod tenants;
 
 /// mimalloc instead of the system allocator: the proxy and the export pipeline allocate and
 /// free many small objects across threads, where glibc malloc spends a large share of CPU.
@@ -44,6 +47,21 @@ enum Command {
         /// TOML config file (see docs/configuration.md). `${VAR}` is read from the environment.
         #[arg(long, short, env = "BEACON_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Manage tenants in the store named by the config (`store.url`).
+    Tenant {
+        #[command(subcommand)]
+        command: admin_cli::TenantCommand,
+    },
+    /// Manage API keys in the store (plaintext is shown once, at creation).
+    Key {
+        #[command(subcommand)]
+        command: admin_cli::KeyCommand,
+    },
+    /// Inspect broadcast destinations in the store (secrets redacted).
+    Destination {
+        #[command(subcommand)]
+        command: admin_cli::DestinationCommand,
     },
     /// Validate a config file and exit: 0 when valid, 2 with field-named errors otherwise.
     Check {
@@ -84,6 +102,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Tenant { command } => admin_cli::run(admin_cli::Command::Tenant(command)),
+        Command::Key { command } => admin_cli::run(admin_cli::Command::Key(command)),
+        Command::Destination { command } => {
+            admin_cli::run(admin_cli::Command::Destination(command))
+        }
         Command::Serve { config } => {
             let loaded = match &config {
                 Some(path) => Config::load(path),
@@ -132,32 +155,34 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn serve(mut config: Config) -> Result<(), String> {
-    if config.tenants.is_empty() {
-        // A gateway with no keys would refuse everything: make one development key so the
-        // embedded default works out of the box, and show it once.
-        let key = format!("bk-dev-{}", uuid::Uuid::new_v4().simple());
-        tracing::warn!(
-            key = %key,
-            "no tenants configured: created tenant `default` with this development key (set BEACON_API_KEYS or declare [[tenants]] to choose your own)"
-        );
-        config.tenants.push(TenantConfig {
-            id: "default".into(),
-            name: "Default tenant".into(),
-            api_keys: vec![ApiKeyConfig::from_plaintext(&key)],
-            broadcast: Default::default(),
-        });
-    }
+async fn serve(config: Config) -> Result<(), String> {
+    let secrets = beacon_store::SecretBox::from_env().map_err(|e| e.to_string())?;
+    let store = beacon_store::Store::open(&config.store.url, secrets)
+        .await
+        .map_err(|e| e.to_string())?;
+    tenants::sync_declared(&store, &config.tenants)
+        .await
+        .map_err(|e| e.to_string())?;
+    let version = store.change_version().await.map_err(|e| e.to_string())?;
+    let tenants_now = tenants::load(&store, &config.tenants)
+        .await
+        .map_err(|e| e.to_string())?;
     if config.providers.is_empty() {
         tracing::warn!("no providers configured: set OPENAI_API_KEY (or another provider key) or declare [[providers]]");
     }
 
     let stats = Arc::new(beacon_broadcast::Stats::default());
     let (sender, pipeline) =
-        beacon_broadcast::start((&config.broadcast).into(), &config.tenants, stats.clone())
+        beacon_broadcast::start((&config.broadcast).into(), &tenants_now, stats.clone())
             .map_err(|e| e.to_string())?;
     let metrics = beacon_proxy::metrics::Metrics::new(&stats);
-    let directory = Arc::new(Directory::new(Snapshot::from_config(&config.tenants)));
+    let directory = Arc::new(Directory::new(Snapshot::from_config(&tenants_now)));
+    let reload = tenants::spawn_reload(
+        store.clone(),
+        config.tenants.clone(),
+        directory.clone(),
+        version,
+    );
     let app =
         beacon_proxy::App::new(&config, sender, metrics, directory).map_err(|e| e.to_string())?;
     let app = Arc::new(app);
@@ -185,6 +210,7 @@ async fn serve(mut config: Config) -> Result<(), String> {
     // Connections cut at the end of the grace period still hold meters; their records are
     // counted as shutdown drops once the queue closes.
     drop(app);
+    reload.abort();
     pipeline.shutdown().await;
     tracing::info!("stopped");
     Ok(())

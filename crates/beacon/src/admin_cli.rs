@@ -1,0 +1,263 @@
+//! Operator helpers on the command line, talking to the store directly: create and list
+//! tenants, create, list and revoke keys, list destinations (secrets redacted).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use beacon_config::{Config, DestinationKind};
+use beacon_store::{redact, Role, SecretBox, Store};
+use clap::{Args, Subcommand, ValueEnum};
+
+/// Where the store is: the config file's `store.url`, or the embedded default.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// TOML config file whose `store.url` to use (default: the embedded default, ./beacon.db).
+    #[arg(long, short, env = "BEACON_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// `beacon tenant …`
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Tenant id (lowercase letters, digits, `-`, `_`, `.`).
+        #[arg(long)]
+        id: String,
+        /// Display name (default: the id).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tenants.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// A key's role.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// Completions.
+    Client,
+    /// The tenant's admin routes and console.
+    Management,
+}
+
+/// `beacon key …`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key and print its plaintext (shown only now).
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Owning tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Display name.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Role.
+        #[arg(long, value_enum, default_value_t = RoleArg::Client)]
+        role: RoleArg,
+    },
+    /// List a tenant's keys.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Owning tenant.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a key.
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Owning tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Key id (`key_…`).
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// `beacon destination …`
+#[derive(Debug, Subcommand)]
+pub enum DestinationCommand {
+    /// List a tenant's destinations.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Owning tenant.
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+/// Any of the above.
+#[derive(Debug)]
+pub enum Command {
+    /// `beacon tenant`.
+    Tenant(TenantCommand),
+    /// `beacon key`.
+    Key(KeyCommand),
+    /// `beacon destination`.
+    Destination(DestinationCommand),
+}
+
+/// Runs a command and maps errors to exit codes (2: bad input or config, 1: store failure).
+pub fn run(command: Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(command)) {
+        Ok(lines) => {
+            for line in lines {
+                output(&line);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("beacon: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // the command's output is its product
+fn output(line: &str) {
+    println!("{line}");
+}
+
+async fn open(args: &StoreArgs) -> Result<Store, String> {
+    let config = match &args.config {
+        Some(path) => Config::load(path),
+        None => Config::from_env(&|k| std::env::var(k).ok()),
+    }
+    .map_err(|e| e.to_string())?;
+    let secrets = SecretBox::from_env().map_err(|e| e.to_string())?;
+    Store::open(&config.store.url, secrets)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+}
+
+async fn execute(command: Command) -> Result<Vec<String>, String> {
+    let e = |e: beacon_store::StoreError| e.to_string();
+    match command {
+        Command::Tenant(TenantCommand::Create { store, id, name }) => {
+            if !valid_id(&id) {
+                return Err("--id: must be lowercase letters, digits, `-`, `_` or `.`".into());
+            }
+            let t = open(&store)
+                .await?
+                .create_tenant(&id, name.as_deref().unwrap_or(&id))
+                .await
+                .map_err(e)?;
+            Ok(vec![format!("created tenant {} ({})", t.id, t.name)])
+        }
+        Command::Tenant(TenantCommand::List { store }) => Ok(open(&store)
+            .await?
+            .list_tenants()
+            .await
+            .map_err(e)?
+            .into_iter()
+            .map(|t| {
+                format!(
+                    "{}\t{}\tbroadcast={}",
+                    t.id,
+                    t.name,
+                    if t.broadcast_enabled { "on" } else { "off" }
+                )
+            })
+            .collect()),
+        Command::Key(KeyCommand::Create {
+            store,
+            tenant,
+            name,
+            role,
+        }) => {
+            let role = match role {
+                RoleArg::Client => Role::Client,
+                RoleArg::Management => Role::Management,
+            };
+            let (key, plaintext) = open(&store)
+                .await?
+                .create_key(&tenant, &name, role)
+                .await
+                .map_err(e)?;
+            Ok(vec![
+                format!(
+                    "key {} ({}, {}) for tenant {}:",
+                    key.id,
+                    key.name,
+                    key.role.as_str(),
+                    key.tenant_id
+                ),
+                plaintext,
+                "Store it now: only its hash is kept.".into(),
+            ])
+        }
+        Command::Key(KeyCommand::List { store, tenant }) => Ok(open(&store)
+            .await?
+            .list_keys(&tenant)
+            .await
+            .map_err(e)?
+            .into_iter()
+            .map(|k| {
+                let state = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                format!("{}\t{}\t{}\t{state}", k.id, k.name, k.role.as_str())
+            })
+            .collect()),
+        Command::Key(KeyCommand::Revoke { store, tenant, id }) => {
+            open(&store)
+                .await?
+                .revoke_key(&tenant, &id)
+                .await
+                .map_err(e)?;
+            Ok(vec![format!("revoked {id}")])
+        }
+        Command::Destination(DestinationCommand::List { store, tenant }) => Ok(open(&store)
+            .await?
+            .list_destinations(&tenant)
+            .await
+            .map_err(e)?
+            .into_iter()
+            .map(|d| {
+                let target = match &d.config.kind {
+                    DestinationKind::Sentry { otlp_endpoint, dsn } => {
+                        format!("sentry {otlp_endpoint} dsn={}", redact(dsn))
+                    }
+                    DestinationKind::Otlp { endpoint, headers } => {
+                        format!("otlp {endpoint} headers={}", headers.len())
+                    }
+                };
+                format!(
+                    "{}\t{}\t{target}\tenabled={}",
+                    d.id, d.config.name, d.config.enabled
+                )
+            })
+            .collect()),
+    }
+}

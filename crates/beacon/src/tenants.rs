@@ -1,0 +1,147 @@
+//! Where the gateway's tenants come from: the store, plus what the config file declares.
+//!
+//! At start, declared tenants are created in the store if missing (their keys and
+//! destinations stay owned by the file and are merged in memory). While running, every node
+//! polls the store's change counter and swaps a fresh snapshot into the proxy's
+//! [`Directory`], so a key created or revoked through any node is honoured by every node
+//! within [`RELOAD_INTERVAL`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use beacon_config::TenantConfig;
+use beacon_proxy::auth::{Directory, Snapshot};
+use beacon_store::{Role, Store, StoreError};
+
+/// How often each node checks the store for changes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The tenants in force: the store's, with the file's keys and destinations added.
+pub fn merge(mut stored: Vec<TenantConfig>, declared: &[TenantConfig]) -> Vec<TenantConfig> {
+    for d in declared {
+        match stored.iter_mut().find(|t| t.id == d.id) {
+            Some(t) => {
+                t.api_keys.extend(d.api_keys.iter().cloned());
+                t.broadcast
+                    .destinations
+                    .extend(d.broadcast.destinations.iter().cloned());
+            }
+            None => stored.push(d.clone()),
+        }
+    }
+    stored
+}
+
+/// Creates declared tenants that the store does not have yet (with their broadcast switch);
+/// with nothing declared and an empty store, creates tenant `default` with one key and
+/// logs its plaintext, once.
+pub async fn sync_declared(store: &Store, declared: &[TenantConfig]) -> Result<(), StoreError> {
+    let existing = store.list_tenants().await?;
+    for d in declared {
+        if existing.iter().any(|t| t.id == d.id) {
+            continue;
+        }
+        match store.create_tenant(&d.id, &d.name).await {
+            Ok(_) => store.set_broadcast(&d.id, d.broadcast.enabled).await?,
+            // Another node created it first.
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if declared.is_empty() && existing.is_empty() {
+        match store.create_tenant("default", "Default tenant").await {
+            Ok(_) => {
+                let (key, plaintext) = store
+                    .create_key("default", "development", Role::Management)
+                    .await?;
+                tracing::warn!(
+                    key = %plaintext,
+                    key_id = %key.id,
+                    "no tenants yet: created tenant `default` and this key, stored hashed — it is shown only now"
+                );
+            }
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Loads the tenants in force now.
+pub async fn load(
+    store: &Store,
+    declared: &[TenantConfig],
+) -> Result<Vec<TenantConfig>, StoreError> {
+    Ok(merge(store.snapshot().await?, declared))
+}
+
+/// Polls the store and swaps new snapshots into `directory` until the task is aborted.
+pub fn spawn_reload(
+    store: Store,
+    declared: Vec<TenantConfig>,
+    directory: Arc<Directory>,
+    mut seen: i64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let result = async {
+                let version = store.change_version().await?;
+                if version != seen {
+                    let tenants = load(&store, &declared).await?;
+                    directory.replace(Snapshot::from_config(&tenants));
+                    tracing::info!(
+                        version,
+                        keys = directory.key_count(),
+                        "tenants reloaded from the store"
+                    );
+                    seen = version;
+                }
+                Ok::<_, StoreError>(())
+            }
+            .await;
+            match result {
+                Ok(()) if failing => {
+                    tracing::info!("store reachable again");
+                    failing = false;
+                }
+                Ok(()) => {}
+                // Keep serving with the last snapshot; say so once per outage.
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "cannot reload tenants from the store; serving the last snapshot");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use beacon_config::{ApiKeyConfig, TenantBroadcastConfig};
+
+    fn tenant(id: &str, key: &str) -> TenantConfig {
+        TenantConfig {
+            id: id.into(),
+            name: id.into(),
+            api_keys: vec![ApiKeyConfig::from_plaintext(key)],
+            broadcast: TenantBroadcastConfig::default(),
+        }
+    }
+
+    #[test]
+    fn declared_keys_join_stored_tenants() {
+        let merged = merge(
+            vec![tenant("acme", "stored-key-1")],
+            &[tenant("acme", "file-key-1"), tenant("beta", "file-key-2")],
+        );
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].api_keys.len(), 2);
+        assert_eq!(merged[1].id, "beta");
+    }
+}

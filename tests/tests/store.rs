@@ -1,0 +1,144 @@
+//! Tenants and keys from the store: two real `beacon` nodes sharing one PostgreSQL (started
+//! by scripts/test.sh), and the embedded SQLite default across a restart.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed assertion
+
+use std::time::{Duration, Instant};
+
+use beacon_e2e::mock_upstream::MockUpstream;
+use beacon_e2e::{beacon_bin, raw_request, Beacon, TempDir};
+use serde_json::json;
+
+fn postgres_url() -> String {
+    std::env::var("BEACON_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("BEACON_TEST_POSTGRES_URL is not set: run scripts/test.sh, or start one with `scripts/pg-test-server.sh start /tmp/pg`")
+    })
+}
+
+/// Runs a `beacon` CLI command; returns stdout.
+fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(beacon_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "beacon {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn node_config(upstream: &str, store_url: &str) -> String {
+    // No [[tenants]]: every tenant and key comes from the store.
+    Beacon::config(upstream, "").replace(
+        &format!(
+            "[[tenants]]\nid = \"acme\"\napi_keys = [\"{}\"]\n",
+            beacon_e2e::TENANT_KEY
+        ),
+        "",
+    ) + &format!("\n[store]\nurl = \"{store_url}\"\n")
+}
+
+async fn status_with(beacon: &Beacon, key: &str) -> u16 {
+    raw_request(
+        beacon.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", &format!("Bearer {key}"))],
+        json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+    )
+    .await
+    .status
+}
+
+/// Polls until `key` gets `want` from `beacon`; returns how long it took.
+async fn until_status(beacon: &Beacon, key: &str, want: u16) -> Duration {
+    let start = Instant::now();
+    loop {
+        if status_with(beacon, key).await == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no {want} after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_created_or_revoked_on_one_node_takes_effect_on_every_node() {
+    let upstream = MockUpstream::start().await;
+    let url = postgres_url();
+    let tenant = format!("t{}", std::process::id());
+    let dir = TempDir::new("nodes");
+    let config_path = dir.path().join("cli.toml");
+    std::fs::write(
+        &config_path,
+        node_config(&upstream.base_url(), &url).replace("{RECORD_LOG}", "r.jsonl"),
+    )
+    .unwrap();
+    let cfg = config_path.to_str().unwrap();
+    cli(&["tenant", "create", "--config", cfg, "--id", &tenant]);
+
+    let a = Beacon::start(&node_config(&upstream.base_url(), &url));
+    let b = Beacon::start(&node_config(&upstream.base_url(), &url));
+
+    // A key created while both nodes run (as node A's admin would) is accepted by node B.
+    let out = cli(&[
+        "key",
+        "create",
+        "--config",
+        cfg,
+        "--tenant",
+        &tenant,
+        "--name",
+        "two-nodes",
+    ]);
+    let key = out.lines().nth(1).unwrap().trim().to_string();
+    let key_id = out.split_whitespace().nth(1).unwrap().to_string();
+    assert!(key.starts_with("bk-"), "{out}");
+    let took = until_status(&b, &key, 200).await;
+    assert!(took < Duration::from_secs(5), "node B took {took:?}");
+    assert_eq!(status_with(&a, &key).await, 200);
+
+    // Revoked: refused by both nodes within 5 s.
+    cli(&[
+        "key", "revoke", "--config", cfg, "--tenant", &tenant, "--id", &key_id,
+    ]);
+    let took = until_status(&a, &key, 401).await;
+    assert!(took < Duration::from_secs(5), "node A took {took:?}");
+    assert_eq!(status_with(&b, &key).await, 401);
+    let listed = cli(&["key", "list", "--config", cfg, "--tenant", &tenant]);
+    assert!(
+        listed.contains(&key_id) && listed.contains("revoked"),
+        "{listed}"
+    );
+    // The plaintext is never stored: the CLI cannot show it again.
+    assert!(!listed.contains(&key));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_default_keeps_its_first_key_across_restarts() {
+    let upstream = MockUpstream::start().await;
+    let dir = TempDir::new("sqlite");
+    let url = format!("sqlite://{}", dir.path().join("beacon.db").display());
+    let first = Beacon::start(&node_config(&upstream.base_url(), &url));
+    let logs = first.logs();
+    let key = logs
+        .split("key=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no key in logs:\n{logs}"))
+        .to_string();
+    assert_eq!(status_with(&first, &key).await, 200);
+    drop(first);
+    let second = Beacon::start(&node_config(&upstream.base_url(), &url));
+    assert!(!second.logs().contains(&key), "the key is shown once only");
+    assert_eq!(
+        status_with(&second, &key).await,
+        200,
+        "the key survived the restart"
+    );
+}
