@@ -101,7 +101,8 @@ async fn a_key_created_or_revoked_on_one_node_takes_effect_on_every_node() {
     assert!(key.starts_with("bk-"), "{out}");
     let took = until_status(&b, &key, 200).await;
     assert!(took < Duration::from_secs(5), "node B took {took:?}");
-    assert_eq!(status_with(&a, &key).await, 200);
+    let took = until_status(&a, &key, 200).await;
+    assert!(took < Duration::from_secs(5), "node A took {took:?}");
 
     // Revoked: refused by both nodes within 5 s.
     cli(&[
@@ -109,7 +110,8 @@ async fn a_key_created_or_revoked_on_one_node_takes_effect_on_every_node() {
     ]);
     let took = until_status(&a, &key, 401).await;
     assert!(took < Duration::from_secs(5), "node A took {took:?}");
-    assert_eq!(status_with(&b, &key).await, 401);
+    let took = until_status(&b, &key, 401).await;
+    assert!(took < Duration::from_secs(5), "node B took {took:?}");
     let listed = cli(&["key", "list", "--config", cfg, "--tenant", &tenant]);
     assert!(
         listed.contains(&key_id) && listed.contains("revoked"),
@@ -140,5 +142,74 @@ async fn the_embedded_default_keeps_its_first_key_across_restarts() {
         status_with(&second, &key).await,
         200,
         "the key survived the restart"
+    );
+}
+
+const SECRET_KEY: &str = "5f0e1d2c3b4a59687766554433221100ffeeddccbbaa99887766554433221100";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_stored_through_one_node_is_used_by_every_node() {
+    use beacon_config::{DestinationConfig, DestinationKind};
+    use beacon_e2e::mock_sentry::MockSentry;
+    use beacon_store::{Role, SecretBox, Store};
+
+    let upstream = MockUpstream::start().await;
+    let sentry = MockSentry::start("77", "kstore").await;
+    let url = postgres_url();
+    let tenant = format!("d{}", std::process::id());
+    // The store as node A's admin API will use it (the API itself is not built yet).
+    let store = Store::open(&url, SecretBox::new(Some(SECRET_KEY)).unwrap())
+        .await
+        .unwrap();
+    store.create_tenant(&tenant, "Destinations").await.unwrap();
+    store.set_broadcast(&tenant, true).await.unwrap();
+    let (_, key) = store.create_key(&tenant, "k", Role::Client).await.unwrap();
+
+    let env = [("BEACON_SECRET_KEY", SECRET_KEY)];
+    let _a = Beacon::start_with_env(&node_config(&upstream.base_url(), &url), &env);
+    let b = Beacon::start_with_env(&node_config(&upstream.base_url(), &url), &env);
+    assert_eq!(status_with(&b, &key).await, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sentry.requests(), 0, "no destination yet");
+
+    let destination = DestinationConfig {
+        name: "Sentry".into(),
+        enabled: true,
+        kind: DestinationKind::Sentry {
+            otlp_endpoint: sentry.endpoint(),
+            dsn: sentry.dsn(),
+        },
+        privacy_mode: false,
+        sampling_rate: 1.0,
+        api_keys: vec![],
+    };
+    let stored = store
+        .create_destination(&tenant, &destination)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while sentry.requests() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "node B did not pick up the destination within 5 s"
+        );
+        assert_eq!(status_with(&b, &key).await, 200);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let spans = sentry.wait_spans(1, Duration::from_secs(5)).await;
+    assert_eq!(spans[0]["attributes"]["beacon.tenant"], tenant.as_str());
+
+    // Removed: node B stops exporting to it.
+    store.delete_destination(&tenant, &stored.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = sentry.requests();
+    for _ in 0..3 {
+        assert_eq!(status_with(&b, &key).await, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        sentry.requests(),
+        before,
+        "exported after the destination was deleted"
     );
 }

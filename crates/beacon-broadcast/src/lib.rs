@@ -34,7 +34,7 @@ pub mod test_connection;
 use std::sync::Arc;
 
 pub use ingress::{Backpressure, RecordSender};
-pub use pipeline::{PipelineConfig, PipelineHandle, StartError};
+pub use pipeline::{PipelineConfig, PipelineControl, PipelineHandle, StartError};
 pub use record::CompletionRecord;
 pub use stats::{DropReason, Stats};
 

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use beacon_config::TenantConfig;
@@ -115,12 +117,92 @@ pub fn validate_destinations(
         .collect()
 }
 
+/// The route table: tenant id → switch and destination workers. Swapped whole on reload.
+type Routes = HashMap<String, TenantRoute>;
+
+/// What it takes to start destination workers on the export runtime.
+#[derive(Debug)]
+struct Spawner {
+    runtime: tokio::runtime::Handle,
+    client: sink::http::ExportClient,
+    stats: Arc<Stats>,
+    sink: SinkConfig,
+    allow_private: bool,
+    deadline_rx: watch::Receiver<bool>,
+    workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Spawner {
+    /// Builds the route table for `tenants`, keeping the running worker of every destination
+    /// whose settings did not change and starting workers for new or changed ones.
+    fn routes(&self, tenants: &[TenantConfig], current: &Routes) -> Result<Routes, StartError> {
+        let specs = validate_destinations(tenants, self.allow_private)?;
+        let _in_export_runtime = self.runtime.enter();
+        let mut routes = HashMap::new();
+        for (tenant, specs) in tenants.iter().zip(specs) {
+            let running = current
+                .get(&tenant.id)
+                .map(|r| r.sinks.as_slice())
+                .unwrap_or_default();
+            let mut sinks = Vec::with_capacity(specs.len());
+            for spec in specs {
+                match running.iter().find(|s| *s.spec == spec) {
+                    Some(same) => sinks.push(same.clone()),
+                    None => {
+                        let (s, handle) = sink::spawn(
+                            spec,
+                            self.client.clone(),
+                            self.stats.clone(),
+                            self.sink,
+                            self.deadline_rx.clone(),
+                        );
+                        if let Ok(mut w) = self.workers.lock() {
+                            w.push(handle);
+                        }
+                        sinks.push(s);
+                    }
+                }
+            }
+            routes.insert(
+                tenant.id.clone(),
+                TenantRoute {
+                    enabled: tenant.broadcast.enabled,
+                    sinks,
+                },
+            );
+        }
+        Ok(routes)
+    }
+}
+
+/// Changes the pipeline's tenants while it runs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PipelineControl {
+    routes: Arc<ArcSwap<Routes>>,
+    spawner: Arc<Spawner>,
+}
+
+impl PipelineControl {
+    /// Applies a new set of tenants: switches, and destinations added, changed or removed.
+    /// Removed destinations' workers send what they hold and stop.
+    pub fn reload(&self, tenants: &[TenantConfig]) -> Result<(), StartError> {
+        let next = self.spawner.routes(tenants, &self.routes.load())?;
+        self.routes.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// The current destination workers, by tenant.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.load_full()
+    }
+}
+
 /// Owner of the running pipeline; [`PipelineHandle::shutdown`] flushes and stops it.
 #[derive(Debug)]
 pub struct PipelineHandle {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
-    routes: Arc<HashMap<String, TenantRoute>>,
+    control: PipelineControl,
     /// The export runtime: its own thread, so span encoding never runs on (or delays) the
     /// proxy's worker threads.
     runtime: Option<tokio::runtime::Runtime>,
@@ -136,9 +218,9 @@ impl Drop for PipelineHandle {
 }
 
 impl PipelineHandle {
-    /// Every destination worker, by tenant.
-    pub fn routes(&self) -> &HashMap<String, TenantRoute> {
-        &self.routes
+    /// A handle for reloading tenants while the pipeline runs.
+    pub fn control(&self) -> PipelineControl {
+        self.control.clone()
     }
 
     /// Drains the queue and lets the workers flush, up to the shutdown deadline; whatever is
@@ -147,8 +229,6 @@ impl PipelineHandle {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        // The router holds the last senders to the workers; release ours so they can close.
-        self.routes = Arc::new(HashMap::new());
         if let Err(e) = (&mut self.task).await {
             tracing::error!(error = %e, "broadcast pipeline task failed");
         }
@@ -162,7 +242,7 @@ pub(crate) fn spawn(
     rx: mpsc::Receiver<CompletionRecord>,
     stats: Arc<Stats>,
 ) -> Result<PipelineHandle, StartError> {
-    let specs = validate_destinations(tenants, config.allow_private_destinations)?;
+    validate_destinations(tenants, config.allow_private_destinations)?;
     let client = sink::http::client(config.connect_timeout, config.allow_private_destinations)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -170,49 +250,40 @@ pub(crate) fn spawn(
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
-    let _in_export_runtime = runtime.enter();
     let (deadline_tx, deadline_rx) = watch::channel(false);
-    let mut routes = HashMap::new();
-    let mut workers = Vec::new();
-    for (tenant, specs) in tenants.iter().zip(specs) {
-        let mut sinks = Vec::new();
-        for spec in specs {
-            let (s, handle) = sink::spawn(
-                spec,
-                client.clone(),
-                stats.clone(),
-                config.sink,
-                deadline_rx.clone(),
-            );
-            sinks.push(s);
-            workers.push(handle);
-        }
-        routes.insert(
-            tenant.id.clone(),
-            TenantRoute {
-                enabled: tenant.broadcast.enabled,
-                sinks,
-            },
-        );
-    }
-    let routes = Arc::new(routes);
+    let spawner = Arc::new(Spawner {
+        runtime: runtime.handle().clone(),
+        client,
+        stats: stats.clone(),
+        sink: config.sink,
+        allow_private: config.allow_private_destinations,
+        deadline_rx,
+        workers: Mutex::new(Vec::new()),
+    });
+    let routes = Arc::new(ArcSwap::from_pointee(
+        spawner.routes(tenants, &HashMap::new())?,
+    ));
+    let control = PipelineControl {
+        routes: routes.clone(),
+        spawner: spawner.clone(),
+    };
     let (stop_tx, stop_rx) = oneshot::channel();
     let router = Router {
-        routes: routes.clone(),
+        routes,
         stats,
         warned: AtomicBool::new(false),
     };
-    let task = tokio::spawn(run(config, rx, router, stop_rx, deadline_tx, workers));
+    let task = runtime.spawn(run(config, rx, router, stop_rx, deadline_tx, spawner));
     Ok(PipelineHandle {
         runtime: Some(runtime),
         stop: Some(stop_tx),
         task,
-        routes,
+        control,
     })
 }
 
 struct Router {
-    routes: Arc<HashMap<String, TenantRoute>>,
+    routes: Arc<ArcSwap<Routes>>,
     stats: Arc<Stats>,
     warned: AtomicBool,
 }
@@ -220,7 +291,8 @@ struct Router {
 impl Router {
     /// Fans a record out to its tenant's destinations, counting every destination it skips.
     fn route(&self, record: CompletionRecord) {
-        let Some(route) = self.routes.get(&record.tenant_id) else {
+        let routes = self.routes.load();
+        let Some(route) = routes.get(&record.tenant_id) else {
             return;
         };
         if !route.enabled || route.sinks.is_empty() {
@@ -257,7 +329,7 @@ async fn run(
     router: Router,
     mut stop: oneshot::Receiver<()>,
     deadline_tx: watch::Sender<bool>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
+    spawner: Arc<Spawner>,
 ) {
     let mut log = match &config.record_log {
         Some(path) => match RecordLog::open(path).await {
@@ -318,8 +390,14 @@ async fn run(
     if let Some(log) = log.as_mut() {
         log.flush().await;
     }
+    // Close every worker's queue: they send what they hold and stop.
+    router.routes.store(Arc::new(HashMap::new()));
     drop(router);
-    let mut workers = workers;
+    let mut workers = spawner
+        .workers
+        .lock()
+        .map(|mut w| std::mem::take(&mut *w))
+        .unwrap_or_default();
     let all_done = async {
         for w in workers.iter_mut() {
             let _ = w.await;

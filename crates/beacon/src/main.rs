@@ -181,6 +181,7 @@ async fn serve(config: Config) -> Result<(), String> {
         store.clone(),
         config.tenants.clone(),
         directory.clone(),
+        pipeline.control(),
         version,
     );
     let app =

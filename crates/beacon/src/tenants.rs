@@ -3,12 +3,13 @@
 //! At start, declared tenants are created in the store if missing (their keys and
 //! destinations stay owned by the file and are merged in memory). While running, every node
 //! polls the store's change counter and swaps a fresh snapshot into the proxy's
-//! [`Directory`], so a key created or revoked through any node is honoured by every node
-//! within [`RELOAD_INTERVAL`].
+//! [`Directory`] and the broadcast pipeline, so a key or destination created, changed or
+//! removed through any node is in force on every node within [`RELOAD_INTERVAL`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use beacon_broadcast::PipelineControl;
 use beacon_config::TenantConfig;
 use beacon_proxy::auth::{Directory, Snapshot};
 use beacon_store::{Role, Store, StoreError};
@@ -75,11 +76,13 @@ pub async fn load(
     Ok(merge(store.snapshot().await?, declared))
 }
 
-/// Polls the store and swaps new snapshots into `directory` until the task is aborted.
+/// Polls the store and swaps new snapshots into `directory` and `pipeline` until the task
+/// is aborted.
 pub fn spawn_reload(
     store: Store,
     declared: Vec<TenantConfig>,
     directory: Arc<Directory>,
+    pipeline: PipelineControl,
     mut seen: i64,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -93,6 +96,10 @@ pub fn spawn_reload(
                 if version != seen {
                     let tenants = load(&store, &declared).await?;
                     directory.replace(Snapshot::from_config(&tenants));
+                    if let Err(e) = pipeline.reload(&tenants) {
+                        // An invalid stored destination must not stop key changes from applying.
+                        tracing::warn!(error = %e, "broadcast destinations not reloaded");
+                    }
                     tracing::info!(
                         version,
                         keys = directory.key_count(),
