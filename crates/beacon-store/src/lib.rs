@@ -204,35 +204,50 @@ impl Store {
     }
 
     async fn migrate(&self, sqlite: bool) -> Result<(), StoreError> {
+        // One connection for the whole migration, holding a PostgreSQL advisory lock: nodes
+        // that start together on a fresh database migrate one after the other (concurrent
+        // CREATE TABLE IF NOT EXISTS races in PostgreSQL's catalog).
+        let mut conn = self.pool.acquire().await?;
         if sqlite {
             sqlx::query("PRAGMA foreign_keys = ON")
-                .execute(&self.pool)
+                .execute(&mut *conn)
                 .await?;
             sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&self.pool)
+                .execute(&mut *conn)
+                .await?;
+        } else {
+            sqlx::query("SELECT pg_advisory_lock(7424651)")
+                .execute(&mut *conn)
                 .await?;
         }
+        let result = Self::migrate_locked(&mut conn).await;
+        if !sqlite {
+            sqlx::query("SELECT pg_advisory_unlock(7424651)")
+                .execute(&mut *conn)
+                .await?;
+        }
+        result
+    }
+
+    async fn migrate_locked(
+        conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS beacon_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
         )
-        .execute(&self.pool)
+        .execute(&mut **conn)
         .await?;
         for key in ["schema_version", "change_version"] {
-            let exists = sqlx::query("SELECT value FROM beacon_meta WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some();
-            if !exists {
-                sqlx::query("INSERT INTO beacon_meta (key, value) VALUES ($1, 0)")
-                    .bind(key)
-                    .execute(&self.pool)
-                    .await?;
-            }
+            sqlx::query(
+                "INSERT INTO beacon_meta (key, value) VALUES ($1, 0) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .execute(&mut **conn)
+            .await?;
         }
         let version: i64 =
             sqlx::query("SELECT value FROM beacon_meta WHERE key = 'schema_version'")
-                .fetch_one(&self.pool)
+                .fetch_one(&mut **conn)
                 .await?
                 .try_get(0)?;
         for (i, migration) in MIGRATIONS
@@ -240,7 +255,7 @@ impl Store {
             .enumerate()
             .skip(usize::try_from(version).unwrap_or(0))
         {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = sqlx::Connection::begin(&mut **conn).await?;
             for statement in migration
                 .split(';')
                 .map(str::trim)

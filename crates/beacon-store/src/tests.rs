@@ -275,3 +275,46 @@ async fn bad_urls_are_field_named_errors() {
         .unwrap_err();
     assert!(e.to_string().contains("sqlite:// needs a path"), "{e}");
 }
+
+#[tokio::test]
+async fn nodes_starting_together_on_a_fresh_postgres_database_migrate_once() {
+    let url = postgres_url();
+    let admin = Store::open(&url, SecretBox::new(None).unwrap())
+        .await
+        .unwrap();
+    let db = format!("beacon_race_{}", random_token(8).to_ascii_lowercase());
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin.pool)
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let fresh = format!("{base}/{db}");
+    let opens = (0..4).map(|_| {
+        let fresh = fresh.clone();
+        tokio::spawn(async move {
+            Store::open(&fresh, SecretBox::new(Some(KEY)).unwrap())
+                .await
+                .map(|_| ())
+        })
+    });
+    for r in futures_join(opens).await {
+        r.unwrap();
+    }
+    let store = Store::open(&fresh, SecretBox::new(Some(KEY)).unwrap())
+        .await
+        .unwrap();
+    tenants_keys_switches_and_destinations(&store).await;
+}
+
+async fn futures_join<T>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<Result<(), T>>>,
+) -> Vec<Result<(), T>>
+where
+    T: std::fmt::Debug,
+{
+    let mut out = Vec::new();
+    for h in handles.collect::<Vec<_>>() {
+        out.push(h.await.unwrap());
+    }
+    out
+}
