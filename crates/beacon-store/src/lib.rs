@@ -279,6 +279,22 @@ impl Store {
         Ok(())
     }
 
+    /// Runs one change that must touch a row (else `missing` names what was not found),
+    /// bumping the change counter in the same transaction.
+    async fn change_one<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        missing: impl FnOnce() -> String,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if query.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Err(StoreError::NotFound(missing()));
+        }
+        self.bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// A counter that moves on every change; nodes poll it to know when to reload.
     pub async fn change_version(&self) -> Result<i64, StoreError> {
         Ok(
@@ -333,19 +349,10 @@ impl Store {
 
     /// Sets a tenant's broadcast switch.
     pub async fn set_broadcast(&self, tenant: &str, enabled: bool) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let n = sqlx::query("UPDATE tenants SET broadcast_enabled = $1 WHERE id = $2")
+        let q = sqlx::query("UPDATE tenants SET broadcast_enabled = $1 WHERE id = $2")
             .bind(i64::from(enabled))
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("tenant `{tenant}`")));
-        }
-        self.bump(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+            .bind(tenant);
+        self.change_one(q, || format!("tenant `{tenant}`")).await
     }
 
     /// Creates a key and returns it with its plaintext — the only time the plaintext exists.
@@ -406,20 +413,13 @@ impl Store {
 
     /// Revokes a key of `tenant`.
     pub async fn revoke_key(&self, tenant: &str, key_id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let n = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL")
-            .bind(now())
-            .bind(key_id)
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("key `{key_id}`")));
-        }
-        self.bump(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        let q = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(key_id)
+        .bind(tenant);
+        self.change_one(q, || format!("key `{key_id}`")).await
     }
 
     /// Stores a destination (its secrets sealed); the caller has tested it.
@@ -493,19 +493,10 @@ impl Store {
 
     /// Deletes a destination of `tenant`.
     pub async fn delete_destination(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let n = sqlx::query("DELETE FROM destinations WHERE id = $1 AND tenant_id = $2")
+        let q = sqlx::query("DELETE FROM destinations WHERE id = $1 AND tenant_id = $2")
             .bind(id)
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("destination `{id}`")));
-        }
-        self.bump(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+            .bind(tenant);
+        self.change_one(q, || format!("destination `{id}`")).await
     }
 
     /// Everything the gateway needs, as config types: tenants with their active keys (hashes
