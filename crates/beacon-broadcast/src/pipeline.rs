@@ -242,6 +242,8 @@ pub(crate) fn spawn(
     rx: mpsc::Receiver<CompletionRecord>,
     stats: Arc<Stats>,
 ) -> Result<PipelineHandle, StartError> {
+    // Validate before the export runtime exists: a runtime dropped inside the caller's async
+    // context on an error path would panic.
     validate_destinations(tenants, config.allow_private_destinations)?;
     let client = sink::http::client(config.connect_timeout, config.allow_private_destinations)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
