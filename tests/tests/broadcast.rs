@@ -22,6 +22,14 @@ fn sentry_dest(m: &MockSentry, name: &str, extra: &str) -> String {
     )
 }
 
+/// The test config with broadcast on for tenant `acme` and `destinations` (TOML).
+fn broadcasting(upstream: &MockUpstream, destinations: &str) -> String {
+    Beacon::config(
+        &upstream.base_url(),
+        &format!("[tenants.broadcast]\nenabled = true\n{destinations}"),
+    )
+}
+
 fn key_id(key: &str) -> String {
     format!(
         "key_{}",
@@ -88,13 +96,7 @@ async fn wait_metrics(
 async fn spans_reach_sentry_with_attributes_and_hierarchy() {
     let upstream = MockUpstream::start().await;
     let sentry = MockSentry::start("4506", "abc123def").await;
-    let config = Beacon::config(
-        &upstream.base_url(),
-        &format!(
-            "[tenants.broadcast]\nenabled = true\n{}",
-            sentry_dest(&sentry, "Sentry", "")
-        ),
-    );
+    let config = broadcasting(&upstream, &sentry_dest(&sentry, "Sentry", ""));
     let beacon = Beacon::start(&config);
 
     let mut a = json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "stream", "request": {
@@ -225,13 +227,7 @@ async fn spans_reach_sentry_with_attributes_and_hierarchy() {
 async fn sentry_trace_header_links_into_the_callers_trace() {
     let upstream = MockUpstream::start().await;
     let sentry = MockSentry::start("7", "k7").await;
-    let config = Beacon::config(
-        &upstream.base_url(),
-        &format!(
-            "[tenants.broadcast]\nenabled = true\n{}",
-            sentry_dest(&sentry, "S", "")
-        ),
-    );
+    let config = broadcasting(&upstream, &sentry_dest(&sentry, "S", ""));
     let beacon = Beacon::start(&config);
     let mut a = json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "chat", "request": {"model": "mock/echo", "messages": hello("")}});
     a["headers"] = json!({"sentry-trace": "771a43a4192642f0b136d5159a501700-b7ad6b7169203331-1"});
@@ -248,13 +244,10 @@ async fn privacy_mode_keeps_every_text_out_of_the_payload() {
     let upstream = MockUpstream::start().await;
     let private = MockSentry::start("11", "kp").await;
     let full = MockSentry::start("12", "kf").await;
-    let config = Beacon::config(
-        &upstream.base_url(),
-        &format!(
-            "[tenants.broadcast]\nenabled = true\n{}{}",
-            sentry_dest(&private, "private", "privacy_mode = true"),
-            sentry_dest(&full, "full", "")
-        ),
+    let config = broadcasting(
+        &upstream,
+        &(sentry_dest(&private, "private", "privacy_mode = true")
+            + &sentry_dest(&full, "full", "")),
     );
     let beacon = Beacon::start(&config);
     let marker = "MARKER-5d1e-privacy";
@@ -442,13 +435,7 @@ async fn fault_setup(mode: Mode, extra: &str) -> (MockUpstream, MockSentry, Beac
     let upstream = MockUpstream::start().await;
     let sentry = MockSentry::start("41", "kfault").await;
     sentry.set_mode(mode);
-    let config = Beacon::config(
-        &upstream.base_url(),
-        &format!(
-            "[tenants.broadcast]\nenabled = true\n{}",
-            sentry_dest(&sentry, "S", "")
-        ),
-    ) + extra;
+    let config = broadcasting(&upstream, &sentry_dest(&sentry, "S", "")) + extra;
     let beacon = Beacon::start(&config);
     (upstream, sentry, beacon)
 }
@@ -582,14 +569,7 @@ async fn a_stuck_destination_drops_and_counts_instead_of_growing() {
     let upstream = MockUpstream::start().await;
     let sentry = MockSentry::start("51", "kstuck").await;
     sentry.set_mode(Mode::Hang);
-    let config = Beacon::config(
-        &upstream.base_url(),
-        &format!(
-            "[tenants.broadcast]\nenabled = true\n{}",
-            sentry_dest(&sentry, "S", "")
-        ),
-    )
-    .replace(
+    let config = broadcasting(&upstream, &sentry_dest(&sentry, "S", "")).replace(
         "flush_interval_secs = 0.2",
         "flush_interval_secs = 0.2\ndestination_queue_capacity = 4\nmax_batch_records = 1",
     );
@@ -668,14 +648,8 @@ async fn sigterm_flushes_queued_spans_before_exit() {
     let upstream = MockUpstream::start().await;
     let sentry = MockSentry::start("71", "kterm").await;
     // A long flush interval: the spans are still batched when SIGTERM arrives.
-    let config = Beacon::config(
-        &upstream.base_url(),
-        &format!(
-            "[tenants.broadcast]\nenabled = true\n{}",
-            sentry_dest(&sentry, "S", "")
-        ),
-    )
-    .replace("flush_interval_secs = 0.2", "flush_interval_secs = 30");
+    let config = broadcasting(&upstream, &sentry_dest(&sentry, "S", ""))
+        .replace("flush_interval_secs = 0.2", "flush_interval_secs = 30");
     let mut beacon = Beacon::start(&config);
     many(&beacon, vec![req("mock/echo", json!({})); 3]).await;
     assert_eq!(sentry.requests(), 0);
@@ -693,14 +667,8 @@ async fn sigterm_with_a_hanging_destination_stops_at_the_deadline_and_counts() {
     let upstream = MockUpstream::start().await;
     let sentry = MockSentry::start("81", "khang").await;
     sentry.set_mode(Mode::Hang);
-    let config = Beacon::config(
-        &upstream.base_url(),
-        &format!(
-            "[tenants.broadcast]\nenabled = true\n{}",
-            sentry_dest(&sentry, "S", "")
-        ),
-    )
-    .replace("export_timeout_secs = 1", "export_timeout_secs = 60");
+    let config = broadcasting(&upstream, &sentry_dest(&sentry, "S", ""))
+        .replace("export_timeout_secs = 1", "export_timeout_secs = 60");
     let mut beacon = Beacon::start(&config);
     many(&beacon, vec![req("mock/echo", json!({})); 3]).await;
     let start = std::time::Instant::now();
@@ -732,13 +700,7 @@ async fn sigterm_with_a_hanging_destination_stops_at_the_deadline_and_counts() {
 async fn tool_calls_are_exported_as_tool_call_parts() {
     let upstream = MockUpstream::start().await;
     let sentry = MockSentry::start("91", "ktool").await;
-    let beacon = Beacon::start(&Beacon::config(
-        &upstream.base_url(),
-        &format!(
-            "[tenants.broadcast]\nenabled = true\n{}",
-            sentry_dest(&sentry, "S", "")
-        ),
-    ));
+    let beacon = Beacon::start(&broadcasting(&upstream, &sentry_dest(&sentry, "S", "")));
     let out = sdk(
         json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "stream",
                          "request": {"model": "mock/tool-call", "messages": hello("")}}),

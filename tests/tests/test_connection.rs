@@ -12,6 +12,12 @@ use beacon_e2e::mock_sentry::{MockSentry, Mode};
 
 const CONFIRM: Duration = Duration::from_millis(200);
 
+/// Tests `spec` with a fresh client (2 s per attempt).
+async fn check(spec: &DestinationSpec, allow_private: bool) -> test_connection::TestReport {
+    let c = client(Duration::from_secs(2), allow_private).unwrap();
+    test_connection::run(spec, &c, Duration::from_secs(2), CONFIRM).await
+}
+
 fn sentry_spec(endpoint: String, dsn: String) -> DestinationSpec {
     let config = DestinationConfig {
         name: "Sentry".into(),
@@ -31,13 +37,7 @@ fn sentry_spec(endpoint: String, dsn: String) -> DestinationSpec {
 async fn a_working_sentry_destination_passes_and_leaves_the_test_transaction() {
     let sentry = MockSentry::start("101", "goodkey").await;
     let spec = sentry_spec(sentry.endpoint(), sentry.dsn());
-    let report = test_connection::run(
-        &spec,
-        &client(Duration::from_secs(2), true).unwrap(),
-        Duration::from_secs(2),
-        CONFIRM,
-    )
-    .await;
+    let report = check(&spec, true).await;
     assert!(report.ok && report.reached, "{report:?}");
     assert_eq!(report.status, Some(200));
     assert!(report.message.contains(TEST_SPAN_NAME) && report.message.contains(TEST_SPAN_OP));
@@ -53,13 +53,7 @@ async fn a_wrong_key_fails_on_the_confirming_request() {
     let sentry = MockSentry::start("102", "rightkey").await;
     let dsn = sentry.dsn().replace("rightkey", "wrongkey");
     let spec = sentry_spec(sentry.endpoint(), dsn);
-    let report = test_connection::run(
-        &spec,
-        &client(Duration::from_secs(2), true).unwrap(),
-        Duration::from_secs(2),
-        CONFIRM,
-    )
-    .await;
+    let report = check(&spec, true).await;
     // The first answer was 200 (Sentry had not cached the key); the second tells the truth.
     assert_eq!(sentry.requests(), 2);
     assert!(!report.ok && report.reached, "{report:?}");
@@ -126,24 +120,12 @@ async fn hostnames_resolving_to_private_addresses_are_refused_at_connect_time() 
         sampling_rate: 1.0,
         api_keys: vec![],
     };
-    let r = test_connection::run(
-        &spec,
-        &client(Duration::from_secs(1), false).unwrap(),
-        Duration::from_secs(2),
-        CONFIRM,
-    )
-    .await;
+    let r = check(&spec, false).await;
     assert!(!r.ok && !r.reached, "{r:?}");
     assert!(r.message.contains("private address"), "{r:?}");
     assert_eq!(collector.requests(), 0);
     // With private destinations allowed, the same destination works.
-    let r = test_connection::run(
-        &spec,
-        &client(Duration::from_secs(1), true).unwrap(),
-        Duration::from_secs(2),
-        CONFIRM,
-    )
-    .await;
+    let r = check(&spec, true).await;
     assert!(r.ok, "{r:?}");
     assert_eq!(
         collector.requests(),
