@@ -209,6 +209,9 @@ pub struct Endpoint {
 /// A destination ready for the pipeline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DestinationSpec {
+    /// Stable identity: the store's id, or `config:<name>` for a destination declared in the
+    /// config file. Sampling hashes it, so a rename does not reshuffle which sessions are kept.
+    pub id: String,
     /// Owning tenant.
     pub tenant_id: String,
     /// Display name (also the metrics label).
@@ -274,6 +277,10 @@ impl DestinationSpec {
             }
         };
         Ok(Self {
+            id: config
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("config:{}", config.name)),
             tenant_id: tenant_id.to_string(),
             name: config.name.clone(),
             enabled: config.enabled,
@@ -299,6 +306,7 @@ mod tests {
 
     fn sentry(endpoint: &str, dsn: &str) -> DestinationConfig {
         DestinationConfig {
+            id: None,
             name: "s".into(),
             enabled: true,
             kind: DestinationKind::Sentry {

@@ -118,7 +118,7 @@ pub fn validate_destinations(
 }
 
 /// The route table: tenant id → switch and destination workers. Swapped whole on reload.
-type Routes = HashMap<String, TenantRoute>;
+pub type Routes = HashMap<String, TenantRoute>;
 
 /// What it takes to start destination workers on the export runtime.
 #[derive(Debug)]
@@ -149,8 +149,13 @@ impl Spawner {
                 match running.iter().find(|s| *s.spec == spec) {
                     Some(same) => sinks.push(same.clone()),
                     None => {
+                        let health = running
+                            .iter()
+                            .find(|s| s.spec.id == spec.id)
+                            .map(|s| s.health.clone());
                         let (s, handle) = sink::spawn(
                             spec,
+                            health,
                             self.client.clone(),
                             self.stats.clone(),
                             self.sink,
@@ -309,7 +314,7 @@ impl Router {
                 sink.drop_one(&record, &self.stats, DropReason::Filtered);
             } else if !sampling::keep(
                 sink.spec.sampling_rate,
-                &sink.spec.name,
+                &sink.spec.id,
                 record.session_id.as_deref(),
                 &record.request_id,
             ) {

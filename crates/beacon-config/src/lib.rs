@@ -21,6 +21,8 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 
 pub use env::expand_str;
+pub use raw::RawDestination;
+pub use validate::destination_from_raw;
 
 /// Maximum destinations of one type per tenant (SPEC §4).
 pub const MAX_DESTINATIONS_PER_TYPE: usize = 5;
@@ -62,7 +64,8 @@ pub struct ServerConfig {
 /// `[admin]`.
 #[derive(Debug, Clone, Default)]
 pub struct AdminConfig {
-    /// Operator bearer token; admin routes are disabled when unset.
+    /// Operator bearer token for every tenant; without it, only tenants' management keys
+    /// reach the admin API.
     pub token: Option<String>,
 }
 
@@ -176,6 +179,8 @@ pub struct TenantBroadcastConfig {
 /// One destination, as declared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DestinationConfig {
+    /// The store's id (`dst_…`); `None` for destinations declared in the config file.
+    pub id: Option<String>,
     /// Display name, unique within the tenant.
     pub name: String,
     /// Disabled destinations receive nothing.

@@ -104,22 +104,34 @@ pub struct RawTenantBroadcast {
     pub destinations: Vec<RawDestination>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One destination as written in TOML (`[[tenants.broadcast.destinations]]`) or sent as JSON
+/// to the admin API, before validation.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDestination {
+    /// `sentry` or `otlp`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Display name.
     pub name: String,
+    /// Enabled flag (default true).
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Sentry: OTLP traces endpoint.
     pub otlp_endpoint: Option<String>,
+    /// Sentry: DSN.
     pub dsn: Option<String>,
+    /// OTLP: traces endpoint.
     pub endpoint: Option<String>,
+    /// OTLP: request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// No prompt or completion text exported.
     #[serde(default)]
     pub privacy_mode: bool,
+    /// Fraction exported (default 1).
     pub sampling_rate: Option<f64>,
+    /// Key allowlist.
     #[serde(default)]
     pub api_keys: Vec<String>,
 }

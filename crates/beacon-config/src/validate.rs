@@ -297,6 +297,19 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     }
 }
 
+/// Validates one destination given outside the config file (the admin API sends the same
+/// fields as the TOML); errors name the fields without a path prefix (`dsn`, `sampling_rate`).
+pub fn destination_from_raw(d: RawDestination) -> Result<DestinationConfig, Vec<FieldError>> {
+    let mut errs = Vec::new();
+    match destination(d, "", &mut errs) {
+        Some(c) if errs.is_empty() => Ok(c),
+        _ => Err(errs
+            .into_iter()
+            .map(|e| FieldError::new(e.field.trim_start_matches('.'), e.message))
+            .collect()),
+    }
+}
+
 fn destination(
     d: RawDestination,
     path: &str,
@@ -346,6 +359,7 @@ fn destination(
         }
     };
     (errs.len() == before).then_some(DestinationConfig {
+        id: None,
         name: d.name,
         enabled: d.enabled,
         kind,

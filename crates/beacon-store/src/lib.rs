@@ -347,6 +347,37 @@ impl Store {
             .collect()
     }
 
+    /// One tenant.
+    pub async fn get_tenant(&self, id: &str) -> Result<Tenant, StoreError> {
+        let row = sqlx::query("SELECT id, name, broadcast_enabled FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(Tenant {
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                broadcast_enabled: r.try_get::<i64, _>(2)? != 0,
+            }),
+            None => Err(StoreError::NotFound(format!("tenant `{id}`"))),
+        }
+    }
+
+    /// The active (not revoked) key whose plaintext hashes to `sha256`, if any: how the admin
+    /// API recognises a tenant's management key.
+    pub async fn active_key_by_hash(
+        &self,
+        sha256: &[u8; 32],
+    ) -> Result<Option<ApiKey>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, name, role, created_at, revoked_at FROM api_keys WHERE sha256 = $1 AND revoked_at IS NULL",
+        )
+        .bind(hex::encode(sha256))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
     /// Sets a tenant's broadcast switch.
     pub async fn set_broadcast(&self, tenant: &str, enabled: bool) -> Result<(), StoreError> {
         let q = sqlx::query("UPDATE tenants SET broadcast_enabled = $1 WHERE id = $2")
@@ -468,10 +499,78 @@ impl Store {
         };
         self.bump(&mut tx).await?;
         tx.commit().await?;
+        let mut config = config.clone();
+        config.id = Some(id.clone());
         Ok(StoredDestination {
             id,
             tenant_id: tenant.into(),
-            config: config.clone(),
+            config,
+            updated_at,
+        })
+    }
+
+    /// One destination of `tenant`, secrets opened.
+    pub async fn get_destination(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<StoredDestination, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, name, kind, enabled, endpoint, sealed_secret, privacy_mode, sampling_rate, api_keys, updated_at
+             FROM destinations WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => self.destination_from_row(&r),
+            None => Err(StoreError::NotFound(format!("destination `{id}`"))),
+        }
+    }
+
+    /// Replaces every setting of a destination of `tenant` (its secrets sealed afresh); the
+    /// caller has tested it when its endpoint or secrets changed.
+    pub async fn update_destination(
+        &self,
+        tenant: &str,
+        id: &str,
+        config: &DestinationConfig,
+    ) -> Result<StoredDestination, StoreError> {
+        let (kind, endpoint, secret) = split_kind(&config.kind);
+        let sealed = self.secrets.seal(&secret_context(id), &secret)?;
+        let updated_at = now();
+        let q = sqlx::query(
+            "UPDATE destinations SET name = $1, kind = $2, enabled = $3, endpoint = $4, sealed_secret = $5,
+                                     privacy_mode = $6, sampling_rate = $7, api_keys = $8, updated_at = $9
+             WHERE id = $10 AND tenant_id = $11",
+        )
+        .bind(&config.name)
+        .bind(kind)
+        .bind(i64::from(config.enabled))
+        .bind(&endpoint)
+        .bind(&sealed)
+        .bind(i64::from(config.privacy_mode))
+        .bind(config.sampling_rate)
+        .bind(config.api_keys.join("\n"))
+        .bind(updated_at)
+        .bind(id)
+        .bind(tenant);
+        match self.change_one(q, || format!("destination `{id}`")).await {
+            Err(StoreError::Database(e)) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!(
+                    "destination `{}`",
+                    config.name
+                )))
+            }
+            other => other?,
+        }
+        let mut config = config.clone();
+        config.id = Some(id.to_string());
+        Ok(StoredDestination {
+            id: id.to_string(),
+            tenant_id: tenant.into(),
+            config,
             updated_at,
         })
     }
@@ -517,14 +616,17 @@ impl Store {
                 },
             );
         }
-        let keys = sqlx::query("SELECT tenant_id, sha256 FROM api_keys WHERE revoked_at IS NULL ORDER BY created_at, id")
+        let keys = sqlx::query("SELECT tenant_id, sha256, name, id FROM api_keys WHERE revoked_at IS NULL ORDER BY created_at, id")
             .fetch_all(&self.pool)
             .await?;
+        // (tenant, key name) → key id, to resolve allowlists written with key names.
+        let mut names: BTreeMap<(String, String), String> = BTreeMap::new();
         for r in &keys {
             let tenant: String = r.try_get(0)?;
             let digest = hex::decode(r.try_get::<String, _>(1)?)
                 .ok()
                 .and_then(|d| <[u8; 32]>::try_from(d).ok());
+            names.insert((tenant.clone(), r.try_get(2)?), r.try_get(3)?);
             if let (Some(t), Some(d)) = (tenants.get_mut(&tenant), digest) {
                 t.api_keys.push(ApiKeyConfig::from_hash(d));
             }
@@ -533,7 +635,17 @@ impl Store {
         for id in tenant_ids {
             let destinations = self.list_destinations(&id).await?;
             if let Some(t) = tenants.get_mut(&id) {
-                t.broadcast.destinations = destinations.into_iter().map(|d| d.config).collect();
+                t.broadcast.destinations = destinations
+                    .into_iter()
+                    .map(|mut d| {
+                        for k in &mut d.config.api_keys {
+                            if let Some(key_id) = names.get(&(id.clone(), k.clone())) {
+                                k.clone_from(key_id);
+                            }
+                        }
+                        d.config
+                    })
+                    .collect();
             }
         }
         Ok(tenants.into_values().collect())
@@ -558,9 +670,10 @@ impl Store {
         };
         let api_keys: String = r.try_get(9)?;
         Ok(StoredDestination {
-            id,
+            id: id.clone(),
             tenant_id: r.try_get(1)?,
             config: DestinationConfig {
+                id: Some(id),
                 name: r.try_get(2)?,
                 enabled: r.try_get::<i64, _>(4)? != 0,
                 kind,

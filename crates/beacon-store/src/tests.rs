@@ -31,6 +31,7 @@ impl Drop for Db {
 
 fn sentry() -> DestinationConfig {
     DestinationConfig {
+        id: None,
         name: "Sentry production".into(),
         enabled: true,
         kind: DestinationKind::Sentry {
@@ -86,10 +87,50 @@ async fn tenants_keys_switches_and_destinations(store: &Store) {
         store.create_destination(&acme, &sentry()).await,
         Err(StoreError::Conflict(_))
     ));
+    assert_eq!(d.config.id.as_deref(), Some(d.id.as_str()));
     assert_eq!(
         store.list_destinations(&acme).await.unwrap()[0].config,
-        sentry()
+        d.config
     );
+    assert_eq!(
+        store.get_destination(&acme, &d.id).await.unwrap().config,
+        d.config
+    );
+    assert!(matches!(
+        store.get_destination("nope", &d.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Update: every setting replaced, secrets sealed afresh; a taken name conflicts.
+    let mut changed = d.config.clone();
+    changed.sampling_rate = 0.5;
+    changed.name = "Renamed".into();
+    changed.kind = DestinationKind::Sentry {
+        otlp_endpoint: "https://o9.ingest.sentry.io/api/9/integration/otlp/v1/traces".into(),
+        dsn: "https://otherpublickey@o9.ingest.sentry.io/9".into(),
+    };
+    let updated = store
+        .update_destination(&acme, &d.id, &changed)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_destination(&acme, &d.id).await.unwrap().config,
+        updated.config
+    );
+    assert_eq!(updated.config, changed);
+    let mut second = sentry();
+    second.name = "Second".into();
+    let second = store.create_destination(&acme, &second).await.unwrap();
+    let mut clash = second.config.clone();
+    clash.name = "Renamed".into();
+    assert!(matches!(
+        store.update_destination(&acme, &second.id, &clash).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.update_destination(&acme, "dst_missing", &clash).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.delete_destination(&acme, &second.id).await.unwrap();
     let sealed: String = sqlx::query("SELECT sealed_secret FROM destinations WHERE id = $1")
         .bind(&d.id)
         .fetch_one(&store.pool)
@@ -97,17 +138,42 @@ async fn tenants_keys_switches_and_destinations(store: &Store) {
         .unwrap()
         .try_get(0)
         .unwrap();
-    assert!(sealed.starts_with("v1.") && !sealed.contains("secretpublickey"));
+    assert!(sealed.starts_with("v1.") && !sealed.contains("otherpublickey"));
+    // Management keys are found by their hash (the admin API's sign-in).
+    let digest: [u8; 32] = Sha256::digest(plaintext.as_bytes()).into();
+    assert_eq!(
+        store.active_key_by_hash(&digest).await.unwrap(),
+        Some(key.clone())
+    );
+    assert_eq!(store.get_tenant(&acme).await.unwrap().name, "Acme");
     let snap = store.snapshot().await.unwrap();
     let t = snap.iter().find(|t| t.id == acme).unwrap();
     assert!(t.broadcast.enabled);
     assert_eq!(t.api_keys, vec![ApiKeyConfig::from_plaintext(&plaintext)]);
-    assert_eq!(t.broadcast.destinations, vec![sentry()]);
+    assert_eq!(t.broadcast.destinations, vec![changed.clone()]);
+    // Allowlists may name keys: the snapshot resolves names to ids.
+    let mut by_name = changed.clone();
+    by_name.api_keys = vec!["ci".into(), "key_unknown000".into()];
+    store
+        .update_destination(&acme, &d.id, &by_name)
+        .await
+        .unwrap();
+    let snap = store.snapshot().await.unwrap();
+    let t = snap.iter().find(|t| t.id == acme).unwrap();
+    assert_eq!(
+        t.broadcast.destinations[0].api_keys,
+        vec![key.id.clone(), "key_unknown000".into()]
+    );
     store.revoke_key(&acme, &key.id).await.unwrap();
     store.delete_destination(&acme, &d.id).await.unwrap();
     let snap = store.snapshot().await.unwrap();
     let t = snap.iter().find(|t| t.id == acme).unwrap();
     assert!(t.api_keys.is_empty() && t.broadcast.destinations.is_empty());
+    assert_eq!(
+        store.active_key_by_hash(&digest).await.unwrap(),
+        None,
+        "revoked"
+    );
 }
 
 #[tokio::test]
@@ -227,8 +293,11 @@ async fn destinations_are_stored_with_sealed_secrets() {
 
     let listed = store.list_destinations("acme").await.unwrap();
     assert_eq!(listed.len(), 2);
-    assert_eq!(listed[0].config, sentry());
-    assert_eq!(listed[1].config, otlp);
+    assert_eq!(
+        (listed[0].config.id.as_ref(), &listed[0].config.kind),
+        (Some(&d.id), &sentry().kind)
+    );
+    assert_eq!(listed[1].config.kind, otlp.kind);
     // The database file never holds a secret in clear.
     drop(store);
     let bytes = std::fs::read(db.dir.join("beacon.db")).unwrap();

@@ -54,6 +54,7 @@ impl Default for SinkConfig {
 pub struct SinkHealth {
     exported: AtomicU64,
     dropped: AtomicU64,
+    dropped_by: [AtomicU64; DropReason::ALL.len()],
     last_error: Mutex<Option<(String, SystemTime)>>,
     last_success: Mutex<Option<SystemTime>>,
     /// The destination asked us to wait (429/503 with `Retry-After` or
@@ -66,9 +67,18 @@ impl SinkHealth {
     pub fn exported(&self) -> u64 {
         self.exported.load(Ordering::Relaxed)
     }
-    /// Records not delivered, every reason together.
+    /// Records not delivered, every reason together (sampled out and filtered excluded:
+    /// those are choices, not losses).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+    /// Records not delivered to this destination, by reason (sampled out and filtered
+    /// included), every reason listed.
+    pub fn dropped_by_reason(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|r| (*r, self.dropped_by[*r as usize].load(Ordering::Relaxed)))
+            .collect()
     }
     /// The last error and when it happened.
     pub fn last_error(&self) -> Option<(String, SystemTime)> {
@@ -119,6 +129,7 @@ struct Target {
 impl Target {
     fn drop_one(&self, record: &CompletionRecord, stats: &Stats, reason: DropReason) {
         stats.record_dropped(&record.tenant_id, &self.spec.name, reason);
+        self.health.dropped_by[reason as usize].fetch_add(1, Ordering::Relaxed);
         if !matches!(reason, DropReason::SampledOut | DropReason::Filtered) {
             self.health.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -149,9 +160,11 @@ impl Sink {
     }
 }
 
-/// Starts the worker of one destination.
+/// Starts the worker of one destination. `health` carries the counters over from the worker
+/// it replaces when a destination's settings change (same id), so its stats do not restart.
 pub fn spawn(
     spec: DestinationSpec,
+    health: Option<Arc<SinkHealth>>,
     client: http::ExportClient,
     stats: Arc<Stats>,
     config: SinkConfig,
@@ -160,7 +173,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     let sink = Sink {
         spec: Arc::new(spec),
-        health: Arc::new(SinkHealth::default()),
+        health: health.unwrap_or_default(),
         tx,
     };
     let worker = Worker {
