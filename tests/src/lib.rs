@@ -25,7 +25,9 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `beacon` binary: `$BEACON_BIN`, else next to the test executable's target dir.
+/// The `beacon` binary: `$BEACON_BIN`, else the workspace's own build, brought up to date
+/// once per test process (`cargo test -p beacon-e2e` alone does not rebuild binaries, and a
+/// stale binary would test old code).
 pub fn beacon_bin() -> PathBuf {
     if let Ok(p) = std::env::var("BEACON_BIN") {
         return PathBuf::from(p);
@@ -33,49 +35,29 @@ pub fn beacon_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/test-xxxx → target/<profile>/beacon
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--bin", "beacon"])
+            .current_dir(workspace_root());
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "cargo build --bin beacon failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
     let bin = dir.join("beacon");
     assert!(
         bin.exists(),
-        "{} not found: run `cargo build --bin beacon` first (scripts/test.sh does)",
+        "{} not found after building it",
         bin.display()
     );
-    // `cargo test -p beacon-e2e` does not rebuild the binary; refuse to test a stale one.
-    let built = std::fs::metadata(&bin)
-        .and_then(|m| m.modified())
-        .expect("binary mtime");
-    if let Some(newer) = newest_source(&workspace_root().join("crates")).filter(|(t, _)| *t > built)
-    {
-        panic!(
-            "{} is older than {}: run `cargo build --bin beacon` (scripts/test.sh does)",
-            bin.display(),
-            newer.1.display()
-        );
-    }
     bin
-}
-
-fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
-    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let candidate = if path.is_dir() {
-            newest_source(&path)
-        } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
-            entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .map(|t| (t, path))
-        } else {
-            None
-        };
-        if let Some(c) = candidate {
-            if newest.as_ref().is_none_or(|n| c.0 > n.0) {
-                newest = Some(c);
-            }
-        }
-    }
-    newest
 }
 
 /// A private temporary directory, removed on drop.
@@ -114,6 +96,11 @@ pub struct Beacon {
     pub record_log: PathBuf,
     dir: TempDir,
 }
+
+/// `BEACON_SECRET_KEY` of every node the tests start (and of the store unit tests): nodes
+/// share a PostgreSQL database, and a node refuses to start when a stored secret cannot be
+/// opened with its key.
+pub const SECRET_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
 /// The tenant key every generated config declares.
 pub const TENANT_KEY: &str = "bk-test-tenant-key-1";
@@ -180,7 +167,8 @@ api_keys = ["{TENANT_KEY}"]
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            .env("BEACON_SECRET_KEY", SECRET_KEY);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -145,50 +145,89 @@ async fn the_embedded_default_keeps_its_first_key_across_restarts() {
     );
 }
 
-const SECRET_KEY: &str = "5f0e1d2c3b4a59687766554433221100ffeeddccbbaa99887766554433221100";
+const OPERATOR: &str = "two-node-operator-token-1";
+
+/// Calls node `beacon`'s admin API with the operator token.
+async fn admin(
+    beacon: &Beacon,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let resp = raw_request(
+        beacon.addr,
+        method,
+        &format!("/admin/v1{path}"),
+        &[("authorization", &format!("Bearer {OPERATOR}"))],
+        if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        },
+    )
+    .await;
+    let v = if resp.body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        resp.json()
+    };
+    (resp.status, v)
+}
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_destination_stored_through_one_node_is_used_by_every_node() {
-    use beacon_config::{DestinationConfig, DestinationKind};
+async fn changes_through_node_a_take_effect_on_node_b() {
     use beacon_e2e::mock_sentry::MockSentry;
-    use beacon_store::{Role, SecretBox, Store};
 
     let upstream = MockUpstream::start().await;
     let sentry = MockSentry::start("77", "kstore").await;
     let url = postgres_url();
     let tenant = format!("d{}", std::process::id());
-    // The store as node A's admin API will use it (the API itself is not built yet).
-    let store = Store::open(&url, SecretBox::new(Some(SECRET_KEY)).unwrap())
-        .await
-        .unwrap();
-    store.create_tenant(&tenant, "Destinations").await.unwrap();
-    store.set_broadcast(&tenant, true).await.unwrap();
-    let (_, key) = store.create_key(&tenant, "k", Role::Client).await.unwrap();
+    let config =
+        node_config(&upstream.base_url(), &url) + &format!("\n[admin]\ntoken = \"{OPERATOR}\"\n");
+    let a = Beacon::start(&config);
+    let b = Beacon::start(&config);
 
-    let env = [("BEACON_SECRET_KEY", SECRET_KEY)];
-    let _a = Beacon::start_with_env(&node_config(&upstream.base_url(), &url), &env);
-    let b = Beacon::start_with_env(&node_config(&upstream.base_url(), &url), &env);
-    assert_eq!(status_with(&b, &key).await, 200);
+    let (s, v) = admin(&a, "POST", "/tenants", json!({"id": tenant})).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = admin(
+        &a,
+        "PUT",
+        &format!("/tenants/{tenant}/broadcast"),
+        json!({"enabled": true}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, v) = admin(
+        &a,
+        "POST",
+        &format!("/tenants/{tenant}/keys"),
+        json!({"name": "app"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let key = v["key"].as_str().unwrap().to_string();
+    let key_id = v["id"].as_str().unwrap().to_string();
+    let took = until_status(&b, &key, 200).await;
+    assert!(
+        took < Duration::from_secs(5),
+        "node B took {took:?} to accept the key"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sentry.requests(), 0, "no destination yet");
 
-    let destination = DestinationConfig {
-        name: "Sentry".into(),
-        enabled: true,
-        kind: DestinationKind::Sentry {
-            otlp_endpoint: sentry.endpoint(),
-            dsn: sentry.dsn(),
-        },
-        privacy_mode: false,
-        sampling_rate: 1.0,
-        api_keys: vec![],
-    };
-    let stored = store
-        .create_destination(&tenant, &destination)
-        .await
-        .unwrap();
+    // A destination created (after its test) through node A is used by node B.
+    let (s, v) = admin(
+        &a,
+        "POST",
+        &format!("/tenants/{tenant}/destinations"),
+        json!({"type": "sentry", "name": "Sentry", "otlp_endpoint": sentry.endpoint(), "dsn": sentry.dsn()}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let tested = sentry.requests();
     let start = Instant::now();
-    while sentry.requests() == 0 {
+    while sentry.requests() == tested {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "node B did not pick up the destination within 5 s"
@@ -196,11 +235,39 @@ async fn a_destination_stored_through_one_node_is_used_by_every_node() {
         assert_eq!(status_with(&b, &key).await, 200);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let spans = sentry.wait_spans(1, Duration::from_secs(5)).await;
-    assert_eq!(spans[0]["attributes"]["beacon.tenant"], tenant.as_str());
+    let spans = sentry.wait_spans(2, Duration::from_secs(5)).await;
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["attributes"]["beacon.tenant"] == tenant.as_str()),
+        "{spans:?}"
+    );
+    // Node B's stats route counts what node B exported.
+    let start = Instant::now();
+    loop {
+        let (_, v) = admin(
+            &b,
+            "GET",
+            &format!("/tenants/{tenant}/destinations/{id}/stats"),
+            serde_json::Value::Null,
+        )
+        .await;
+        if v["exported"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
-    // Removed: node B stops exporting to it.
-    store.delete_destination(&tenant, &stored.id).await.unwrap();
+    // Deleted through node A: node B stops exporting to it.
+    let (s, _) = admin(
+        &a,
+        "DELETE",
+        &format!("/tenants/{tenant}/destinations/{id}"),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(s, 204);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let before = sentry.requests();
     for _ in 0..3 {
@@ -211,5 +278,20 @@ async fn a_destination_stored_through_one_node_is_used_by_every_node() {
         sentry.requests(),
         before,
         "exported after the destination was deleted"
+    );
+
+    // A key revoked on node A is refused by node B within 5 s.
+    let (s, _) = admin(
+        &a,
+        "DELETE",
+        &format!("/tenants/{tenant}/keys/{key_id}"),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let took = until_status(&b, &key, 401).await;
+    assert!(
+        took < Duration::from_secs(5),
+        "node B took {took:?} to refuse the key"
     );
 }

@@ -20,6 +20,7 @@ async fn check(spec: &DestinationSpec, allow_private: bool) -> test_connection::
 
 fn sentry_spec(endpoint: String, dsn: String) -> DestinationSpec {
     let config = DestinationConfig {
+        id: None,
         name: "Sentry".into(),
         enabled: true,
         kind: DestinationKind::Sentry {
@@ -106,6 +107,7 @@ async fn hostnames_resolving_to_private_addresses_are_refused_at_connect_time() 
     // (a name that resolves to a public address when saved and to 127.0.0.1 later — DNS
     // rebinding): the connect-time resolver must still refuse it.
     let spec = DestinationSpec {
+        id: "config:otlp".into(),
         tenant_id: "acme".into(),
         name: "otlp".into(),
         enabled: true,

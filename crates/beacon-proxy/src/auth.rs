@@ -123,7 +123,8 @@ impl Directory {
     }
 }
 
-fn bearer(v: &str) -> Option<&str> {
+/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
+pub fn bearer(v: &str) -> Option<&str> {
     let (scheme, token) = v.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

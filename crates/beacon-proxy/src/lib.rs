@@ -42,6 +42,19 @@ use error::{json_response, ProxyError};
 /// Response header carrying Beacon's request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// A boxed response future, as [`Mounted`] routes return.
+pub type ResponseFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = http::Response<ProxyBody>> + Send + 'static>,
+>;
+
+/// Routes served on the gateway's listener next to the proxy — the admin API under
+/// `/admin/` and the console under `/console` — mounted by the binary, so the hot path does
+/// not depend on the store.
+pub trait Mounted: Send + Sync + 'static {
+    /// Serves one request whose path starts with `/admin/` or is `/console` or under it.
+    fn call(&self, req: Request<Incoming>, request_id: String) -> ResponseFuture;
+}
+
 /// Everything a request needs, shared by all connections.
 pub struct App {
     /// Tenants and keys.
@@ -60,6 +73,7 @@ pub struct App {
     pub upstream_timeout: Duration,
     models: Bytes,
     draining: AtomicBool,
+    mounted: Option<Arc<dyn Mounted>>,
 }
 
 /// Why the proxy could not be assembled from a validated config.
@@ -99,7 +113,14 @@ impl App {
             upstream_timeout: config.server.upstream_timeout,
             models,
             draining: AtomicBool::new(false),
+            mounted: None,
         })
+    }
+
+    /// Serves `/admin/…` and `/console…` with `routes`.
+    pub fn mount(mut self, routes: Arc<dyn Mounted>) -> Self {
+        self.mounted = Some(routes);
+        self
     }
 
     /// Marks the gateway as shutting down: `/readyz` answers 503.
@@ -118,6 +139,11 @@ impl App {
         let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
         let path = req.uri().path().to_string();
         let method = req.method().clone();
+        if let Some(mounted) = &self.mounted {
+            if path.starts_with("/admin/") || path == "/console" || path.starts_with("/console/") {
+                return mounted.call(req, request_id).await;
+            }
+        }
         match (method.clone(), path.as_str()) {
             (Method::POST, "/v1/chat/completions") => {
                 let mut labels = handlers::chat::Labels::default();
@@ -148,6 +174,7 @@ impl App {
             (Method::GET, "/healthz") => handlers::ops::healthz(&request_id),
             (Method::GET, "/readyz") => handlers::ops::readyz(self, &request_id),
             (Method::GET, "/metrics") => handlers::ops::metrics(self),
+
             (_, "/v1/chat/completions" | "/v1/models" | "/healthz" | "/readyz" | "/metrics") => {
                 ProxyError::MethodNotAllowed(method.to_string()).into_response(&request_id)
             }

@@ -1,11 +1,13 @@
 //! Operator helpers on the command line, talking to the store directly: create and list
-//! tenants, create, list and revoke keys, list destinations (secrets redacted).
+//! tenants, create, list and revoke keys, create (after a passing Test Connection), list
+//! and delete destinations (secrets redacted).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use beacon_admin::destinations::redact_dsn;
 use beacon_config::{Config, DestinationKind};
-use beacon_store::{redact, Role, SecretBox, Store};
+use beacon_store::{Role, SecretBox, Store};
 use clap::{Args, Subcommand, ValueEnum};
 
 /// Where the store is: the config file's `store.url`, or the embedded default.
@@ -84,6 +86,15 @@ pub enum KeyCommand {
     },
 }
 
+/// A destination's type.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KindArg {
+    /// Sentry over OTLP/HTTP: --otlp-endpoint and --dsn.
+    Sentry,
+    /// Any OTLP/HTTP traces endpoint: --endpoint and --header.
+    Otlp,
+}
+
 /// `beacon destination …`
 #[derive(Debug, Subcommand)]
 pub enum DestinationCommand {
@@ -94,6 +105,53 @@ pub enum DestinationCommand {
         /// Owning tenant.
         #[arg(long)]
         tenant: String,
+    },
+    /// Test a destination and store it only if the test passes (one real test span is sent).
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Owning tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Destination type.
+        #[arg(long = "type", value_enum)]
+        kind: KindArg,
+        /// Display name, unique within the tenant.
+        #[arg(long)]
+        name: String,
+        /// Sentry: the project's OTLP traces endpoint
+        /// (https://…/api/<project>/integration/otlp/v1/traces).
+        #[arg(long)]
+        otlp_endpoint: Option<String>,
+        /// Sentry: the project's DSN (https://<key>@…/<project>).
+        #[arg(long)]
+        dsn: Option<String>,
+        /// OTLP: the traces endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// OTLP: a request header, `name=value` (repeatable).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// Export no prompt or completion text.
+        #[arg(long)]
+        privacy_mode: bool,
+        /// Fraction of sessions (or requests) exported, 0.0001 to 1.
+        #[arg(long, default_value_t = 1.0)]
+        sampling_rate: f64,
+        /// Export only completions made with this key id or name (repeatable).
+        #[arg(long = "api-key")]
+        api_keys: Vec<String>,
+    },
+    /// Delete a destination.
+    Delete {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Owning tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Destination id (`dst_…`).
+        #[arg(long)]
+        id: String,
     },
 }
 
@@ -140,30 +198,27 @@ fn output(line: &str) {
 }
 
 async fn open(args: &StoreArgs) -> Result<Store, String> {
+    Ok(open_with_config(args).await?.1)
+}
+
+async fn open_with_config(args: &StoreArgs) -> Result<(Config, Store), String> {
     let config = match &args.config {
         Some(path) => Config::load(path),
         None => Config::from_env(&|k| std::env::var(k).ok()),
     }
     .map_err(|e| e.to_string())?;
     let secrets = SecretBox::from_env().map_err(|e| e.to_string())?;
-    Store::open(&config.store.url, secrets)
+    let store = Store::open(&config.store.url, secrets)
         .await
-        .map_err(|e| e.to_string())
-}
-
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        .map_err(|e| e.to_string())?;
+    Ok((config, store))
 }
 
 async fn execute(command: Command) -> Result<Vec<String>, String> {
     let e = |e: beacon_store::StoreError| e.to_string();
     match command {
         Command::Tenant(TenantCommand::Create { store, id, name }) => {
-            if !valid_id(&id) {
+            if !beacon_admin::routes::valid_tenant_id(&id) {
                 return Err("--id: must be lowercase letters, digits, `-`, `_` or `.`".into());
             }
             let t = open(&store)
@@ -238,6 +293,79 @@ async fn execute(command: Command) -> Result<Vec<String>, String> {
                 .map_err(e)?;
             Ok(vec![format!("revoked {id}")])
         }
+        Command::Destination(DestinationCommand::Create {
+            store,
+            tenant,
+            kind,
+            name,
+            otlp_endpoint,
+            dsn,
+            endpoint,
+            headers,
+            privacy_mode,
+            sampling_rate,
+            api_keys,
+        }) => {
+            let mut header_map = serde_json::Map::new();
+            for h in headers {
+                let (k, v) = h
+                    .split_once('=')
+                    .ok_or_else(|| format!("--header {h}: expected name=value"))?;
+                header_map.insert(k.trim().to_string(), v.trim().into());
+            }
+            let mut body = serde_json::json!({
+                "type": match kind { KindArg::Sentry => "sentry", KindArg::Otlp => "otlp" },
+                "name": name,
+                "privacy_mode": privacy_mode,
+                "sampling_rate": sampling_rate,
+                "api_keys": api_keys,
+            });
+            for (k, v) in [
+                ("otlp_endpoint", otlp_endpoint),
+                ("dsn", dsn),
+                ("endpoint", endpoint),
+            ] {
+                if let Some(v) = v {
+                    body[k] = v.into();
+                }
+            }
+            if !header_map.is_empty() {
+                body["headers"] = header_map.into();
+            }
+            let (config, store) = open_with_config(&store).await?;
+            let manager = crate::destination_manager(&config, store)?;
+            match manager.create(&tenant, body).await {
+                Ok((d, report)) => Ok(vec![
+                    format!(
+                        "Test Connection passed (HTTP {}, {} ms): {}",
+                        report.status.unwrap_or(0),
+                        report.latency_ms,
+                        report.message
+                    ),
+                    format!(
+                        "created destination {} ({}) for tenant {tenant}",
+                        d.id, d.config.name
+                    ),
+                ]),
+                Err(beacon_admin::AdminError::TestFailed(report)) => Err(format!(
+                    "Test Connection failed, nothing saved: {}{}",
+                    report
+                        .status
+                        .map(|s| format!("HTTP {s}: "))
+                        .unwrap_or_default(),
+                    report.message
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Command::Destination(DestinationCommand::Delete { store, tenant, id }) => {
+            open(&store)
+                .await?
+                .delete_destination(&tenant, &id)
+                .await
+                .map_err(e)?;
+            Ok(vec![format!("deleted destination {id}")])
+        }
         Command::Destination(DestinationCommand::List { store, tenant }) => Ok(open(&store)
             .await?
             .list_destinations(&tenant)
@@ -247,7 +375,7 @@ async fn execute(command: Command) -> Result<Vec<String>, String> {
             .map(|d| {
                 let target = match &d.config.kind {
                     DestinationKind::Sentry { otlp_endpoint, dsn } => {
-                        format!("sentry {otlp_endpoint} dsn={}", redact(dsn))
+                        format!("sentry {otlp_endpoint} dsn={}", redact_dsn(dsn))
                     }
                     DestinationKind::Otlp { endpoint, headers } => {
                         format!("otlp {endpoint} headers={}", headers.len())

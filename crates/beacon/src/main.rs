@@ -177,15 +177,24 @@ async fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     let metrics = beacon_proxy::metrics::Metrics::new(&stats);
     let directory = Arc::new(Directory::new(Snapshot::from_config(&tenants_now)));
+    let changed = Arc::new(tokio::sync::Notify::new());
     let reload = tenants::spawn_reload(
         store.clone(),
         config.tenants.clone(),
         directory.clone(),
         pipeline.control(),
         version,
+        changed.clone(),
     );
-    let app =
-        beacon_proxy::App::new(&config, sender, metrics, directory).map_err(|e| e.to_string())?;
+    let admin = beacon_admin::Admin::new(
+        beacon_admin::Authenticator::new(config.admin.token.as_deref()),
+        destination_manager(&config, store)?,
+        pipeline.control(),
+        changed,
+    );
+    let app = beacon_proxy::App::new(&config, sender, metrics, directory)
+        .map_err(|e| e.to_string())?
+        .mount(Arc::new(admin));
     let app = Arc::new(app);
     // Load the tokenizer tables off the request path, before the first estimate needs them.
     std::thread::spawn(beacon_proxy::meter::estimate::warm_up);
@@ -215,6 +224,25 @@ async fn serve(config: Config) -> Result<(), String> {
     pipeline.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What Test Connection and destination changes need, for the admin API and the CLI.
+pub(crate) fn destination_manager(
+    config: &Config,
+    store: beacon_store::Store,
+) -> Result<beacon_admin::Manager, String> {
+    let client = beacon_broadcast::sink::http::client(
+        config.server.connect_timeout,
+        config.broadcast.allow_private_destinations,
+    )
+    .map_err(|e| format!("TLS setup failed: {e}"))?;
+    Ok(beacon_admin::Manager::new(
+        store,
+        config.tenants.clone(),
+        client,
+        config.broadcast.allow_private_destinations,
+        config.broadcast.export_timeout,
+    ))
 }
 
 async fn shutdown_signal() {

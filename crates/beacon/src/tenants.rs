@@ -13,6 +13,7 @@ use beacon_broadcast::PipelineControl;
 use beacon_config::TenantConfig;
 use beacon_proxy::auth::{Directory, Snapshot};
 use beacon_store::{Role, Store, StoreError};
+use tokio::sync::Notify;
 
 /// How often each node checks the store for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -77,20 +78,24 @@ pub async fn load(
 }
 
 /// Polls the store and swaps new snapshots into `directory` and `pipeline` until the task
-/// is aborted.
+/// is aborted; `changed` (notified by this node's admin API) makes it check at once.
 pub fn spawn_reload(
     store: Store,
     declared: Vec<TenantConfig>,
     directory: Arc<Directory>,
     pipeline: PipelineControl,
     mut seen: i64,
+    changed: Arc<Notify>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RELOAD_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = changed.notified() => {}
+            }
             let result = async {
                 let version = store.change_version().await?;
                 if version != seen {

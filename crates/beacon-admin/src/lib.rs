@@ -1,0 +1,95 @@
+//! Admin: how tenants change Beacon while it runs — the `/admin/v1` REST API (SPEC §5), off
+//! the hot path, mounted on the gateway's listener by the binary.
+//!
+//! ```text
+//! request /admin/v1/… ─▶ auth::Authenticator   operator token, or a tenant's management key
+//!                     ─▶ routes                 tenants, keys, broadcast switch, destinations
+//!                     ─▶ destinations::Manager  validate ─▶ Test Connection ─▶ Store
+//!                     ─▶ Store change ─▶ this node reloads now; other nodes within 1 s
+//! stats ◀── PipelineControl::routes() ◀── each destination worker's SinkHealth (this node)
+//! ```
+//!
+//! Secrets (DSN keys, header values) are redacted in every response ([`destinations::view`])
+//! and scrubbed from Test Connection messages before they are logged or returned.
+
+pub mod auth;
+pub mod destinations;
+pub mod error;
+pub mod routes;
+
+use std::sync::Arc;
+
+use beacon_broadcast::sink::SinkHealth;
+use beacon_broadcast::PipelineControl;
+use beacon_proxy::body::ProxyBody;
+use beacon_proxy::{Mounted, ResponseFuture};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::sync::Notify;
+
+pub use auth::{Authenticator, Principal};
+pub use destinations::Manager;
+pub use error::AdminError;
+
+/// The admin API, cheap to clone.
+#[derive(Clone)]
+pub struct Admin {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    auth: Authenticator,
+    manager: Manager,
+    pipeline: PipelineControl,
+    changed: Arc<Notify>,
+}
+
+impl Inner {
+    /// Wakes this node's reload so a change applies here at once.
+    fn changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// The export health of destination `id` of `tenant` on this node, if it has a worker.
+    fn health(&self, tenant: &str, id: &str) -> Option<Arc<SinkHealth>> {
+        self.pipeline
+            .routes()
+            .get(tenant)?
+            .sinks
+            .iter()
+            .find(|s| s.spec.id == id)
+            .map(|s| s.health.clone())
+    }
+}
+
+impl Admin {
+    /// The admin API: `auth` checks callers, `manager` owns destinations and the store,
+    /// `pipeline` gives export stats, and `changed` is notified after every change.
+    pub fn new(
+        auth: Authenticator,
+        manager: Manager,
+        pipeline: PipelineControl,
+        changed: Arc<Notify>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                auth,
+                manager,
+                pipeline,
+                changed,
+            }),
+        }
+    }
+
+    /// Serves one request under `/admin/` or `/console`.
+    pub async fn handle(&self, req: Request<Incoming>, request_id: &str) -> Response<ProxyBody> {
+        routes::handle(&self.inner, req, request_id).await
+    }
+}
+
+impl Mounted for Admin {
+    fn call(&self, req: Request<Incoming>, request_id: String) -> ResponseFuture {
+        let admin = self.clone();
+        Box::pin(async move { admin.handle(req, &request_id).await })
+    }
+}
