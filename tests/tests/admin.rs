@@ -728,3 +728,32 @@ async fn declared_destinations_are_listed_read_only_and_the_cli_creates_after_a_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_default_makes_its_own_secret_key_file() {
+    let upstream = MockUpstream::start().await;
+    let sentry = MockSentry::start("31", DSN_KEY).await;
+    let no_key = [("BEACON_SECRET_KEY", "")];
+
+    // SQLite (the embedded default): a key file next to the database, reused on restart.
+    let dir = TempDir::new("admin-keyfile");
+    let db = dir.path().join("k.db");
+    let url = format!("sqlite://{}", db.display());
+    let cfg = config(&upstream.base_url(), &url, true);
+    let beacon = Beacon::start_with_env(&cfg, &no_key);
+    let api = Api::new(beacon.addr);
+    let (s, v) = api
+        .op(
+            "POST",
+            "/tenants/acme/destinations",
+            Some(sentry_body(&sentry, "S", DSN_KEY)),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert!(dir.path().join("k.db.key").exists());
+    drop(beacon);
+    let beacon = Beacon::start_with_env(&cfg, &no_key);
+    let api = Api::new(beacon.addr);
+    let (s, v) = api.op("GET", "/tenants/acme/destinations", None).await;
+    assert_eq!((s, v["data"][0]["name"].as_str()), (200, Some("S")), "{v}");
+}

@@ -180,6 +180,7 @@ impl Manager {
         body: Value,
     ) -> Result<(StoredDestination, TestReport), AdminError> {
         let config = parse(body)?;
+        self.store.require_secret_key()?;
         let existing = self.list(tenant).await?;
         let same_type = existing
             .iter()
@@ -253,6 +254,7 @@ impl Manager {
             }
         }
         self.spec(tenant, &config)?;
+        self.store.require_secret_key()?;
         let report = if config.kind == current.config.kind {
             None
         } else {
@@ -492,6 +494,28 @@ mod tests {
             v,
             Value::String("https://new1@o1.ingest.sentry.io/456".into())
         );
+    }
+
+    #[tokio::test]
+    async fn without_a_secret_key_nothing_is_tested_or_saved() {
+        let dir = std::env::temp_dir().join(format!("beacon-admin-nokey-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("n.db").display());
+        let store = Store::open(&url, beacon_store::SecretBox::new(None).unwrap())
+            .await
+            .unwrap();
+        store.create_tenant("acme", "Acme").await.unwrap();
+        let client = beacon_broadcast::sink::http::client(Duration::from_secs(1), true).unwrap();
+        let manager = Manager::new(store.clone(), vec![], client, true, Duration::from_secs(1));
+        // The endpoint does not exist: reaching the test would fail differently.
+        let body = json!({"type": "sentry", "name": "S",
+            "otlp_endpoint": "http://127.0.0.1:9/api/1/integration/otlp/v1/traces",
+            "dsn": "http://abcdef@127.0.0.1:9/1"});
+        let e = manager.create("acme", body).await.unwrap_err();
+        assert!(e.to_string().contains("BEACON_SECRET_KEY"), "{e}");
+        assert_eq!(e.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(store.list_destinations("acme").await.unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

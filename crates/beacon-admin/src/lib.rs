@@ -5,7 +5,7 @@
 //! request /admin/v1/… ─▶ auth::Authenticator   operator token, or a tenant's management key
 //!                     ─▶ routes                 tenants, keys, broadcast switch, destinations
 //!                     ─▶ destinations::Manager  validate ─▶ Test Connection ─▶ Store
-//!                     ─▶ Store change ─▶ this node reloads now; other nodes within 1 s
+//!                     ─▶ Store change ─▶ this node reloads before answering; others within 1 s
 //! stats ◀── PipelineControl::routes() ◀── each destination worker's SinkHealth (this node)
 //! ```
 //!
@@ -25,7 +25,17 @@ use beacon_proxy::body::ProxyBody;
 use beacon_proxy::{Mounted, ResponseFuture};
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::sync::Notify;
+
+/// The future [`Reload::reload`] returns.
+pub type ReloadFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// Applies store changes to this node (its key directory and broadcast pipeline). The admin
+/// API awaits it after every change, so a `201` means the change is already in force here;
+/// other nodes pick it up on their next poll.
+pub trait Reload: Send + Sync + 'static {
+    /// Reloads from the store if it changed.
+    fn reload(&self) -> ReloadFuture<'_>;
+}
 
 pub use auth::{Authenticator, Principal};
 pub use destinations::Manager;
@@ -41,13 +51,13 @@ pub(crate) struct Inner {
     auth: Authenticator,
     manager: Manager,
     pipeline: PipelineControl,
-    changed: Arc<Notify>,
+    reload: Arc<dyn Reload>,
 }
 
 impl Inner {
-    /// Wakes this node's reload so a change applies here at once.
-    fn changed(&self) {
-        self.changed.notify_one();
+    /// Applies a change to this node before the API answers.
+    async fn changed(&self) {
+        self.reload.reload().await;
     }
 
     /// The export health of destination `id` of `tenant` on this node, if it has a worker.
@@ -64,19 +74,19 @@ impl Inner {
 
 impl Admin {
     /// The admin API: `auth` checks callers, `manager` owns destinations and the store,
-    /// `pipeline` gives export stats, and `changed` is notified after every change.
+    /// `pipeline` gives export stats, and `reload` applies every change to this node.
     pub fn new(
         auth: Authenticator,
         manager: Manager,
         pipeline: PipelineControl,
-        changed: Arc<Notify>,
+        reload: Arc<dyn Reload>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 auth,
                 manager,
                 pipeline,
-                changed,
+                reload,
             }),
         }
     }

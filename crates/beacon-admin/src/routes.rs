@@ -135,7 +135,7 @@ async fn route(
                     }
                     inner.manager.store().revoke_key(t, id).await?;
                     tracing::info!(tenant = %t, key = %id, "key revoked");
-                    inner.changed();
+                    inner.changed().await;
                     Ok((StatusCode::NO_CONTENT, Value::Null))
                 }
                 (["broadcast"], &Method::GET) => Ok((StatusCode::OK, broadcast_view(&tenant))),
@@ -148,7 +148,7 @@ async fn route(
                         .ok_or_else(|| AdminError::field("enabled", "must be true or false"))?;
                     inner.manager.store().set_broadcast(t, enabled).await?;
                     tracing::info!(tenant = %t, enabled, "broadcast switched");
-                    inner.changed();
+                    inner.changed().await;
                     Ok((StatusCode::OK, json!({ "enabled": enabled })))
                 }
                 (["destinations"], &Method::GET) => {
@@ -160,7 +160,7 @@ async fn route(
                 }
                 (["destinations"], &Method::POST) => {
                     let (stored, report) = inner.manager.create(t, read_json(req).await?).await?;
-                    inner.changed();
+                    inner.changed().await;
                     let mut v = destination_view(inner, t, &stored.into());
                     v["test"] = serde_json::to_value(report).unwrap_or_default();
                     Ok((StatusCode::CREATED, v))
@@ -180,7 +180,7 @@ async fn route(
                 (["destinations", id], &Method::PATCH) => {
                     let (stored, report) =
                         inner.manager.update(t, id, read_json(req).await?).await?;
-                    inner.changed();
+                    inner.changed().await;
                     let mut v = destination_view(inner, t, &stored.into());
                     v["test"] =
                         report.map_or(Value::Null, |r| serde_json::to_value(r).unwrap_or_default());
@@ -188,7 +188,7 @@ async fn route(
                 }
                 (["destinations", id], &Method::DELETE) => {
                     inner.manager.delete(t, id).await?;
-                    inner.changed();
+                    inner.changed().await;
                     Ok((StatusCode::NO_CONTENT, Value::Null))
                 }
                 (["destinations", id, "stats"], &Method::GET) => {
@@ -264,7 +264,7 @@ async fn create_tenant(inner: &Inner, body: Value) -> Reply {
     };
     let tenant = inner.manager.store().create_tenant(id, name).await?;
     tracing::info!(tenant = %tenant.id, "tenant created");
-    inner.changed();
+    inner.changed().await;
     Ok((StatusCode::CREATED, tenant_view(&tenant)))
 }
 
@@ -293,7 +293,7 @@ async fn create_key(inner: &Inner, tenant: &str, body: Value) -> Reply {
     };
     let (key, plaintext) = inner.manager.store().create_key(tenant, name, role).await?;
     tracing::info!(tenant, key = %key.id, role = role.as_str(), "key created");
-    inner.changed();
+    inner.changed().await;
     let mut v = key_view(&key);
     v["key"] = plaintext.into();
     Ok((StatusCode::CREATED, v))

@@ -117,6 +117,39 @@ pub fn validate_destinations(
         .collect()
 }
 
+/// The destinations to run, per tenant. A declared destination (from the config file) that
+/// is invalid is an error; a stored one (it has an id) that became invalid — say, stored
+/// while private addresses were allowed and loaded by a node that does not allow them — is
+/// skipped with a warning, so one bad row cannot stop every other tenant's changes.
+fn runnable(
+    tenants: &[TenantConfig],
+    allow_private: bool,
+) -> Result<Vec<Vec<DestinationSpec>>, StartError> {
+    tenants
+        .iter()
+        .enumerate()
+        .map(|(t, tenant)| {
+            let mut specs = Vec::with_capacity(tenant.broadcast.destinations.len());
+            for (index, d) in tenant.broadcast.destinations.iter().enumerate() {
+                match DestinationSpec::new(&tenant.id, d, allow_private) {
+                    Ok(spec) => specs.push(spec),
+                    Err(source) if d.id.is_some() => {
+                        tracing::warn!(tenant = %tenant.id, destination = ?d.id, error = %source, "stored destination skipped: it is not valid on this node");
+                    }
+                    Err(source) => {
+                        return Err(StartError::Destination {
+                            tenant: t,
+                            index,
+                            source,
+                        })
+                    }
+                }
+            }
+            Ok(specs)
+        })
+        .collect()
+}
+
 /// The route table: tenant id → switch and destination workers. Swapped whole on reload.
 pub type Routes = HashMap<String, TenantRoute>;
 
@@ -136,7 +169,7 @@ impl Spawner {
     /// Builds the route table for `tenants`, keeping the running worker of every destination
     /// whose settings did not change and starting workers for new or changed ones.
     fn routes(&self, tenants: &[TenantConfig], current: &Routes) -> Result<Routes, StartError> {
-        let specs = validate_destinations(tenants, self.allow_private)?;
+        let specs = runnable(tenants, self.allow_private)?;
         let _in_export_runtime = self.runtime.enter();
         let mut routes = HashMap::new();
         for (tenant, specs) in tenants.iter().zip(specs) {
@@ -249,7 +282,7 @@ pub(crate) fn spawn(
 ) -> Result<PipelineHandle, StartError> {
     // Validate before the export runtime exists: a runtime dropped inside the caller's async
     // context on an error path would panic.
-    validate_destinations(tenants, config.allow_private_destinations)?;
+    runnable(tenants, config.allow_private_destinations)?;
     let client = sink::http::client(config.connect_timeout, config.allow_private_destinations)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -430,4 +463,59 @@ async fn deliver(record: CompletionRecord, log: &mut Option<RecordLog>, router: 
         log.write(&record).await;
     }
     router.route(record);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use beacon_config::{DestinationConfig, DestinationKind, TenantBroadcastConfig};
+
+    fn otlp(id: Option<&str>, endpoint: &str) -> DestinationConfig {
+        DestinationConfig {
+            id: id.map(String::from),
+            name: endpoint.into(),
+            enabled: true,
+            kind: DestinationKind::Otlp {
+                endpoint: endpoint.into(),
+                headers: vec![],
+            },
+            privacy_mode: false,
+            sampling_rate: 1.0,
+            api_keys: vec![],
+        }
+    }
+
+    fn tenant(destinations: Vec<DestinationConfig>) -> TenantConfig {
+        TenantConfig {
+            id: "acme".into(),
+            name: "Acme".into(),
+            api_keys: vec![],
+            broadcast: TenantBroadcastConfig {
+                enabled: true,
+                destinations,
+            },
+        }
+    }
+
+    #[test]
+    fn an_invalid_stored_destination_is_skipped_a_declared_one_is_an_error() {
+        let specs = runnable(
+            &[tenant(vec![
+                otlp(Some("dst_a"), "http://127.0.0.1:4318/v1/traces"),
+                otlp(Some("dst_b"), "https://collector.example.com/v1/traces"),
+            ])],
+            false,
+        )
+        .unwrap();
+        assert_eq!(specs[0].len(), 1);
+        assert_eq!(specs[0][0].id, "dst_b");
+        let declared = runnable(
+            &[tenant(vec![otlp(None, "http://127.0.0.1:4318/v1/traces")])],
+            false,
+        );
+        assert!(matches!(
+            declared,
+            Err(StartError::Destination { index: 0, .. })
+        ));
+    }
 }

@@ -295,6 +295,11 @@ impl Store {
         Ok(())
     }
 
+    /// Fails when destination secrets cannot be stored (no `BEACON_SECRET_KEY`).
+    pub fn require_secret_key(&self) -> Result<(), StoreError> {
+        Ok(self.secrets.require_key()?)
+    }
+
     /// A counter that moves on every change; nodes poll it to know when to reload.
     pub async fn change_version(&self) -> Result<i64, StoreError> {
         Ok(

@@ -27,6 +27,14 @@ pub enum SecretError {
     /// The sealed value is damaged, was sealed under another key, or belongs elsewhere.
     #[error("a stored secret cannot be decrypted (wrong {SECRET_KEY_ENV}, or the value was tampered with)")]
     Undecryptable,
+    /// The embedded default's key file cannot be read or written.
+    #[error("{path}: {message}")]
+    KeyFile {
+        /// The key file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 /// Seals and opens secrets.
@@ -70,6 +78,61 @@ impl SecretBox {
         Self::new(std::env::var(SECRET_KEY_ENV).ok().as_deref())
     }
 
+    /// The key for a store: `BEACON_SECRET_KEY` when set; otherwise, for a SQLite store (one
+    /// node), a key file next to the database — `<database>.key`, created with mode 0600 on
+    /// first use — so the embedded default can store destinations without setup. A
+    /// PostgreSQL store (several nodes) needs the variable: every node must share one key.
+    pub fn for_store(store_url: &str) -> Result<Self, SecretError> {
+        Self::for_store_with(std::env::var(SECRET_KEY_ENV).ok(), store_url)
+    }
+
+    fn for_store_with(from_env: Option<String>, store_url: &str) -> Result<Self, SecretError> {
+        let from_env = from_env.filter(|k| !k.trim().is_empty());
+        if from_env.is_some() {
+            return Self::new(from_env.as_deref());
+        }
+        let Some(db) = store_url.strip_prefix("sqlite://") else {
+            return Self::new(None);
+        };
+        let db = db.split('?').next().unwrap_or_default();
+        if db.is_empty() || db == ":memory:" {
+            return Self::new(None);
+        }
+        let path = format!("{db}.key");
+        let fail = |message: String| SecretError::KeyFile {
+            path: path.clone(),
+            message,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::new(Some(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = hex::encode(rand::random::<[u8; 32]>());
+                match write_private(&path, &key) {
+                    Ok(()) => {}
+                    // Another process created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let text = std::fs::read_to_string(&path)
+                            .map_err(|e| fail(format!("cannot read the key file: {e}")))?;
+                        return Self::new(Some(&text));
+                    }
+                    Err(e) => return Err(fail(format!("cannot create the key file: {e}"))),
+                }
+                tracing::info!(path, "generated the key that encrypts destination secrets (set {SECRET_KEY_ENV} to use your own; keep this file with the database)");
+                Self::new(Some(&key))
+            }
+            Err(e) => Err(fail(format!("cannot read the key file: {e}"))),
+        }
+    }
+
+    /// Fails with [`SecretError::MissingKey`] when no key is configured, so callers can say so
+    /// before doing work whose result they could not store.
+    pub fn require_key(&self) -> Result<(), SecretError> {
+        self.cipher
+            .as_ref()
+            .map(|_| ())
+            .ok_or(SecretError::MissingKey)
+    }
+
     /// Seals `plaintext` for `context` (e.g. `destination:<id>:dsn`).
     pub fn seal(&self, context: &str, plaintext: &str) -> Result<String, SecretError> {
         let cipher = self.cipher.as_ref().ok_or(SecretError::MissingKey)?;
@@ -111,6 +174,16 @@ impl SecretBox {
     }
 }
 
+/// Creates `path` with `contents`, readable by its owner only; never overwrites.
+fn write_private(path: &str, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
 /// A secret for display: its first characters and an ellipsis (`abc1…`), never the rest.
 pub fn redact(secret: &str) -> String {
     let shown: String = secret.chars().take(4).collect();
@@ -124,6 +197,31 @@ pub fn redact(secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_stores_get_a_private_key_file_postgres_needs_the_variable() {
+        let dir = std::env::temp_dir().join(format!("beacon-keyfile-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("b.db").display());
+        let first = SecretBox::for_store_with(None, &url).unwrap();
+        let sealed = first.seal("ctx", "https://k@h/1").unwrap();
+        let key_file = dir.join("b.db.key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // The same file next time: old secrets still open.
+        let again = SecretBox::for_store_with(Some(String::new()), &url).unwrap();
+        assert_eq!(again.open("ctx", &sealed).unwrap(), "https://k@h/1");
+        // The variable wins over the file.
+        let env = SecretBox::for_store_with(Some(KEY.into()), &url).unwrap();
+        assert_eq!(env.open("ctx", &sealed), Err(SecretError::Undecryptable));
+        let pg = SecretBox::for_store_with(None, "postgres://u@127.0.0.1/db").unwrap();
+        assert_eq!(pg.require_key(), Err(SecretError::MissingKey));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 

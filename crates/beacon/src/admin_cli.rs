@@ -207,7 +207,7 @@ async fn open_with_config(args: &StoreArgs) -> Result<(Config, Store), String> {
         None => Config::from_env(&|k| std::env::var(k).ok()),
     }
     .map_err(|e| e.to_string())?;
-    let secrets = SecretBox::from_env().map_err(|e| e.to_string())?;
+    let secrets = SecretBox::for_store(&config.store.url).map_err(|e| e.to_string())?;
     let store = Store::open(&config.store.url, secrets)
         .await
         .map_err(|e| e.to_string())?;

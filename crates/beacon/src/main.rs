@@ -156,7 +156,8 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    let secrets = beacon_store::SecretBox::from_env().map_err(|e| e.to_string())?;
+    let secrets =
+        beacon_store::SecretBox::for_store(&config.store.url).map_err(|e| e.to_string())?;
     let store = beacon_store::Store::open(&config.store.url, secrets)
         .await
         .map_err(|e| e.to_string())?;
@@ -177,20 +178,19 @@ async fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     let metrics = beacon_proxy::metrics::Metrics::new(&stats);
     let directory = Arc::new(Directory::new(Snapshot::from_config(&tenants_now)));
-    let changed = Arc::new(tokio::sync::Notify::new());
-    let reload = tenants::spawn_reload(
+    let reloader = Arc::new(tenants::Reloader::new(
         store.clone(),
         config.tenants.clone(),
         directory.clone(),
         pipeline.control(),
         version,
-        changed.clone(),
-    );
+    ));
+    let reload = reloader.clone().spawn_polling();
     let admin = beacon_admin::Admin::new(
         beacon_admin::Authenticator::new(config.admin.token.as_deref()),
         destination_manager(&config, store)?,
         pipeline.control(),
-        changed,
+        reloader,
     );
     let app = beacon_proxy::App::new(&config, sender, metrics, directory)
         .map_err(|e| e.to_string())?

@@ -4,7 +4,8 @@
 //! destinations stay owned by the file and are merged in memory). While running, every node
 //! polls the store's change counter and swaps a fresh snapshot into the proxy's
 //! [`Directory`] and the broadcast pipeline, so a key or destination created, changed or
-//! removed through any node is in force on every node within [`RELOAD_INTERVAL`].
+//! removed through any node is in force on every node within [`RELOAD_INTERVAL`] — and on the
+//! node whose admin API made the change before that API answers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,6 @@ use beacon_broadcast::PipelineControl;
 use beacon_config::TenantConfig;
 use beacon_proxy::auth::{Directory, Snapshot};
 use beacon_store::{Role, Store, StoreError};
-use tokio::sync::Notify;
 
 /// How often each node checks the store for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -77,59 +77,91 @@ pub async fn load(
     Ok(merge(store.snapshot().await?, declared))
 }
 
-/// Polls the store and swaps new snapshots into `directory` and `pipeline` until the task
-/// is aborted; `changed` (notified by this node's admin API) makes it check at once.
-pub fn spawn_reload(
+/// Applies store changes to this node: the proxy's [`Directory`] and the broadcast pipeline.
+pub struct Reloader {
     store: Store,
     declared: Vec<TenantConfig>,
     directory: Arc<Directory>,
     pipeline: PipelineControl,
-    mut seen: i64,
-    changed: Arc<Notify>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(RELOAD_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = changed.notified() => {}
-            }
-            let result = async {
-                let version = store.change_version().await?;
-                if version != seen {
-                    let tenants = load(&store, &declared).await?;
-                    directory.replace(Snapshot::from_config(&tenants));
-                    if let Err(e) = pipeline.reload(&tenants) {
-                        // An invalid stored destination must not stop key changes from applying.
-                        tracing::warn!(error = %e, "broadcast destinations not reloaded");
-                    }
-                    tracing::info!(
-                        version,
-                        keys = directory.key_count(),
-                        "tenants reloaded from the store"
-                    );
-                    seen = version;
+    /// The change version applied last; the lock also keeps reloads one at a time.
+    seen: tokio::sync::Mutex<i64>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Reloader {
+    /// A reloader that has applied `seen` already.
+    pub fn new(
+        store: Store,
+        declared: Vec<TenantConfig>,
+        directory: Arc<Directory>,
+        pipeline: PipelineControl,
+        seen: i64,
+    ) -> Self {
+        Self {
+            store,
+            declared,
+            directory,
+            pipeline,
+            seen: tokio::sync::Mutex::new(seen),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Reloads if the store changed since the last reload. A store that cannot be reached
+    /// leaves the last snapshot in force (said once per outage).
+    pub async fn check(&self) {
+        use std::sync::atomic::Ordering;
+        let mut seen = self.seen.lock().await;
+        let result = async {
+            let version = self.store.change_version().await?;
+            if version != *seen {
+                let tenants = load(&self.store, &self.declared).await?;
+                self.directory.replace(Snapshot::from_config(&tenants));
+                if let Err(e) = self.pipeline.reload(&tenants) {
+                    // An invalid stored destination must not stop key changes from applying.
+                    tracing::warn!(error = %e, "broadcast destinations not reloaded");
                 }
-                Ok::<_, StoreError>(())
+                tracing::info!(
+                    version,
+                    keys = self.directory.key_count(),
+                    "tenants reloaded from the store"
+                );
+                *seen = version;
             }
-            .await;
-            match result {
-                Ok(()) if failing => {
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("store reachable again");
-                    failing = false;
                 }
-                Ok(()) => {}
-                // Keep serving with the last snapshot; say so once per outage.
-                Err(e) if !failing => {
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "cannot reload tenants from the store; serving the last snapshot");
-                    failing = true;
                 }
-                Err(_) => {}
             }
         }
-    })
+    }
+
+    /// Checks every [`RELOAD_INTERVAL`] until the task is aborted.
+    pub fn spawn_polling(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                self.check().await;
+            }
+        })
+    }
+}
+
+impl beacon_admin::Reload for Reloader {
+    fn reload(&self) -> beacon_admin::ReloadFuture<'_> {
+        Box::pin(self.check())
+    }
 }
 
 #[cfg(test)]
