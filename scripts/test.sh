@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Beacon's whole test suite on a fresh machine: installs what the tests need (a Python
-# venv with the official openai SDK and opentelemetry-proto, Debian's PostgreSQL), checks
-# formatting and lints, builds the binary and runs every unit and end-to-end test.
+# venv with the official openai SDK and opentelemetry-proto, Debian's PostgreSQL, Debian's
+# Chromium with Node.js and playwright-core for the console), checks formatting and lints,
+# builds the binary and runs every unit, end-to-end and browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,18 @@ sys.exit(0 if all(m.version(n) == v for n, v in want) else 1)
 PY
 then
     retry .venv/bin/pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
+fi
+
+# --- Browser tests of the console: Debian's Chromium driven by playwright-core ---------------
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium)
+{ command -v node && command -v npm; } >/dev/null 2>&1 || need+=(nodejs npm)
+if [ ${#need[@]} -gt 0 ]; then
+    retry apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive retry apt-get install -y -qq "${need[@]}"
+fi
+if ! (cd tests/console && npm ls --silent >/dev/null 2>&1); then
+    (cd tests/console && retry npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # --- PostgreSQL for the store tests, on a free loopback port ---------------------------------

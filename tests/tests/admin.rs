@@ -470,6 +470,31 @@ async fn scenario(store_url: &str, tenant: &str) {
     );
     assert!(v["stats"]["exported"].as_u64() >= Some(1), "{v}");
 
+    // Testing a stored destination with changes: a redacted secret means the stored one.
+    let redacted = sentry.dsn().replace(DSN_KEY, "d5n0…");
+    let (s, v) = api
+        .call(
+            m,
+            "POST",
+            &format!("{dest}/test"),
+            Some(json!({"dsn": redacted})),
+        )
+        .await;
+    assert_eq!((s, v["ok"].as_bool()), (200, Some(true)), "{v}");
+    let (s, v) = api
+        .call(
+            m,
+            "POST",
+            &format!("{dest}/test"),
+            Some(json!({"dsn": sentry.dsn().replace(DSN_KEY, WRONG_KEY)})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["ok"].as_bool(), v["status"].as_u64()),
+        (200, Some(false), Some(403)),
+        "{v}"
+    );
+
     // Unknown routes and methods.
     let (s, _) = api.call(m, "GET", &format!("{t}/nothing"), None).await;
     assert_eq!(s, 404);

@@ -207,15 +207,14 @@ impl Manager {
         Ok((stored, report))
     }
 
-    /// Changes a stored destination. Fields absent from `patch` keep their value; a secret
-    /// sent back in its redacted form is kept as well. A change of endpoint, DSN or headers
-    /// is tested first and saved only if the test passes; the report is returned then.
-    pub async fn update(
+    /// The settings `patch` would give a stored destination: fields absent from `patch` keep
+    /// their value, and a secret sent back in its redacted form keeps the stored one.
+    async fn patched(
         &self,
         tenant: &str,
         id: &str,
         patch: Value,
-    ) -> Result<(StoredDestination, Option<TestReport>), AdminError> {
+    ) -> Result<(Listed, DestinationConfig), AdminError> {
         let current = self.get(tenant, id).await?;
         if current.source == Source::Config {
             return Err(read_only(id));
@@ -228,7 +227,7 @@ impl Manager {
         let mut merged = fields(&current.config, false);
         for (key, value) in patch {
             match key.as_str() {
-                "id" | "source" | "updated_at" | "stats" => {
+                "id" | "source" | "updated_at" | "stats" | "test" => {
                     return Err(AdminError::field(key, "cannot be changed"))
                 }
                 "type" if value.as_str() != Some(current.config.kind.type_name()) => {
@@ -244,6 +243,30 @@ impl Manager {
             }
         }
         let config = parse(Value::Object(merged))?;
+        Ok((current, config))
+    }
+
+    /// Tests what a stored destination would be with `patch` applied, saving nothing.
+    pub async fn test_patched(
+        &self,
+        tenant: &str,
+        id: &str,
+        patch: Value,
+    ) -> Result<TestReport, AdminError> {
+        let (_, config) = self.patched(tenant, id, patch).await?;
+        self.test(tenant, &config).await
+    }
+
+    /// Changes a stored destination (see [`Manager::test_patched`] for how `patch` applies).
+    /// A change of endpoint, DSN or headers is tested first and saved only if the test
+    /// passes; the report is returned then.
+    pub async fn update(
+        &self,
+        tenant: &str,
+        id: &str,
+        patch: Value,
+    ) -> Result<(StoredDestination, Option<TestReport>), AdminError> {
+        let (current, config) = self.patched(tenant, id, patch).await?;
         if config.name != current.config.name {
             let existing = self.list(tenant).await?;
             if existing.iter().any(|d| d.config.name == config.name) {

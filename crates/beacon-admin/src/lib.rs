@@ -1,5 +1,6 @@
-//! Admin: how tenants change Beacon while it runs — the `/admin/v1` REST API (SPEC §5), off
-//! the hot path, mounted on the gateway's listener by the binary.
+//! Admin: how tenants change Beacon while it runs — the `/admin/v1` REST API and the
+//! `/console` web page on top of it (SPEC §5), off the hot path, mounted on the gateway's
+//! listener by the binary.
 //!
 //! ```text
 //! request /admin/v1/… ─▶ auth::Authenticator   operator token, or a tenant's management key
@@ -13,6 +14,7 @@
 //! and scrubbed from Test Connection messages before they are logged or returned.
 
 pub mod auth;
+pub mod console;
 pub mod destinations;
 pub mod error;
 pub mod routes;
@@ -93,6 +95,9 @@ impl Admin {
 
     /// Serves one request under `/admin/` or `/console`.
     pub async fn handle(&self, req: Request<Incoming>, request_id: &str) -> Response<ProxyBody> {
+        if req.uri().path().starts_with("/console") {
+            return console::serve(req.method(), req.uri().path(), request_id);
+        }
         routes::handle(&self.inner, req, request_id).await
     }
 }

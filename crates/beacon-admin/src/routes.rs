@@ -173,6 +173,16 @@ async fn route(
                         serde_json::to_value(report).unwrap_or_default(),
                     ))
                 }
+                (["destinations", id, "test"], &Method::POST) => {
+                    let report = inner
+                        .manager
+                        .test_patched(t, id, read_json(req).await?)
+                        .await?;
+                    Ok((
+                        StatusCode::OK,
+                        serde_json::to_value(report).unwrap_or_default(),
+                    ))
+                }
                 (["destinations", id], &Method::GET) => {
                     let d = inner.manager.get(t, id).await?;
                     Ok((StatusCode::OK, destination_view(inner, t, &d)))
@@ -198,7 +208,7 @@ async fn route(
                     Ok((StatusCode::OK, v))
                 }
                 ([] | ["keys" | "broadcast" | "destinations"], _)
-                | (["keys", _] | ["destinations", _] | ["destinations", _, "stats"], _) => {
+                | (["keys", _] | ["destinations", _] | ["destinations", _, "stats" | "test"], _) => {
                     not_allowed()
                 }
                 _ => Err(unknown(method, path)),

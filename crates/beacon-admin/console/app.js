@@ -1,0 +1,694 @@
+// Beacon console: Settings › Observability and Keys, on top of /admin/v1.
+// Plain ES module, no build step; every value from the server is rendered with textContent.
+
+const API = "/admin/v1";
+const TOKEN_KEY = "beacon.console.token";
+const TENANT_KEY = "beacon.console.tenant";
+const REFRESH_MS = 2000;
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY) || "",
+  session: null,
+  tenants: [],
+  tenant: sessionStorage.getItem(TENANT_KEY) || "",
+  timer: null,
+};
+
+// ---------------------------------------------------------------- helpers
+
+/** Creates an element: h("button", {class: "primary", onclick}, "Save"). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else if (v === true) el.setAttribute(k, "");
+    else el.setAttribute(k, String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+const $ = (id) => document.getElementById(id);
+
+function toast(message) {
+  const t = $("toast");
+  t.textContent = message;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.textContent = ""; }, 4000);
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.error?.message || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+async function api(method, path, body) {
+  const init = { method, headers: { authorization: `Bearer ${state.token}` } };
+  if (body !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(API + path, init);
+  const text = await resp.text();
+  const json = text ? JSON.parse(text) : null;
+  if (resp.status === 401) {
+    signOut("Your session is no longer valid: sign in again.");
+    throw new ApiError(resp.status, json);
+  }
+  if (!resp.ok) throw new ApiError(resp.status, json);
+  return json;
+}
+
+const tenantPath = (rest = "") => `/tenants/${encodeURIComponent(state.tenant)}${rest}`;
+
+function ago(unixSeconds) {
+  if (!unixSeconds) return "";
+  const s = Math.max(0, Math.round(Date.now() / 1000 - unixSeconds));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return new Date(unixSeconds * 1000).toLocaleString();
+}
+
+// ---------------------------------------------------------------- sign-in
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(TENANT_KEY);
+  state.token = "";
+  state.session = null;
+  state.tenant = "";
+  stopRefresh();
+  renderSignIn(message);
+}
+
+function renderSignIn(message) {
+  $("who").hidden = true;
+  $("nav").hidden = true;
+  const error = h("p", { id: "signin-error", class: "error", role: "alert" }, message || "");
+  const input = h("input", {
+    id: "token", type: "password", autocomplete: "current-password", required: true,
+    "aria-describedby": "token-help signin-error",
+  });
+  const form = h("form", { class: "card signin", "aria-labelledby": "signin-title" },
+    h("h1", { id: "signin-title" }, "Sign in to Beacon"),
+    h("div", { class: "field" },
+      h("label", { for: "token" }, "Operator token or management key"),
+      input,
+      h("p", { id: "token-help", class: "help" },
+        "The operator token is the server's admin.token (BEACON_ADMIN_TOKEN). A tenant's management key signs in to that tenant only.")),
+    error,
+    h("button", { type: "submit", class: "primary" }, "Sign in"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    state.token = input.value.trim();
+    error.textContent = "";
+    try {
+      await start();
+      sessionStorage.setItem(TOKEN_KEY, state.token);
+    } catch (err) {
+      state.token = "";
+      error.textContent = err.status === 401 || err.status === 403
+        ? "This token is not accepted: use the operator token or a management key."
+        : `Sign-in failed: ${err.message}`;
+      input.focus();
+    }
+  });
+  $("main").replaceChildren(form);
+  input.focus();
+}
+
+async function start() {
+  const session = await fetch(`${API}/session`, { headers: { authorization: `Bearer ${state.token}` } });
+  const body = await session.json().catch(() => null);
+  if (!session.ok) throw new ApiError(session.status, body);
+  state.session = body;
+  const tenants = await api("GET", "/tenants");
+  state.tenants = tenants.data;
+  if (body.role === "management") state.tenant = body.tenant;
+  else if (!state.tenants.some((t) => t.id === state.tenant)) state.tenant = state.tenants[0]?.id || "";
+  sessionStorage.setItem(TENANT_KEY, state.tenant);
+  renderHeader();
+  $("nav").hidden = false;
+  route();
+}
+
+function renderHeader() {
+  $("who").hidden = false;
+  const picker = $("tenant-picker");
+  const fixed = $("tenant-fixed");
+  if (state.session.role === "operator") {
+    picker.hidden = false;
+    $("tenant-label").hidden = false;
+    fixed.textContent = "operator";
+    fixed.className = "badge";
+    picker.replaceChildren(...state.tenants.map((t) =>
+      h("option", { value: t.id, selected: t.id === state.tenant }, `${t.name} (${t.id})`)));
+  } else {
+    picker.hidden = true;
+    $("tenant-label").hidden = true;
+    fixed.textContent = `Tenant ${state.tenant}`;
+    fixed.className = "";
+  }
+}
+
+// ---------------------------------------------------------------- routing
+
+function route() {
+  if (!state.session) return;
+  stopRefresh();
+  const page = location.hash === "#/keys" ? "keys" : "observability";
+  for (const id of ["observability", "keys"]) {
+    const link = $(`nav-${id}`);
+    if (id === page) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (!state.tenant) {
+    $("main").replaceChildren(h("div", { class: "card" },
+      h("h1", {}, "No tenant yet"),
+      h("p", {}, "Create a tenant with the admin API (POST /admin/v1/tenants) or `beacon tenant create`.")));
+    return;
+  }
+  if (page === "keys") renderKeys();
+  else renderObservability();
+}
+
+function stopRefresh() {
+  clearInterval(state.timer);
+  state.timer = null;
+}
+
+// ---------------------------------------------------------------- observability
+
+async function renderObservability() {
+  const main = $("main");
+  const toggle = h("button", {
+    type: "button", role: "switch", class: "switch", id: "broadcast-toggle",
+    "aria-checked": "false", "aria-describedby": "broadcast-help",
+  }, h("span", { class: "track", "aria-hidden": "true" }), h("span", { class: "state" }, "…"),
+  h("span", {}, "Enable Broadcast"));
+  const tbody = h("tbody", { id: "destinations-body" });
+  main.replaceChildren(
+    h("nav", { "aria-label": "Breadcrumb", class: "muted small" }, "Settings › Observability"),
+    h("h1", { tabindex: "-1", id: "page-title" }, "Observability"),
+    h("p", { class: "lede" },
+      "Send a trace of every completion — tokens, cost, timing and (unless privacy mode) the messages — to your own Sentry project or OpenTelemetry collector."),
+    h("section", { class: "card", "aria-labelledby": "broadcast-title" },
+      h("h2", { id: "broadcast-title" }, "Broadcast"),
+      toggle,
+      h("p", { id: "broadcast-help", class: "help" },
+        "When off, no completion of this tenant is exported, whatever its destinations.")),
+    h("section", { class: "card", "aria-labelledby": "destinations-title" },
+      h("div", { class: "row" },
+        h("h2", { id: "destinations-title" }, "Destinations"),
+        h("span", { class: "spacer" }),
+        h("button", { type: "button", class: "primary", id: "add-sentry", onclick: () => openEditor("sentry") }, "Add Sentry destination"),
+        h("button", { type: "button", id: "add-otlp", onclick: () => openEditor("otlp") }, "Add OTLP destination")),
+      h("table", { "aria-labelledby": "destinations-title" },
+        h("thead", {}, h("tr", {},
+          ["Name", "Type", "Enabled", "Privacy mode", "Sampling", "Last export", "Exported", "Dropped", "Actions"]
+            .map((c) => h("th", { scope: "col" }, c)))),
+        tbody)));
+  toggle.addEventListener("click", async () => {
+    const next = toggle.getAttribute("aria-checked") !== "true";
+    toggle.disabled = true;
+    try {
+      const r = await api("PUT", tenantPath("/broadcast"), { enabled: next });
+      setToggle(toggle, r.enabled);
+      toast(r.enabled ? "Broadcast enabled" : "Broadcast disabled");
+    } catch (err) {
+      toast(`Could not change broadcast: ${err.message}`);
+    } finally {
+      toggle.disabled = false;
+    }
+  });
+  try {
+    const b = await api("GET", tenantPath("/broadcast"));
+    setToggle(toggle, b.enabled);
+  } catch (err) {
+    toast(err.message);
+  }
+  await refreshDestinations();
+  state.timer = setInterval(refreshDestinations, REFRESH_MS);
+}
+
+function setToggle(toggle, on) {
+  toggle.setAttribute("aria-checked", on ? "true" : "false");
+  toggle.querySelector(".state").textContent = on ? "On" : "Off";
+}
+
+let lastDestinations = [];
+
+async function refreshDestinations() {
+  const tbody = $("destinations-body");
+  if (!tbody) return;
+  let list;
+  try {
+    list = (await api("GET", tenantPath("/destinations"))).data;
+  } catch (err) {
+    return;
+  }
+  lastDestinations = list;
+  if (!$("destinations-body")) return;
+  if (list.length === 0) {
+    tbody.replaceChildren(h("tr", {}, h("td", { colspan: 9, class: "empty" },
+      "No destinations yet. Add one, test it, and save it.")));
+    return;
+  }
+  tbody.replaceChildren(...list.map(destinationRow));
+}
+
+function lastExport(stats) {
+  const err = stats.last_error_at || 0;
+  const ok = stats.last_success_at || 0;
+  if (!err && !ok) return h("span", { class: "muted" }, stats.active ? "nothing yet" : "not running");
+  if (err > ok) return h("span", { class: "bad", title: stats.last_error }, `✗ ${stats.last_error} (${ago(err)})`);
+  return h("span", { class: "ok" }, `✓ ok (${ago(ok)})`);
+}
+
+function destinationRow(d) {
+  const fromConfig = d.source === "config";
+  return h("tr", { "data-destination": d.name },
+    h("th", { scope: "row" }, d.name, fromConfig ? [" ", h("span", { class: "badge", title: "Declared in the config file: change it there" }, "config file")] : null),
+    h("td", {}, d.type === "sentry" ? "Sentry" : "OTLP"),
+    h("td", {}, d.enabled ? "Yes" : "No"),
+    h("td", {}, d.privacy_mode ? "On" : "Off"),
+    h("td", { class: "num" }, `${Math.round(d.sampling_rate * 10000) / 100} %`),
+    h("td", { class: "small" }, lastExport(d.stats)),
+    h("td", { class: "num", "data-col": "exported" }, String(d.stats.exported)),
+    h("td", { class: "num", "data-col": "dropped", title: droppedTitle(d.stats) }, String(d.stats.dropped)),
+    h("td", {}, fromConfig ? h("span", { class: "muted small" }, "read-only") : h("div", { class: "row" },
+      h("button", { type: "button", "aria-label": `Edit ${d.name}`, onclick: () => openEditor(d.type, d) }, "Edit"),
+      h("button", { type: "button", class: "danger", "aria-label": `Delete ${d.name}`, onclick: () => deleteDestination(d) }, "Delete"))));
+}
+
+function droppedTitle(stats) {
+  const parts = Object.entries(stats.dropped_by_reason || {}).filter(([, n]) => n > 0).map(([r, n]) => `${r}: ${n}`);
+  return parts.length ? parts.join(", ") : "nothing dropped";
+}
+
+async function deleteDestination(d) {
+  if (!confirm(`Delete destination “${d.name}”? Completions stop being exported to it.`)) return;
+  try {
+    await api("DELETE", tenantPath(`/destinations/${encodeURIComponent(d.id)}`));
+    toast(`Deleted ${d.name}`);
+    await refreshDestinations();
+  } catch (err) {
+    toast(`Could not delete: ${err.message}`);
+  }
+}
+
+// ---------------------------------------------------------------- destination editor
+
+const SENTRY_PATH = /^\/api\/(\d+)\/integration\/otlp\/v1\/traces\/?$/;
+
+function parseUrl(text) {
+  try {
+    const u = new URL(text.trim());
+    return ["http:", "https:"].includes(u.protocol) ? u : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Client-side checks that mirror the server's; the server's word is final. */
+function validate(kind, v) {
+  const errors = {};
+  if (!v.name.trim()) errors.name = "Give the destination a name.";
+  else if (v.name.length > 100) errors.name = "At most 100 characters.";
+  if (!(v.sampling_rate >= 0.0001 && v.sampling_rate <= 1)) errors.sampling_rate = "Between 0.0001 and 1.";
+  if (kind === "sentry") {
+    const ep = parseUrl(v.otlp_endpoint);
+    let endpointProject = null;
+    if (!v.otlp_endpoint.trim()) errors.otlp_endpoint = "Required.";
+    else if (!ep) errors.otlp_endpoint = "Not a URL: it starts with https://";
+    else {
+      const m = ep.pathname.match(SENTRY_PATH);
+      if (!m) errors.otlp_endpoint = "Expected …/api/<project id>/integration/otlp/v1/traces";
+      else endpointProject = m[1];
+    }
+    const dsn = parseUrl(v.dsn);
+    if (!v.dsn.trim()) errors.dsn = "Required.";
+    else if (v.dsnUnchanged) {
+      // The stored DSN, shown redacted: kept as it is.
+    } else if (!dsn) errors.dsn = "Not a URL: a DSN looks like https://<key>@o0.ingest.sentry.io/<project id>";
+    else if (!dsn.username || !/^[A-Za-z0-9]+$/.test(dsn.username)) errors.dsn = "The public key before @ is missing: copy the whole DSN.";
+    else {
+      const project = dsn.pathname.replace(/\/+$/, "").split("/").pop();
+      if (!/^\d+$/.test(project)) errors.dsn = "The DSN must end with the numeric project id.";
+      else if (endpointProject && project !== endpointProject) {
+        errors.dsn = `Project ${project} does not match the endpoint's project ${endpointProject}: copy both from the same project.`;
+      }
+    }
+  } else {
+    const ep = parseUrl(v.endpoint);
+    if (!v.endpoint.trim()) errors.endpoint = "Required.";
+    else if (!ep) errors.endpoint = "Not a URL: it starts with https://";
+    for (const line of v.headersText.split("\n").filter((l) => l.trim())) {
+      if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]+\s*:/.test(line)) {
+        errors.headers = `“${line.slice(0, 30)}” is not “name: value”.`;
+        break;
+      }
+    }
+  }
+  return errors;
+}
+
+function field(id, label, input, help) {
+  input.id = id;
+  input.setAttribute("aria-describedby", `${id}-help ${id}-error`);
+  return h("div", { class: "field" },
+    h("label", { for: id }, label),
+    input,
+    help ? h("p", { class: "help", id: `${id}-help` }, help) : null,
+    h("p", { class: "error", id: `${id}-error`, "aria-live": "polite" }));
+}
+
+async function openEditor(kind, existing) {
+  let keys = [];
+  try {
+    keys = (await api("GET", tenantPath("/keys"))).data.filter((k) => !k.revoked_at);
+  } catch { /* the filter is optional */ }
+  const isNew = !existing;
+  const d = existing || { name: "", enabled: true, privacy_mode: false, sampling_rate: 1, api_keys: [], headers: {} };
+  const inputs = {
+    name: h("input", { type: "text", value: d.name, autocomplete: "off", required: true }),
+    otlp_endpoint: h("input", { type: "url", value: d.otlp_endpoint || "", autocomplete: "off", placeholder: "https://o0.ingest.sentry.io/api/0/integration/otlp/v1/traces", spellcheck: "false" }),
+    dsn: h("input", { type: "text", value: d.dsn || "", autocomplete: "off", placeholder: "https://<key>@o0.ingest.sentry.io/0", spellcheck: "false" }),
+    endpoint: h("input", { type: "url", value: d.endpoint || "", autocomplete: "off", placeholder: "https://otlp.example.com/v1/traces", spellcheck: "false" }),
+    headers: h("textarea", { spellcheck: "false", placeholder: "authorization: Bearer …" }),
+    enabled: h("input", { type: "checkbox", id: "enabled", checked: d.enabled }),
+    privacy_mode: h("input", { type: "checkbox", id: "privacy_mode", checked: d.privacy_mode }),
+    sampling_rate: h("input", { type: "number", min: "0.0001", max: "1", step: "any", value: String(d.sampling_rate) }),
+  };
+  inputs.headers.value = Object.entries(d.headers || {}).map(([k, v]) => `${k}: ${v}`).join("\n");
+  const keyBoxes = keys.map((k) => h("input", { type: "checkbox", value: k.id, id: `key-${k.id}`, checked: d.api_keys.includes(k.id) || d.api_keys.includes(k.name) }));
+  const result = h("div", { id: "test-result", class: "result", role: "status", "aria-live": "polite" });
+  const testButton = h("button", { type: "button", id: "test-connection" }, "Test Connection");
+  const saveButton = h("button", { type: "submit", class: "primary", id: "save-destination", disabled: true }, "Save");
+  const saveHint = h("span", { id: "save-hint", class: "help" });
+  const formError = h("p", { class: "error", role: "alert", id: "form-error" });
+
+  const target = kind === "sentry"
+    ? [field("otlp_endpoint", "OTLP Traces Endpoint", inputs.otlp_endpoint,
+        "In Sentry: Settings › Projects › your project › Client Keys (DSN) › OpenTelemetry: “OTLP Traces Endpoint” (…/api/<project id>/integration/otlp/v1/traces)."),
+       field("dsn", "Sentry DSN", inputs.dsn,
+        isNew ? "Same page, “DSN” (https://<public key>@o….ingest.sentry.io/<project id>). Beacon sends only its public key."
+              : "Shown redacted. Leave it as it is to keep the stored DSN, or paste a new one.")]
+    : [field("endpoint", "OTLP/HTTP traces endpoint", inputs.endpoint, "Your collector's traces URL, e.g. https://otlp.example.com/v1/traces."),
+       field("headers", "Headers", inputs.headers, "One per line, “name: value” (e.g. authorization: Bearer …). Values are stored encrypted and shown redacted.")];
+
+  const form = h("form", { method: "dialog", novalidate: true },
+    h("div", { class: "head" }, h("h2", { id: "editor-title" },
+      `${isNew ? "Add" : "Edit"} ${kind === "sentry" ? "Sentry" : "OTLP"} destination`)),
+    h("div", { class: "body" },
+      field("name", "Name", inputs.name, "Shown in this list and in Beacon's metrics."),
+      target,
+      h("div", { class: "field" }, h("label", { class: "check" }, inputs.enabled, h("span", {}, "Enabled"))),
+      h("div", { class: "field" },
+        h("label", { class: "check" }, inputs.privacy_mode, h("span", {}, "Privacy mode")),
+        h("p", { class: "help" }, "No prompt or completion text leaves Beacon; tokens, cost, timing and model are still sent.")),
+      field("sampling_rate", "Sampling rate", inputs.sampling_rate,
+        "Fraction of sessions exported (1 = all). A session is kept or dropped whole."),
+      h("fieldset", {}, h("legend", {}, "API-key filter"),
+        keyBoxes.length
+          ? keys.map((k, i) => h("label", { class: "check", for: `key-${k.id}` }, keyBoxes[i], h("span", {}, `${k.name} `, h("span", { class: "muted small" }, `${k.id} · ${k.role}`))))
+          : h("p", { class: "muted small" }, "This tenant has no keys in the store yet."),
+        h("p", { class: "help" }, "Export only completions made with the checked keys. None checked: every key.")),
+      result,
+      formError),
+    h("div", { class: "foot" },
+      testButton, saveButton, saveHint, h("span", { class: "spacer" }),
+      h("button", { type: "button", id: "cancel-editor", onclick: () => dialog.close() }, "Cancel")));
+  const dialog = h("dialog", { "aria-labelledby": "editor-title", id: "destination-editor" }, form);
+  document.body.append(dialog);
+  dialog.addEventListener("close", () => dialog.remove());
+
+  const targetKeys = kind === "sentry" ? ["otlp_endpoint", "dsn"] : ["endpoint", "headers"];
+  const original = {};
+  for (const k of targetKeys) original[k] = inputs[k].value;
+  let passedFor = null; // the target values that last passed a test
+
+  const values = () => ({
+    name: inputs.name.value,
+    otlp_endpoint: inputs.otlp_endpoint.value,
+    dsn: inputs.dsn.value,
+    dsnUnchanged: !isNew && inputs.dsn.value === original.dsn,
+    endpoint: inputs.endpoint.value,
+    headersText: inputs.headers.value,
+    sampling_rate: Number(inputs.sampling_rate.value),
+  });
+  const targetNow = () => JSON.stringify(targetKeys.map((k) => inputs[k].value));
+  const targetChanged = () => isNew || targetKeys.some((k) => inputs[k].value !== original[k]);
+
+  function body() {
+    const v = values();
+    const b = {
+      type: kind, name: v.name.trim(), enabled: inputs.enabled.checked,
+      privacy_mode: inputs.privacy_mode.checked, sampling_rate: v.sampling_rate,
+      api_keys: keyBoxes.filter((c) => c.checked).map((c) => c.value),
+    };
+    if (kind === "sentry") {
+      b.otlp_endpoint = v.otlp_endpoint.trim();
+      b.dsn = v.dsn.trim();
+    } else {
+      b.endpoint = v.endpoint.trim();
+      b.headers = Object.fromEntries(v.headersText.split("\n").filter((l) => l.includes(":"))
+        .map((l) => [l.slice(0, l.indexOf(":")).trim(), l.slice(l.indexOf(":") + 1).trim()]));
+    }
+    return b;
+  }
+
+  function showErrors(errors, touchedOnly) {
+    for (const [k, input] of Object.entries(inputs)) {
+      const slot = document.getElementById(`${k}-error`);
+      if (!slot) continue;
+      const show = errors[k] && (!touchedOnly || input.dataset.touched);
+      slot.textContent = show ? errors[k] : "";
+      if (show) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
+    }
+  }
+
+  function update() {
+    const errors = validate(kind, values());
+    showErrors(errors, true);
+    const valid = Object.keys(errors).length === 0;
+    testButton.disabled = !valid;
+    const tested = passedFor === targetNow();
+    const needsTest = targetChanged() && !tested;
+    saveButton.disabled = !valid || needsTest;
+    saveHint.textContent = !valid ? "Fix the highlighted fields."
+      : needsTest ? "Save is enabled once Test Connection passes for these values."
+      : tested ? "Test passed: ready to save." : "";
+    return valid;
+  }
+
+  for (const input of Object.values(inputs)) {
+    input.addEventListener("input", () => { input.dataset.touched = "1"; update(); });
+    input.addEventListener("change", () => { input.dataset.touched = "1"; update(); });
+    input.addEventListener("blur", () => { input.dataset.touched = "1"; update(); });
+  }
+
+  function showReport(report) {
+    result.className = `result ${report.ok ? "pass" : "fail"}`;
+    const head = report.ok ? "✓ Connection OK" : (report.reached ? "✗ Destination refused the test" : "✗ Destination not reached");
+    const facts = [report.status ? `HTTP ${report.status}` : null, `${report.latency_ms} ms`].filter(Boolean).join(" · ");
+    result.replaceChildren(h("strong", {}, head), ` — ${facts}`, h("br"), h("span", { class: "test-message" }, report.message));
+    result.scrollIntoView({ block: "nearest" });
+  }
+
+  function showServerError(err) {
+    const fields = err.body?.error?.fields;
+    if (err.status === 400 && fields) {
+      const errors = Object.fromEntries(fields.map((f) => [f.field, f.message]));
+      for (const k of Object.keys(errors)) if (inputs[k]) inputs[k].dataset.touched = "1";
+      showErrors(errors, false);
+      formError.textContent = fields.some((f) => !inputs[f.field]) ? err.message : "";
+    } else {
+      formError.textContent = err.message;
+    }
+  }
+
+  testButton.addEventListener("click", async () => {
+    for (const input of Object.values(inputs)) input.dataset.touched = "1";
+    if (!update()) return;
+    const tested = targetNow();
+    testButton.disabled = true;
+    formError.textContent = "";
+    result.className = "result pending";
+    result.textContent = "Testing… sending one test span (Sentry is asked twice, a second apart).";
+    try {
+      const payload = body();
+      let report = null;
+      if (isNew) {
+        report = await api("POST", tenantPath("/destinations/test"), payload);
+      } else if (targetChanged()) {
+        // The stored destination with these changes: a secret left redacted keeps its value.
+        delete payload.type;
+        report = await api("POST", tenantPath(`/destinations/${encodeURIComponent(d.id)}/test`), payload);
+      }
+      if (report) {
+        showReport(report);
+        if (report.ok) passedFor = tested;
+      } else {
+        result.className = "result pass";
+        result.textContent = "The endpoint and credentials are the saved ones, which passed when they were saved.";
+        passedFor = tested;
+      }
+    } catch (err) {
+      result.textContent = "";
+      showServerError(err);
+    } finally {
+      update();
+    }
+  });
+
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (!update()) return;
+    saveButton.disabled = true;
+    formError.textContent = "";
+    saveHint.textContent = isNew || targetChanged() ? "Saving… (tested again on save)" : "Saving…";
+    try {
+      if (isNew) {
+        await api("POST", tenantPath("/destinations"), body());
+      } else {
+        const patch = body();
+        delete patch.type;
+        await api("PATCH", tenantPath(`/destinations/${encodeURIComponent(d.id)}`), patch);
+      }
+      dialog.close();
+      toast(`Saved ${inputs.name.value.trim()}`);
+      await refreshDestinations();
+    } catch (err) {
+      if (err.status === 422 && err.body?.test) {
+        showReport(err.body.test);
+        passedFor = null;
+        formError.textContent = "Not saved: Test Connection failed.";
+      } else {
+        showServerError(err);
+      }
+      update();
+    }
+  });
+
+  dialog.showModal();
+  update();
+  inputs.name.focus();
+}
+
+// ---------------------------------------------------------------- keys
+
+async function renderKeys() {
+  const main = $("main");
+  const name = h("input", { type: "text", required: true, autocomplete: "off", maxlength: "100" });
+  const role = h("select", {},
+    h("option", { value: "client" }, "client — completions"),
+    h("option", { value: "management" }, "management — this tenant's console and admin API"));
+  const created = h("div", { id: "created-key", "aria-live": "polite" });
+  const formError = h("p", { class: "error", role: "alert" });
+  const form = h("form", { class: "row", "aria-label": "Create a key" },
+    h("div", { class: "field" }, h("label", { for: "key-name" }, "Name"), Object.assign(name, { id: "key-name" })),
+    h("div", { class: "field" }, h("label", { for: "key-role" }, "Role"), Object.assign(role, { id: "key-role" })),
+    h("button", { type: "submit", class: "primary", id: "create-key" }, "Create key"));
+  const tbody = h("tbody", { id: "keys-body" });
+  main.replaceChildren(
+    h("h1", { tabindex: "-1", id: "page-title" }, "Keys"),
+    h("p", { class: "lede" }, "Clients send a key as their OpenAI API key. A key is shown once, when it is created; Beacon keeps only its hash."),
+    h("section", { class: "card", "aria-labelledby": "new-key-title" },
+      h("h2", { id: "new-key-title" }, "New key"), form, formError, created),
+    h("section", { class: "card", "aria-labelledby": "keys-title" },
+      h("h2", { id: "keys-title" }, "Existing keys"),
+      h("table", { "aria-labelledby": "keys-title" },
+        h("thead", {}, h("tr", {}, ["Name", "ID", "Role", "Created", "Status", "Actions"].map((c) => h("th", { scope: "col" }, c)))),
+        tbody)));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    formError.textContent = "";
+    if (!name.value.trim()) {
+      formError.textContent = "Give the key a name.";
+      name.focus();
+      return;
+    }
+    try {
+      const k = await api("POST", tenantPath("/keys"), { name: name.value.trim(), role: role.value });
+      const secret = h("input", { type: "text", readonly: true, class: "secret", id: "new-key-value", value: k.key, "aria-label": "The new key" });
+      const copy = h("button", { type: "button", id: "copy-key" }, "Copy");
+      copy.addEventListener("click", async () => {
+        try {
+          await navigator.clipboard.writeText(k.key);
+        } catch {
+          secret.select();
+          document.execCommand("copy");
+        }
+        copy.textContent = "Copied";
+        toast("Key copied to the clipboard");
+      });
+      created.replaceChildren(h("div", { class: "callout" },
+        h("p", {}, h("strong", {}, `Key “${k.name}” (${k.role}) created. Copy it now: it will not be shown again.`)),
+        h("div", { class: "row" }, secret, copy)));
+      secret.focus();
+      secret.select();
+      name.value = "";
+      await refreshKeys();
+    } catch (err) {
+      formError.textContent = err.message;
+    }
+  });
+  await refreshKeys();
+}
+
+async function refreshKeys() {
+  const tbody = $("keys-body");
+  if (!tbody) return;
+  const keys = (await api("GET", tenantPath("/keys"))).data;
+  if (keys.length === 0) {
+    tbody.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No keys in the store yet.")));
+    return;
+  }
+  tbody.replaceChildren(...keys.map((k) => h("tr", { "data-key": k.id },
+    h("th", { scope: "row" }, k.name),
+    h("td", { class: "small" }, h("code", {}, k.id)),
+    h("td", {}, k.role),
+    h("td", { class: "small" }, new Date(k.created_at * 1000).toLocaleString()),
+    h("td", {}, k.revoked_at ? h("span", { class: "bad" }, "revoked") : h("span", { class: "ok" }, "active")),
+    h("td", {}, k.revoked_at ? null : h("button", {
+      type: "button", class: "danger", "aria-label": `Revoke ${k.name}`,
+      onclick: async () => {
+        if (!confirm(`Revoke key “${k.name}”? Requests with it are refused on every node within seconds.`)) return;
+        try {
+          await api("DELETE", tenantPath(`/keys/${encodeURIComponent(k.id)}`));
+          toast(`Revoked ${k.name}`);
+        } catch (err) {
+          toast(`Could not revoke: ${err.message}`);
+        }
+        await refreshKeys();
+      },
+    }, "Revoke")))));
+}
+
+// ---------------------------------------------------------------- boot
+
+window.addEventListener("hashchange", () => {
+  route();
+  $("page-title")?.focus();
+});
+document.addEventListener("DOMContentLoaded", () => {
+  $("sign-out").addEventListener("click", () => signOut("Signed out."));
+  $("tenant-picker").addEventListener("change", (e) => {
+    state.tenant = e.target.value;
+    sessionStorage.setItem(TENANT_KEY, state.tenant);
+    route();
+  });
+  if (state.token) start().catch(() => signOut("Sign in again."));
+  else renderSignIn();
+});

@@ -1,0 +1,200 @@
+// Browser test of the console (issue 5), driven by tests/tests/console.rs, which starts a
+// real `beacon`, a mock upstream and a mock Sentry and passes their addresses here:
+//   BEACON_URL, BEACON_OPERATOR_TOKEN, SENTRY_ENDPOINT, SENTRY_DSN, SENTRY_WRONG_DSN,
+//   SCREENSHOT_DIR, CHROMIUM (default /usr/bin/chromium)
+// Debian's Chromium, headless, through playwright-core; axe-core audits each main state.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set: run this through \`cargo test -p beacon-e2e --test console\``);
+  return v;
+};
+const BEACON = env("BEACON_URL");
+const OPERATOR = env("BEACON_OPERATOR_TOKEN");
+const ENDPOINT = env("SENTRY_ENDPOINT");
+const DSN = env("SENTRY_DSN");
+const WRONG_DSN = env("SENTRY_WRONG_DSN");
+const SHOTS = env("SCREENSHOT_DIR");
+mkdirSync(SHOTS, { recursive: true });
+const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+/** axe-core on the current page: no serious or critical violations. */
+async function audit(page, what) {
+  // Evaluated through the DevTools protocol: the page's CSP (script-src 'self') stays on.
+  await page.evaluate(AXE);
+  const result = await page.evaluate(async () =>
+    // eslint-disable-next-line no-undef
+    axe.run(document, { resultTypes: ["violations"] }));
+  const bad = result.violations.filter((v) => ["serious", "critical"].includes(v.impact));
+  assert.deepEqual(bad.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target).join(", ")})`), [],
+    `accessibility violations on ${what}`);
+}
+
+test("Settings › Observability: enable broadcast, test, save, and watch exports rise", async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    const consoleErrors = [];
+    // Refused requests (the wrong token's 401) are logged by Chromium itself; anything else
+    // in the console is the page's own error.
+    page.on("console", (m) => {
+      if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) consoleErrors.push(m.text());
+    });
+    page.on("pageerror", (e) => consoleErrors.push(String(e)));
+
+    // Sign in: a wrong token is refused with a message, the operator token works.
+    await page.goto(`${BEACON}/console`);
+    await page.getByLabel("Operator token or management key").fill("definitely-not-the-token");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("alert").filter({ hasText: "not accepted" }).waitFor();
+    await audit(page, "sign-in");
+    await shot(page, "01-sign-in");
+    await page.getByLabel("Operator token or management key").fill(OPERATOR);
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Observability" }).waitFor();
+    assert.equal(await page.locator("#tenant-picker").inputValue(), "acme");
+
+    // Enable Broadcast.
+    const toggle = page.getByRole("switch", { name: /Enable Broadcast/ });
+    await toggle.waitFor();
+    await page.waitForFunction(() => document.querySelector("#broadcast-toggle .state").textContent !== "…");
+    assert.equal(await toggle.getAttribute("aria-checked"), "false");
+    await toggle.click();
+    await page.waitForFunction(() => document.querySelector("#broadcast-toggle").getAttribute("aria-checked") === "true");
+    await page.locator("#destinations-body").getByText("No destinations yet").waitFor();
+
+    // Keyboard: the editor opens from the keyboard and Escape closes it.
+    await page.getByRole("button", { name: "Add Sentry destination" }).focus();
+    await page.keyboard.press("Enter");
+    const dialog = page.getByRole("dialog", { name: "Add Sentry destination" });
+    await dialog.waitFor();
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "detached" });
+
+    // A malformed DSN: an inline error on the field, nothing can be tested or saved.
+    await page.getByRole("button", { name: "Add Sentry destination" }).click();
+    await dialog.waitFor();
+    await dialog.getByLabel("Name").fill("Sentry production");
+    await dialog.getByLabel("OTLP Traces Endpoint").fill(ENDPOINT);
+    const dsn = dialog.getByLabel("Sentry DSN");
+    await dsn.fill("this is not a dsn");
+    await dsn.blur();
+    await dialog.locator("#dsn-error").filter({ hasText: "Not a URL" }).waitFor();
+    assert.equal(await dsn.getAttribute("aria-invalid"), "true");
+    assert.equal(await dialog.getByRole("button", { name: "Test Connection" }).isDisabled(), true);
+    assert.equal(await dialog.getByRole("button", { name: "Save" }).isDisabled(), true);
+    await audit(page, "editor with an inline error");
+    await shot(page, "02-inline-error");
+
+    // A DSN whose key Sentry refuses: the test fails with Sentry's text; Save stays disabled.
+    await dsn.fill(WRONG_DSN);
+    assert.equal(await dialog.getByRole("button", { name: "Save" }).isDisabled(), true);
+    await dialog.getByRole("button", { name: "Test Connection" }).click();
+    const result = dialog.locator("#test-result");
+    await result.filter({ hasText: "refused the test" }).waitFor({ timeout: 15000 });
+    const failed = await result.textContent();
+    assert.match(failed, /HTTP 403/);
+    assert.match(failed, /sentry_key/);
+    assert.equal(await dialog.getByRole("button", { name: "Save" }).isDisabled(), true);
+    await shot(page, "03-test-failed");
+
+    // The right DSN: the test passes, Save is enabled and works.
+    await dsn.fill(DSN);
+    assert.equal(await dialog.getByRole("button", { name: "Save" }).isDisabled(), true, "a new value needs a new test");
+    await dialog.getByRole("button", { name: "Test Connection" }).click();
+    await result.filter({ hasText: "Connection OK" }).waitFor({ timeout: 15000 });
+    assert.match(await result.textContent(), /HTTP 200/);
+    assert.match(await result.textContent(), /beacon test connection/);
+    await page.waitForFunction(() => !document.querySelector("#save-destination").disabled);
+    await shot(page, "04-test-passed");
+    await dialog.getByRole("button", { name: "Save" }).click();
+    await dialog.waitFor({ state: "detached", timeout: 15000 });
+    const row = page.locator('tr[data-destination="Sentry production"]');
+    await row.waitFor();
+    assert.equal((await row.locator('[data-col="exported"]').textContent()).trim(), "0");
+    assert.doesNotMatch(await page.locator("#destinations-body").textContent(), new RegExp(new URL(DSN).username));
+
+    // Keys: a new client key is shown once, with a copy button.
+    await page.getByRole("link", { name: "Keys" }).click();
+    await page.getByRole("heading", { name: "Keys", exact: true }).waitFor();
+    await page.getByLabel("Name").fill("checkout-service");
+    await page.getByRole("button", { name: "Create key" }).click();
+    const secret = page.locator("#new-key-value");
+    await secret.waitFor();
+    const key = await secret.inputValue();
+    assert.match(key, /^bk-/);
+    await page.getByRole("button", { name: "Copy" }).click();
+    await page.getByRole("button", { name: "Copied" }).waitFor();
+    await page.locator('tr[data-key]').filter({ hasText: "checkout-service" }).waitFor();
+    await audit(page, "keys");
+    await shot(page, "05-key-created");
+
+    // A completion through the gateway with that key makes the exported count rise.
+    const completion = await fetch(`${BEACON}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "mock/echo", messages: [{ role: "user", content: "hello from the console test" }] }),
+    });
+    assert.equal(completion.status, 200);
+    await page.getByRole("link", { name: "Settings › Observability" }).click();
+    await page.waitForFunction(() => {
+      const cell = document.querySelector('tr[data-destination="Sentry production"] [data-col="exported"]');
+      return cell && Number(cell.textContent) >= 1;
+    }, null, { timeout: 15000 });
+    await page.locator('tr[data-destination="Sentry production"]').getByText("✓ ok").waitFor();
+    await audit(page, "observability with a destination");
+    await shot(page, "06-exported");
+
+    // Edit: a change that does not touch the endpoint or DSN saves without a new test.
+    await page.getByRole("button", { name: "Edit Sentry production" }).click();
+    const edit = page.getByRole("dialog", { name: "Edit Sentry destination" });
+    await edit.waitFor();
+    assert.match(await edit.getByLabel("Sentry DSN").inputValue(), /…@/);
+    await edit.getByLabel("Sampling rate").fill("0.5");
+    await page.waitForFunction(() => !document.querySelector("#save-destination").disabled);
+    await edit.getByRole("button", { name: "Save" }).click();
+    await edit.waitFor({ state: "detached" });
+    await page.locator('tr[data-destination="Sentry production"]').getByText("50 %").waitFor();
+
+    // A management key signs in to its own tenant only.
+    await page.getByRole("link", { name: "Keys" }).click();
+    await page.getByLabel("Name").fill("acme-admin");
+    await page.getByLabel("Role").selectOption("management");
+    await page.getByRole("button", { name: "Create key" }).click();
+    const mgmt = await page.locator("#new-key-value").inputValue();
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByLabel("Operator token or management key").fill(mgmt);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("heading", { name: "Keys", exact: true }).waitFor(); // the page it was on
+    await page.getByRole("link", { name: "Settings › Observability" }).click();
+    await page.getByRole("heading", { name: "Observability" }).waitFor();
+    assert.equal(await page.locator("#tenant-picker").isHidden(), true);
+    await page.getByText("Tenant acme").waitFor();
+
+    // Delete.
+    page.once("dialog", (d) => d.accept());
+    await page.getByRole("button", { name: "Delete Sentry production" }).click();
+    await page.locator("#destinations-body").getByText("No destinations yet").waitFor();
+
+    assert.deepEqual(consoleErrors, [], "errors in the browser console");
+  } finally {
+    await browser.close();
+  }
+});

@@ -1,0 +1,85 @@
+//! The web console in a real browser (issue 5): starts a real `beacon` (admin token set, the
+//! embedded SQLite store), a mock upstream and a mock Sentry, then runs
+//! tests/console/console.test.mjs — playwright-core driving Debian's headless Chromium —
+//! against them. Screenshots land in target/console-screenshots/.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed assertion
+
+use std::path::Path;
+use std::process::Command;
+
+use beacon_e2e::mock_sentry::MockSentry;
+use beacon_e2e::mock_upstream::MockUpstream;
+use beacon_e2e::{workspace_root, Beacon};
+
+const OPERATOR: &str = "console-operator-token-123";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_in_chromium() {
+    let root = workspace_root();
+    let dir = root.join("tests/console");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "tests/console/node_modules is missing: run scripts/test.sh (it runs `npm ci` there)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: run scripts/test.sh (it installs Debian's chromium)"
+    );
+    let upstream = MockUpstream::start().await;
+    let sentry = MockSentry::start("4507", "c0nsolepublickey0123").await;
+    let config =
+        Beacon::config(&upstream.base_url(), "") + &format!("\n[admin]\ntoken = \"{OPERATOR}\"\n");
+    let beacon = Beacon::start(&config);
+    let shots = root.join("target/console-screenshots");
+
+    let out = tokio::task::spawn_blocking({
+        let beacon_url = format!("http://{}", beacon.addr);
+        let endpoint = sentry.endpoint();
+        let dsn = sentry.dsn();
+        let wrong = sentry.dsn().replace(&sentry.key, "wr0ngpublickey9876");
+        move || {
+            Command::new("node")
+                .args(["--test", "--test-reporter=spec", "console.test.mjs"])
+                .current_dir(&dir)
+                .env("BEACON_URL", beacon_url)
+                .env("BEACON_OPERATOR_TOKEN", OPERATOR)
+                .env("SENTRY_ENDPOINT", endpoint)
+                .env("SENTRY_DSN", dsn)
+                .env("SENTRY_WRONG_DSN", wrong)
+                .env("SCREENSHOT_DIR", &shots)
+                .env("CHROMIUM", chromium)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{text}\nbeacon logs:\n{}",
+        beacon.logs()
+    );
+    // What the browser did reached the real receiver: test spans and the completion's span.
+    let spans = sentry.spans().await;
+    assert!(
+        spans.iter().any(|s| s["name"] == "beacon test connection"),
+        "{spans:?}"
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["attributes"]["gen_ai.operation.name"] == "chat"),
+        "{spans:?}"
+    );
+    assert!(
+        !beacon.logs().contains("c0nsolepublickey0123"),
+        "the DSN key reached the logs"
+    );
+}
