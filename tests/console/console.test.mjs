@@ -22,6 +22,7 @@ const ENDPOINT = env("SENTRY_ENDPOINT");
 const DSN = env("SENTRY_DSN");
 const WRONG_DSN = env("SENTRY_WRONG_DSN");
 const SHOTS = env("SCREENSHOT_DIR");
+const COLLECTOR = env("COLLECTOR_ENDPOINT");
 mkdirSync(SHOTS, { recursive: true });
 const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
@@ -187,6 +188,31 @@ test("Settings › Observability: enable broadcast, test, save, and watch export
     await page.getByRole("heading", { name: "Observability" }).waitFor();
     assert.equal(await page.locator("#tenant-picker").isHidden(), true);
     await page.getByText("Tenant acme").waitFor();
+
+    // A generic OTLP destination with a header: tested, saved, the header value redacted.
+    await page.getByRole("button", { name: "Add OTLP destination" }).click();
+    const otlp = page.getByRole("dialog", { name: "Add OTLP destination" });
+    await otlp.waitFor();
+    await otlp.getByLabel("Name").fill("Collector");
+    await otlp.getByLabel("OTLP/HTTP traces endpoint").fill(COLLECTOR);
+    await otlp.getByLabel("Headers").fill("no colon here");
+    await otlp.getByLabel("Headers").blur();
+    await otlp.locator("#headers-error").filter({ hasText: "name: value" }).waitFor();
+    await otlp.getByLabel("Headers").fill("authorization: Bearer collector-secret-42");
+    await otlp.getByRole("button", { name: "Test Connection" }).click();
+    await otlp.locator("#test-result").filter({ hasText: "Connection OK" }).waitFor({ timeout: 15000 });
+    await otlp.getByRole("button", { name: "Save" }).click();
+    await otlp.waitFor({ state: "detached", timeout: 15000 });
+    await page.locator('tr[data-destination="Collector"]').waitFor();
+    await page.getByRole("button", { name: "Edit Collector" }).click();
+    const otlpEdit = page.getByRole("dialog", { name: "Edit OTLP destination" });
+    const headers = await otlpEdit.getByLabel("Headers").inputValue();
+    assert.match(headers, /^authorization: Bear…$/);
+    await otlpEdit.getByRole("button", { name: "Cancel" }).click();
+    await otlpEdit.waitFor({ state: "detached" });
+    page.once("dialog", (d) => d.accept());
+    await page.getByRole("button", { name: "Delete Collector" }).click();
+    await page.locator('tr[data-destination="Collector"]').waitFor({ state: "detached" });
 
     // Delete.
     page.once("dialog", (d) => d.accept());

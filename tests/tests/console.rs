@@ -29,6 +29,7 @@ async fn the_console_in_chromium() {
     );
     let upstream = MockUpstream::start().await;
     let sentry = MockSentry::start("4507", "c0nsolepublickey0123").await;
+    let collector = MockSentry::start_collector().await;
     let config =
         Beacon::config(&upstream.base_url(), "") + &format!("\n[admin]\ntoken = \"{OPERATOR}\"\n");
     let beacon = Beacon::start(&config);
@@ -39,6 +40,7 @@ async fn the_console_in_chromium() {
         let endpoint = sentry.endpoint();
         let dsn = sentry.dsn();
         let wrong = sentry.dsn().replace(&sentry.key, "wr0ngpublickey9876");
+        let collector_endpoint = format!("http://{}/v1/traces", collector.addr);
         move || {
             Command::new("node")
                 .args(["--test", "--test-reporter=spec", "console.test.mjs"])
@@ -48,6 +50,7 @@ async fn the_console_in_chromium() {
                 .env("SENTRY_ENDPOINT", endpoint)
                 .env("SENTRY_DSN", dsn)
                 .env("SENTRY_WRONG_DSN", wrong)
+                .env("COLLECTOR_ENDPOINT", collector_endpoint)
                 .env("SCREENSHOT_DIR", &shots)
                 .env("CHROMIUM", chromium)
                 .output()
