@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// How long in-flight requests may run after SIGTERM before they are cut.
     pub shutdown_grace: Duration,
+    /// Proxy threads, each with its own listener (SO_REUSEPORT), event loop and upstream
+    /// connection pool; `0` in the file means one per CPU.
+    pub workers: usize,
 }
 
 /// `[admin]`.

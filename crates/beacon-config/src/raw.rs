@@ -32,6 +32,7 @@ pub struct RawServer {
     pub upstream_timeout_secs: Option<f64>,
     pub connect_timeout_secs: Option<f64>,
     pub shutdown_grace_secs: Option<f64>,
+    pub workers: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -56,6 +56,17 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             "server.shutdown_grace_secs",
             &mut errs,
         ),
+        workers: match raw.server.workers {
+            None | Some(0) => std::thread::available_parallelism().map_or(1, usize::from),
+            Some(n @ 1..=1024) => usize::try_from(n).unwrap_or(1),
+            Some(_) => {
+                errs.push(FieldError::new(
+                    "server.workers",
+                    "must be between 0 (one per CPU) and 1024",
+                ));
+                1
+            }
+        },
     };
 
     let admin = AdminConfig {

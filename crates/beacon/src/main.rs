@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod admin_cli;
 mod tenants;
+mod workers;
 
 /// mimalloc instead of the system allocator: the proxy and the export pipeline allocate and
 /// free many small objects across threads, where glibc malloc spends a large share of CPU.
@@ -119,7 +120,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // The main runtime runs the store, the admin API, reloads and signals; the proxy
+            // has its own threads (workers.rs) and the export pipeline its own.
             let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("beacon-main")
                 .enable_all()
                 .build()
             {
@@ -192,34 +197,46 @@ async fn serve(config: Config) -> Result<(), String> {
         pipeline.control(),
         reloader,
     );
-    let app = beacon_proxy::App::new(&config, sender, metrics, directory)
-        .map_err(|e| e.to_string())?
-        .mount(Arc::new(admin));
-    let app = Arc::new(app);
-    // Load the tokenizer tables off the request path, before the first estimate needs them.
-    std::thread::spawn(beacon_proxy::meter::estimate::warm_up);
+    let admin: Arc<dyn beacon_proxy::Mounted> = Arc::new(workers::OnMainRuntime {
+        handle: tokio::runtime::Handle::current(),
+        inner: Arc::new(admin),
+    });
+    // The tokenizer tables (~60 MiB for o200k_base and cl100k_base) are loaded the first
+    // time an upstream reports no usage, not at start: most never need them.
 
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
+    let listeners = workers::bind(config.server.listen, config.server.workers)
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
+    let mut apps = Vec::with_capacity(listeners.len());
+    for _ in &listeners {
+        let app =
+            beacon_proxy::App::new(&config, sender.clone(), metrics.clone(), directory.clone())
+                .map_err(|e| e.to_string())?
+                .mount(admin.clone());
+        apps.push(Arc::new(app));
+    }
+    drop(sender);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let threads = workers::spawn(listeners, apps, stopped, config.server.shutdown_grace)
+        .map_err(|e| format!("cannot start the proxy threads: {e}"))?;
     tracing::info!(
         addr = %addr,
         version = env!("CARGO_PKG_VERSION"),
+        workers = threads.len(),
         providers = config.providers.len(),
-        keys = app.directory.key_count(),
+        keys = directory.key_count(),
         "listening"
     );
-    beacon_proxy::server::run(
-        listener,
-        app.clone(),
-        shutdown_signal(),
-        config.server.shutdown_grace,
-    )
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    // Each worker drains its connections for up to the grace period; connections cut then
+    // still hold meters, whose records are counted as shutdown drops once the queue closes.
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
     .await;
-    // Connections cut at the end of the grace period still hold meters; their records are
-    // counted as shutdown drops once the queue closes.
-    drop(app);
     reload.abort();
     pipeline.shutdown().await;
     tracing::info!("stopped");

@@ -27,7 +27,8 @@ fn encoder(model: &str) -> &'static CoreBPE {
     }
 }
 
-/// Loads the tokenizer tables ahead of the first request that needs them.
+/// Loads both tokenizer tables now (tests and benchmarks; the gateway loads each one the
+/// first time an upstream reports no usage for a model that needs it).
 pub fn warm_up() {
     let _ = tiktoken_rs::o200k_base_singleton().encode_ordinary("warm up");
     let _ = tiktoken_rs::cl100k_base_singleton().encode_ordinary("warm up");

@@ -1,0 +1,591 @@
+#!/usr/bin/env python3
+"""Beacon against the direct path, nginx as a plain reverse proxy and LiteLLM, in one run.
+
+One command installs and starts everything on 127.0.0.1:
+  - nginx (Debian) as the upstream stub: a canned chat.completion, a canned SSE stream, a
+    slow SSE stream (limit_rate) and a Sentry OTLP receiver answering 200;
+  - nginx as a plain proxy_pass reverse proxy in front of the stub;
+  - Beacon (release build) with broadcast on (to the Sentry stub), broadcast off, and
+    broadcast on with Sentry down (a closed port);
+  - LiteLLM proxy from PyPI (pinned; --no-litellm skips it);
+  - wrk (Debian) for saturated throughput, and bench/loadgen (Rust) for the fixed-rate,
+    streaming and held-streams scenarios.
+Targets run interleaved (A B C A B C ...) for several rounds; medians are reported.
+
+Usage:
+  python3 bench/gateway_bench.py [--rounds 5] [--duration 8] [--soak 0] [--no-litellm]
+Writes docs/bench/results.json, docs/bench/results.txt and docs/bench/results.png.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+VENV = ROOT / "bench/.venv"
+LITELLM = "litellm[proxy]==1.74.9"  # a 2025 release (never 1.107.0)
+MATPLOTLIB = "matplotlib==3.10.3"
+KEY = "bk-bench-key-0001"
+MODEL = "gpt-4o-2024-08-06"
+
+
+def chunk(delta, finish=None, usage=None):
+    c = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000, "model": MODEL,
+         "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    if usage:
+        c["usage"] = usage
+    return "data: " + json.dumps(c, separators=(",", ":")) + "\n\n"
+
+
+USAGE = {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28}
+COMPLETION = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": MODEL,
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the benchmark upstream."},
+                 "finish_reason": "stop"}],
+    "usage": USAGE,
+}, separators=(",", ":"))
+WORDS = ["Hello", " from", " the", " benchmark", " upstream", ",", " one", " chunk", " at", " a", " time", "."]
+SSE = (chunk({"role": "assistant", "content": ""}) + "".join(chunk({"content": w}) for w in WORDS)
+       + chunk({}, "stop") + chunk(None, usage=USAGE) + "data: [DONE]\n\n")
+# A slow stream: 400 chunks sent at 2 KiB/s by nginx (limit_rate), ~40 s long.
+SLOW_SSE = (chunk({"role": "assistant", "content": ""}) + "".join(chunk({"content": f" w{i}"}) for i in range(400))
+            + chunk({}, "stop") + chunk(None, usage=USAGE) + "data: [DONE]\n\n")
+# A trickling stream: the first chunk at once, the rest over ~1 s (no chunk may be held back).
+TRICKLE_SSE = SSE + "".join(chunk({"content": f" t{i}"}) for i in range(60))
+
+
+def body(model, stream=False):
+    b = {"model": model, "messages": [{"role": "user", "content": "Say hello"}]}
+    if stream:
+        b["stream"] = True
+    return json.dumps(b)
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_tools(litellm):
+    missing = [p for p, b in (("nginx", "/usr/sbin/nginx"), ("wrk", "/usr/bin/wrk")) if not os.path.exists(b)]
+    if missing:
+        for attempt in (1, 2):
+            ok = subprocess.run(["apt-get", "update", "-qq"]).returncode == 0 and subprocess.run(
+                ["apt-get", "install", "-y", "-qq", *missing], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}).returncode == 0
+            if ok:
+                break
+            if attempt == 2:
+                raise SystemExit(f"cannot install {missing}")
+            time.sleep(5)
+    if not (VENV / "bin/python").exists():
+        sh(sys.executable, "-m", "venv", str(VENV))
+    want = [MATPLOTLIB] + ([LITELLM] if litellm else [])
+    check = subprocess.run([str(VENV / "bin/python"), "-c",
+                            "import importlib.metadata as m, sys; "
+                            "sys.exit(0 if all(m.version(w.split('[')[0].split('==')[0]) == w.split('==')[1] for w in sys.argv[1:]) else 1)",
+                            *want], capture_output=True)
+    if check.returncode != 0:
+        for attempt in (1, 2):
+            if subprocess.run([str(VENV / "bin/pip"), "install", "-q", "--disable-pip-version-check", *want]).returncode == 0:
+                break
+            if attempt == 2:
+                raise SystemExit("pip install failed")
+            time.sleep(5)
+    sh("cargo", "build", "--release", "--locked", "-p", "beacon", "-p", "beacon-loadgen", cwd=ROOT)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=60):
+    start = time.time()
+    while time.time() - start < timeout:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} did not open")
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def nginx_quote(text):
+    return text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+
+
+def start_nginx(tmp, name, server_block):
+    conf = tmp / f"{name}.conf"
+    conf.write_text(f"""
+worker_processes auto;
+worker_rlimit_nofile 20000;
+daemon off;
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}-error.log warn;
+events {{ worker_connections 8000; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/{name}-body;
+    proxy_temp_path {tmp}/{name}-proxy;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+{server_block}
+}}
+""")
+    proc = subprocess.Popen(["nginx", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=raise_nofile)
+    return proc
+
+
+def stub_block(tmp, port):
+    # The long streams are files: a POST to a static file is a 405, which error_page turns
+    # into an internal GET of the file (nginx's static module serves no POST).
+    www = tmp / "www"
+    www.mkdir(exist_ok=True)
+    (www / "slow.sse").write_text(SLOW_SSE)
+    (www / "trickle.sse").write_text(TRICKLE_SSE)
+    files = "".join(f"""
+        location /files/{name}/ {{ internal; alias {www}/; types {{ }} default_type text/event-stream;
+                                  limit_rate_after {after}; limit_rate {rate}; }}
+        location = /{name}/v1/chat/completions {{ error_page 405 =200 /files/{name}/{name}.sse; return 405; }}"""
+                    for name, after, rate in (("slow", "0", "2k"), ("trickle", "0", "7k")))
+    return f"""
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location = /v1/chat/completions {{ default_type application/json; return 200 '{nginx_quote(COMPLETION)}'; }}
+        location = /sse/v1/chat/completions {{ default_type text/event-stream; return 200 '{nginx_quote(SSE)}'; }}
+        location = /api/1/integration/otlp/v1/traces {{ default_type application/x-protobuf; return 200 ''; }}{files}
+    }}"""
+
+
+def proxy_block(port, up_port):
+    return f"""
+    upstream stub {{ server 127.0.0.1:{up_port}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location / {{
+            proxy_pass http://stub;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}"""
+
+
+def start_beacon(tmp, name, up_port, broadcast, sentry_port=None):
+    port = free_port()
+    sentry_port = sentry_port or up_port
+    dest = f"""
+[tenants.broadcast]
+enabled = true
+[[tenants.broadcast.destinations]]
+type = "sentry"
+name = "stub"
+otlp_endpoint = "http://127.0.0.1:{sentry_port}/api/1/integration/otlp/v1/traces"
+dsn = "http://benchkey@127.0.0.1:{sentry_port}/1"
+""" if broadcast else ""
+    providers = "".join(f"""
+[[providers]]
+name = "{p}"
+base_url = "http://127.0.0.1:{up_port}{prefix}/v1"
+api_key = "sk-stub"
+""" for p, prefix in (("stub", ""), ("sse", "/sse"), ("trickle", "/trickle"), ("slow", "/slow")))
+    conf = tmp / f"{name}.toml"
+    conf.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+[store]
+url = "sqlite://{tmp}/{name}.db"
+[broadcast]
+allow_private_destinations = true
+{providers}
+[[tenants]]
+id = "bench"
+api_keys = ["{KEY}"]
+{dest}
+""")
+    proc = subprocess.Popen([str(ROOT / "target/release/beacon"), "serve", "--config", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.log", "w"),
+                            env={**os.environ, "BEACON_LOG": "warn"}, preexec_fn=raise_nofile)
+    wait_port(port)
+    return proc, port
+
+
+def start_litellm(tmp, up_port):
+    port = free_port()
+    conf = tmp / "litellm.yaml"
+    conf.write_text(f"""
+model_list:
+  - model_name: stub/gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_base: http://127.0.0.1:{up_port}/v1
+      api_key: sk-stub
+litellm_settings:
+  telemetry: false
+""")
+    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": KEY, "DISABLE_SCHEMA_UPDATE": "true",
+           "NO_DOCS": "True", "LITELLM_TELEMETRY": "False"}
+    proc = subprocess.Popen([str(VENV / "bin/litellm"), "--config", str(conf), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=open(tmp / "litellm.log", "w"), stderr=subprocess.STDOUT, env=env, cwd=tmp,
+                            preexec_fn=raise_nofile)
+    wait_port(port, timeout=180)
+    return proc, port
+
+
+def rss(pid, field="VmRSS"):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def cpu_seconds(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_script(tmp, name, model):
+    path = tmp / f"{name}.lua"
+    path.write_text('wrk.method = "POST"\n'
+                    f"wrk.body = {json.dumps(body(model))}\n"
+                    'wrk.headers["Content-Type"] = "application/json"\n'
+                    f'wrk.headers["Authorization"] = "Bearer {KEY}"\n')
+    return path
+
+
+def wrk(port, path, duration, connections, script, pid=None):
+    before = cpu_seconds(pid) if pid else None
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
+                          f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out)
+        v, unit = float(m.group(1)), m.group(2)
+        return v * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    res = {"rps": rps, "p50_ms": pct(50), "p99_ms": pct(99), "non_2xx": int(errors.group(1)) if errors else 0,
+           "socket_errors": socket_errors.group(1) if socket_errors else ""}
+    if pid:
+        res["cpu_us_per_request"] = (cpu_seconds(pid) - before) * 1e6 / max(total, 1)
+    return res
+
+
+def loadgen(*args):
+    out = subprocess.run([str(ROOT / "target/release/beacon-loadgen"), *args], capture_output=True, text=True,
+                         preexec_fn=raise_nofile)
+    if out.returncode != 0:
+        raise SystemExit(f"beacon-loadgen {args[0]} failed: {out.stderr}")
+    return json.loads(out.stdout)
+
+
+def med(values):
+    return statistics.median(values) if values else None
+
+
+def plot(summary, path):
+    py = VENV / "bin/python"
+    script = r"""
+import json, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+s = json.load(open(sys.argv[1]))
+t64 = s["throughput"]["64"]
+names = [n for n in ("direct", "nginx", "beacon", "beacon_off", "beacon_sentry_down", "litellm") if n in t64]
+fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+ax = axes[0]
+vals = [t64[n]["rps"] for n in names]
+ax.bar(names, vals, color=["#888", "#2a9d8f", "#5a3fd6", "#8e7cc3", "#b4a7d6", "#e76f51"][:len(names)])
+ax.set_title("Non-streaming throughput, 64 connections (req/s, median)")
+ax.tick_params(axis="x", rotation=30)
+for i, v in enumerate(vals):
+    ax.text(i, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=8)
+ax = axes[1]
+fr = s["fixed_rate"]["targets"]
+pcts = ["p50_us", "p90_us", "p99_us", "p999_us"]
+for n, c in (("direct", "#888"), ("nginx", "#2a9d8f"), ("beacon", "#5a3fd6")):
+    if n in fr:
+        ax.plot([p[:-3] for p in pcts], [fr[n][p] / 1000 for p in pcts], marker="o", label=n, color=c)
+ax.set_title(f"Latency at a fixed {s['fixed_rate']['rate']:.0f} req/s (ms, medians of rounds)")
+ax.set_yscale("log")
+ax.legend()
+ax = axes[2]
+st = s["streaming"]["targets"]
+for n, c in (("direct", "#888"), ("nginx", "#2a9d8f"), ("beacon", "#5a3fd6")):
+    if n in st:
+        ax.plot(["ttfc p50", "ttfc p99", "total p50", "total p99"],
+                [st[n]["ttfc_p50_us"] / 1000, st[n]["ttfc_p99_us"] / 1000, st[n]["total_p50_us"] / 1000, st[n]["total_p99_us"] / 1000],
+                marker="o", label=n, color=c)
+ax.set_title("Streaming: time to first chunk and total (ms)")
+ax.legend()
+fig.suptitle(s["title"], fontsize=10)
+fig.tight_layout()
+fig.savefig(sys.argv[2], dpi=110)
+"""
+    tmp = pathlib.Path(tempfile.mkdtemp()) / "plot.py"
+    tmp.write_text(script)
+    data = pathlib.Path(tempfile.mkdtemp()) / "s.json"
+    data.write_text(json.dumps(summary))
+    sh(str(py), str(tmp), str(data), str(path))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    ap.add_argument("--rate", type=float, default=2000, help="fixed-rate scenario, requests/s")
+    ap.add_argument("--streams", type=int, default=1000, help="slow streams held open at once")
+    ap.add_argument("--soak", type=int, default=0, help="seconds of Sentry-down soak for memory growth (600 = the target's 10 minutes)")
+    ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM")
+    ap.add_argument("--out", default=str(ROOT / "docs/bench"))
+    args = ap.parse_args()
+    litellm = not args.no_litellm
+    ensure_tools(litellm)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="beacon-bench-"))
+    tmp.chmod(0o755)  # nginx workers (user nobody when started as root) read the stream files
+    procs = []
+    up_port, proxy_port = free_port(), free_port()
+    procs.append(start_nginx(tmp, "stub", stub_block(tmp, up_port)))
+    procs.append(start_nginx(tmp, "proxy", proxy_block(proxy_port, up_port)))
+    wait_port(up_port)
+    wait_port(proxy_port)
+    try:
+        beacon, beacon_port = start_beacon(tmp, "beacon", up_port, True)
+        off, off_port = start_beacon(tmp, "beacon_off", up_port, False)
+        down, down_port = start_beacon(tmp, "beacon_sentry_down", up_port, True, sentry_port=free_port())
+        procs += [beacon, off, down]
+        targets = {  # name: (port, path, model, pid)
+            "direct": (up_port, "/v1/chat/completions", "gpt-4o", None),
+            "nginx": (proxy_port, "/v1/chat/completions", "gpt-4o", None),
+            "beacon": (beacon_port, "/v1/chat/completions", "stub/gpt-4o", beacon.pid),
+            "beacon_off": (off_port, "/v1/chat/completions", "stub/gpt-4o", off.pid),
+            "beacon_sentry_down": (down_port, "/v1/chat/completions", "stub/gpt-4o", down.pid),
+        }
+        if litellm:
+            ll, ll_port = start_litellm(tmp, up_port)
+            procs.append(ll)
+            targets["litellm"] = (ll_port, "/v1/chat/completions", "stub/gpt-4o", ll.pid)
+        scripts = {n: wrk_script(tmp, n, t[2]) for n, t in targets.items()}
+        for n, (port, path, _, _) in targets.items():  # warm-up
+            wrk(port, path, 2, 64, scripts[n])
+        rss_after_warmup = rss(beacon.pid)
+
+        # --- throughput at 16 and 64 connections, interleaved rounds --------------------------
+        throughput = {"16": {}, "64": {}}
+        runs = {"16": {n: [] for n in targets}, "64": {n: [] for n in targets}}
+        for r in range(args.rounds):
+            for conns in ("16", "64"):
+                for n, (port, path, _, pid) in targets.items():
+                    if conns == "16" and n in ("beacon_off", "beacon_sentry_down"):
+                        continue
+                    res = wrk(port, path, args.duration, int(conns), scripts[n], pid)
+                    runs[conns][n].append(res)
+                    print(f"round {r + 1} c{conns} {n}: {res}", file=sys.stderr)
+        for conns, by in runs.items():
+            for n, rs in by.items():
+                if rs:
+                    throughput[conns][n] = {k: med([x[k] for x in rs]) for k in ("rps", "p50_ms", "p99_ms")}
+                    if "cpu_us_per_request" in rs[0]:
+                        throughput[conns][n]["cpu_us_per_request"] = med([x["cpu_us_per_request"] for x in rs])
+                    throughput[conns][n]["non_2xx"] = sum(x["non_2xx"] for x in rs)
+        peak_rss_kib = rss(beacon.pid, "VmHWM")
+
+        # --- fixed rate: latency added to the direct path --------------------------------------
+        fixed = {n: [] for n in ("direct", "nginx", "beacon")}
+        for r in range(args.rounds):
+            for n in fixed:
+                port, path, model, _ = targets[n]
+                res = loadgen("rate", "--url", f"http://127.0.0.1:{port}{path}", "--body", body(model),
+                              "-H", f"authorization: Bearer {KEY}", "--rate", str(args.rate), "--duration", "5",
+                              "--connections", "64")
+                fixed[n].append(res)
+                print(f"round {r + 1} fixed-rate {n}: {res['latency']}", file=sys.stderr)
+        fixed_med = {n: {k: med([x["latency"][k] for x in rs]) for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us")}
+                     | {"errors": sum(x["errors"] for x in rs)} for n, rs in fixed.items()}
+
+        # --- streaming: time to first chunk and total --------------------------------------------
+        stream_targets = {"direct": (up_port, "/sse/v1/chat/completions", "gpt-4o"),
+                          "nginx": (proxy_port, "/sse/v1/chat/completions", "gpt-4o"),
+                          "beacon": (beacon_port, "/v1/chat/completions", "sse/gpt-4o")}
+        trickle_targets = {"direct": (up_port, "/trickle/v1/chat/completions", "gpt-4o"),
+                           "nginx": (proxy_port, "/trickle/v1/chat/completions", "gpt-4o"),
+                           "beacon": (beacon_port, "/v1/chat/completions", "trickle/gpt-4o")}
+        streaming = {n: [] for n in stream_targets}
+        trickle = {n: [] for n in trickle_targets}
+        for r in range(args.rounds):
+            for n, (port, path, model) in stream_targets.items():
+                res = loadgen("stream", "--url", f"http://127.0.0.1:{port}{path}", "--body", body(model, True),
+                              "-H", f"authorization: Bearer {KEY}", "--concurrency", "16", "--requests", "3000")
+                streaming[n].append(res)
+                print(f"round {r + 1} stream {n}: ttfc {res['time_to_first_chunk']}", file=sys.stderr)
+            for n, (port, path, model) in trickle_targets.items():
+                res = loadgen("stream", "--url", f"http://127.0.0.1:{port}{path}", "--body", body(model, True),
+                              "-H", f"authorization: Bearer {KEY}", "--concurrency", "8", "--requests", "16")
+                trickle[n].append(res)
+                print(f"round {r + 1} trickle {n}: ttfc {res['time_to_first_chunk']['p50_us']} total {res['total']['p50_us']}", file=sys.stderr)
+
+        def stream_med(d):
+            return {n: {"ttfc_p50_us": med([x["time_to_first_chunk"]["p50_us"] for x in rs]),
+                        "ttfc_p99_us": med([x["time_to_first_chunk"]["p99_us"] for x in rs]),
+                        "total_p50_us": med([x["total"]["p50_us"] for x in rs]),
+                        "total_p99_us": med([x["total"]["p99_us"] for x in rs]),
+                        "frames_per_stream": med([x["frames_per_stream"] for x in rs]),
+                        "errors": sum(x["errors"] for x in rs)} for n, rs in d.items()}
+
+        streaming_med = stream_med(streaming)
+        trickle_med = stream_med(trickle)
+
+        # --- slow streams held open: memory per stream --------------------------------------------
+        held = {}
+        for n, (port, path, model, pid_of) in {
+                "beacon": (beacon_port, "/v1/chat/completions", "slow/gpt-4o", beacon.pid)}.items():
+            held[n] = loadgen("hold", "--url", f"http://127.0.0.1:{port}{path}", "--body", body(model, True),
+                              "-H", f"authorization: Bearer {KEY}", "--streams", str(args.streams), "--seconds", "5",
+                              "--pid", str(pid_of))
+            print(f"hold {n}: {held[n]}", file=sys.stderr)
+
+        # --- soak with Sentry down: memory stays flat ---------------------------------------------
+        soak = None
+        if args.soak:
+            port, path, _, pid = targets["beacon_sentry_down"]
+            samples = []
+            proc = subprocess.Popen([str(ROOT / "target/release/beacon-loadgen"), "rate", "--url",
+                                     f"http://127.0.0.1:{port}{path}", "--body", body("stub/gpt-4o"),
+                                     "-H", f"authorization: Bearer {KEY}", "--rate", str(args.rate),
+                                     "--duration", str(args.soak), "--warmup", "0", "--connections", "64"],
+                                    stdout=subprocess.PIPE, text=True)
+            start = time.time()
+            while proc.poll() is None:
+                samples.append((round(time.time() - start, 1), rss(pid)))
+                time.sleep(10)
+            out = json.loads(proc.stdout.read())
+            settled = [kib for t, kib in samples if t >= 60] or [kib for _, kib in samples]
+            soak = {"seconds": args.soak, "rate": args.rate, "rss_kib_samples": samples,
+                    "rss_kib_first_minute_end": settled[0], "rss_kib_end": settled[-1],
+                    "growth": settled[-1] / settled[0] - 1, "latency": out["latency"], "errors": out["errors"]}
+            print(f"soak: {soak['rss_kib_first_minute_end']} → {soak['rss_kib_end']} KiB", file=sys.stderr)
+
+        def metric_sum(port, prefix):
+            text = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/metrics"], capture_output=True, text=True).stdout
+            out = {}
+            for line in text.splitlines():
+                if line.startswith(prefix):
+                    reason = re.search(r'reason="([^"]+)"', line)
+                    k = reason.group(1) if reason else "total"
+                    out[k] = out.get(k, 0) + float(line.rsplit(" ", 1)[1])
+            return out
+
+        exported = metric_sum(beacon_port, "beacon_broadcast_exported_total")
+        dropped = metric_sum(beacon_port, "beacon_broadcast_dropped_total")
+        down_dropped = metric_sum(down_port, "beacon_broadcast_dropped_total")
+        versions = {
+            "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
+            "wrk": (subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines() or [""])[0],
+            "beacon": subprocess.run([str(ROOT / "target/release/beacon"), "--version"], capture_output=True, text=True).stdout.strip(),
+            "litellm": LITELLM if litellm else None,
+            "rustc": subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip(),
+            "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        }
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    t64, t16 = throughput["64"], throughput["16"]
+    ratios = {
+        "beacon_vs_nginx_rps_64": t64["beacon"]["rps"] / t64["nginx"]["rps"],
+        "beacon_vs_nginx_p99_64": t64["beacon"]["p99_ms"] / t64["nginx"]["p99_ms"],
+        "beacon_vs_nginx_rps_16": t16["beacon"]["rps"] / t16["nginx"]["rps"],
+        "beacon_vs_direct_rps_64": t64["beacon"]["rps"] / t64["direct"]["rps"],
+        "nginx_vs_direct_rps_64": t64["nginx"]["rps"] / t64["direct"]["rps"],
+        "broadcast_on_vs_off_rps": t64["beacon"]["rps"] / t64["beacon_off"]["rps"],
+        "sentry_down_vs_up_rps": t64["beacon_sentry_down"]["rps"] / t64["beacon"]["rps"],
+        "sentry_down_vs_up_p99": t64["beacon_sentry_down"]["p99_ms"] / t64["beacon"]["p99_ms"],
+        "added_p50_us_beacon": fixed_med["beacon"]["p50_us"] - fixed_med["direct"]["p50_us"],
+        "added_p99_us_beacon": fixed_med["beacon"]["p99_us"] - fixed_med["direct"]["p99_us"],
+        "added_p50_us_nginx": fixed_med["nginx"]["p50_us"] - fixed_med["direct"]["p50_us"],
+        "added_p99_us_nginx": fixed_med["nginx"]["p99_us"] - fixed_med["direct"]["p99_us"],
+        "added_ttfc_p99_us_beacon": streaming_med["beacon"]["ttfc_p99_us"] - streaming_med["direct"]["ttfc_p99_us"],
+        "added_ttfc_p99_us_nginx": streaming_med["nginx"]["ttfc_p99_us"] - streaming_med["direct"]["ttfc_p99_us"],
+        "trickle_ttfc_p50_us_beacon": trickle_med["beacon"]["ttfc_p50_us"],
+        "trickle_total_p50_us_beacon": trickle_med["beacon"]["total_p50_us"],
+        "peak_rss_mib_64": peak_rss_kib / 1024,
+        "kib_per_open_stream": held["beacon"]["kib_per_stream"],
+    }
+    if "litellm" in t64:
+        ratios["beacon_vs_litellm_rps_64"] = t64["beacon"]["rps"] / t64["litellm"]["rps"]
+        ratios["beacon_vs_litellm_p99_64"] = t64["beacon"]["p99_ms"] / t64["litellm"]["p99_ms"]
+    if soak:
+        ratios["soak_rss_growth"] = soak["growth"]
+    machine = {"cpus": os.cpu_count(), "kernel": platform.release(), "machine": platform.machine(),
+               "cpu_model": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")}
+    summary = {
+        "title": f"Beacon {versions['git']} vs nginx {versions['nginx'].split('/')[-1]} and {LITELLM if litellm else 'no LiteLLM'}"
+                 f" — {machine['cpus']} vCPU {machine['cpu_model']}, {args.rounds} interleaved rounds",
+        "command": "python3 bench/gateway_bench.py " + " ".join(sys.argv[1:]),
+        "machine": machine, "versions": versions,
+        "settings": {"rounds": args.rounds, "wrk_duration_s": args.duration, "fixed_rate": args.rate,
+                     "held_streams": args.streams},
+        "ratios": ratios,
+        "throughput": throughput,
+        "fixed_rate": {"rate": args.rate, "targets": fixed_med},
+        "streaming": {"targets": streaming_med, "trickle": trickle_med},
+        "held_streams": held,
+        "memory": {"rss_kib_after_warmup": rss_after_warmup, "peak_rss_kib_after_throughput": peak_rss_kib},
+        "soak": soak,
+        "broadcast": {"exported": exported, "dropped": dropped, "sentry_down_dropped": down_dropped},
+        "runs": {"throughput": runs, "fixed_rate": fixed, "streaming": streaming, "trickle": trickle},
+    }
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = [summary["title"], f"command: {summary['command']}", ""]
+    lines.append(f"{'target':<22}{'c':>4}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}")
+    for conns in ("16", "64"):
+        for n, v in throughput[conns].items():
+            cpu = f"{v['cpu_us_per_request']:.1f}" if "cpu_us_per_request" in v else "-"
+            lines.append(f"{n:<22}{conns:>4}{v['rps']:>10.0f}{v['p50_ms']:>9.2f}{v['p99_ms']:>9.2f}{cpu:>12}")
+    lines += ["", f"fixed rate {args.rate:.0f} req/s (µs)   p50     p90     p99    p99.9"]
+    for n, v in fixed_med.items():
+        lines.append(f"  {n:<22}{v['p50_us']:>7.0f}{v['p90_us']:>8.0f}{v['p99_us']:>8.0f}{v['p999_us']:>9.0f}")
+    lines += ["", "streaming (µs)            ttfc p50 ttfc p99 total p50 total p99"]
+    for n, v in streaming_med.items():
+        lines.append(f"  {n:<22}{v['ttfc_p50_us']:>9.0f}{v['ttfc_p99_us']:>9.0f}{v['total_p50_us']:>10.0f}{v['total_p99_us']:>10.0f}")
+    lines += ["", "trickling stream (µs)     ttfc p50 total p50 frames"]
+    for n, v in trickle_med.items():
+        lines.append(f"  {n:<22}{v['ttfc_p50_us']:>9.0f}{v['total_p50_us']:>10.0f}{v['frames_per_stream']:>7}")
+    lines += ["", "ratios and targets:"] + [f"  {k}: {v:.3f}" if isinstance(v, float) else f"  {k}: {v}" for k, v in ratios.items()]
+    text = "\n".join(lines) + "\n"
+    (out / "results.txt").write_text(text)
+    print(text)
+    plot(summary, out / "results.png")
+
+
+if __name__ == "__main__":
+    main()
