@@ -257,9 +257,16 @@ def rss(pid, field="VmRSS"):
     return None
 
 
-def cpu_seconds(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids):
+    total = 0.0
+    for pid in pids if isinstance(pids, list) else [pids]:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def nginx_workers(master):
+    return [int(x) for x in subprocess.run(["pgrep", "-P", str(master.pid)], capture_output=True, text=True).stdout.split()]
 
 
 def wrk_script(tmp, name, model):
@@ -271,10 +278,18 @@ def wrk_script(tmp, name, model):
     return path
 
 
-def wrk(port, path, duration, connections, script, pid=None):
+def wrk(port, path, duration, connections, script, pid=None, rss_pid=None):
     before = cpu_seconds(pid) if pid else None
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
-                          f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+    proc = subprocess.Popen(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
+                             f"http://127.0.0.1:{port}{path}"], stdout=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:  # resident memory while the load runs
+        if rss_pid:
+            peak = max(peak, rss(rss_pid) or 0)
+        time.sleep(0.1)
+    out = proc.stdout.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"wrk failed on port {port}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def pct(p):
@@ -289,6 +304,8 @@ def wrk(port, path, duration, connections, script, pid=None):
            "socket_errors": socket_errors.group(1) if socket_errors else ""}
     if pid:
         res["cpu_us_per_request"] = (cpu_seconds(pid) - before) * 1e6 / max(total, 1)
+    if rss_pid:
+        res["rss_peak_kib_under_load"] = peak
     return res
 
 
@@ -378,7 +395,7 @@ def main():
         procs += [beacon, off, down]
         targets = {  # name: (port, path, model, pid)
             "direct": (up_port, "/v1/chat/completions", "gpt-4o", None),
-            "nginx": (proxy_port, "/v1/chat/completions", "gpt-4o", None),
+            "nginx": (proxy_port, "/v1/chat/completions", "gpt-4o", nginx_workers(procs[1])),
             "beacon": (beacon_port, "/v1/chat/completions", "stub/gpt-4o", beacon.pid),
             "beacon_off": (off_port, "/v1/chat/completions", "stub/gpt-4o", off.pid),
             "beacon_sentry_down": (down_port, "/v1/chat/completions", "stub/gpt-4o", down.pid),
@@ -400,7 +417,8 @@ def main():
                 for n, (port, path, _, pid) in targets.items():
                     if conns == "16" and n in ("beacon_off", "beacon_sentry_down"):
                         continue
-                    res = wrk(port, path, args.duration, int(conns), scripts[n], pid)
+                    res = wrk(port, path, args.duration, int(conns), scripts[n], pid,
+                              rss_pid=beacon.pid if n == "beacon" else None)
                     runs[conns][n].append(res)
                     print(f"round {r + 1} c{conns} {n}: {res}", file=sys.stderr)
         for conns, by in runs.items():
@@ -409,6 +427,8 @@ def main():
                     throughput[conns][n] = {k: med([x[k] for x in rs]) for k in ("rps", "p50_ms", "p99_ms")}
                     if "cpu_us_per_request" in rs[0]:
                         throughput[conns][n]["cpu_us_per_request"] = med([x["cpu_us_per_request"] for x in rs])
+                    if "rss_peak_kib_under_load" in rs[0]:
+                        throughput[conns][n]["rss_peak_kib_under_load"] = max(x["rss_peak_kib_under_load"] for x in rs)
                     throughput[conns][n]["non_2xx"] = sum(x["non_2xx"] for x in rs)
         peak_rss_kib = rss(beacon.pid, "VmHWM")
 
@@ -535,7 +555,8 @@ def main():
         "added_ttfc_p99_us_nginx": streaming_med["nginx"]["ttfc_p99_us"] - streaming_med["direct"]["ttfc_p99_us"],
         "trickle_ttfc_p50_us_beacon": trickle_med["beacon"]["ttfc_p50_us"],
         "trickle_total_p50_us_beacon": trickle_med["beacon"]["total_p50_us"],
-        "peak_rss_mib_64": peak_rss_kib / 1024,
+        "peak_rss_mib_under_load_64": t64["beacon"]["rss_peak_kib_under_load"] / 1024,
+        "peak_rss_mib_hwm_incl_tokenizer": peak_rss_kib / 1024,
         "kib_per_open_stream": held["beacon"]["kib_per_stream"],
     }
     if "litellm" in t64:
@@ -557,7 +578,9 @@ def main():
         "fixed_rate": {"rate": args.rate, "targets": fixed_med},
         "streaming": {"targets": streaming_med, "trickle": trickle_med},
         "held_streams": held,
-        "memory": {"rss_kib_after_warmup": rss_after_warmup, "peak_rss_kib_after_throughput": peak_rss_kib},
+        "memory": {"rss_kib_after_warmup": rss_after_warmup, "vm_hwm_kib_after_throughput": peak_rss_kib,
+                   "rss_peak_kib_under_load_64": t64["beacon"]["rss_peak_kib_under_load"],
+                   "note": "VmHWM includes the o200k tokenizer table once a cancelled request (wrk stopping mid-request) needs an estimate"},
         "soak": soak,
         "broadcast": {"exported": exported, "dropped": dropped, "sentry_down_dropped": down_dropped},
         "runs": {"throughput": runs, "fixed_rate": fixed, "streaming": streaming, "trickle": trickle},

@@ -350,8 +350,14 @@ impl Meter {
         let mut finish_reasons = std::mem::take(&mut self.finish_reasons);
         finish_reasons.sort_by_key(|(i, _)| *i);
         let content = info.keep_content.then(|| Content {
-            input_messages: info.messages.clone(),
-            output_text: std::mem::take(&mut self.output),
+            // A copy, not a view: a view would keep the whole request buffer (often the
+            // connection's read buffer) alive for as long as the record waits for export.
+            input_messages: bytes::Bytes::copy_from_slice(&info.messages),
+            output_text: {
+                let mut text = std::mem::take(&mut self.output);
+                text.shrink_to_fit();
+                text
+            },
             output_truncated: self.output_bytes > self.output.len() + self.tool_bytes,
             output_tool_calls: std::mem::take(&mut self.tool_calls)
                 .into_iter()
