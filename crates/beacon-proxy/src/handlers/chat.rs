@@ -66,7 +66,7 @@ pub async fn handle(
         .ok_or_else(|| ProxyError::ModelNotFound(chat.model.clone()))?;
 
     let upstream_body = chat.upstream_body(&route.upstream_model);
-    let info = request_info(&caller, request_id, &route, &chat, &body, &parts.headers);
+    let info = request_info(&caller, request_id, &route, &chat, &parts.headers);
     let mut meter = Meter::new(info, app.meter.clone(), received, received_wall);
     let deadline = tokio::time::Instant::from_std(received) + app.upstream_timeout;
     let timeout_secs = app.upstream_timeout.as_secs();
@@ -228,7 +228,6 @@ fn request_info(
     request_id: &str,
     route: &crate::routing::Route,
     chat: &ChatRequest<'_>,
-    body: &Bytes,
     headers: &http::HeaderMap,
 ) -> RequestInfo {
     RequestInfo {
@@ -244,8 +243,10 @@ fn request_info(
         session_id: chat.session_id.clone(),
         trace: chat.trace.clone(),
         trace_context: trace_context::from_headers(headers),
-        // A view into the request body: no copy.
-        messages: body.slice_ref(chat.messages.get().as_bytes()),
+        // A copy sized to the messages: a view would pin the whole request buffer (often
+        // the client connection's read buffer) for as long as the completion runs — and,
+        // when content is exported, until its record is sent.
+        messages: Bytes::copy_from_slice(chat.messages.get().as_bytes()),
         keep_content: caller.tenant.keep_content,
     }
 }

@@ -350,9 +350,9 @@ impl Meter {
         let mut finish_reasons = std::mem::take(&mut self.finish_reasons);
         finish_reasons.sort_by_key(|(i, _)| *i);
         let content = info.keep_content.then(|| Content {
-            // A copy, not a view: a view would keep the whole request buffer (often the
-            // connection's read buffer) alive for as long as the record waits for export.
-            input_messages: bytes::Bytes::copy_from_slice(&info.messages),
+            // Already its own exact-size copy (see handlers::chat): no request buffer is
+            // pinned while the record waits for export.
+            input_messages: info.messages.clone(),
             output_text: {
                 let mut text = std::mem::take(&mut self.output);
                 text.shrink_to_fit();
