@@ -385,6 +385,20 @@ pub async fn raw_request(
     }
 }
 
+/// The status of one small non-streaming completion (`mock/echo`) made with `key`.
+pub async fn completion_status(addr: SocketAddr, key: &str) -> u16 {
+    raw_request(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", &format!("Bearer {key}"))],
+        serde_json::json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]})
+            .to_string(),
+    )
+    .await
+    .status
+}
+
 /// `GET /metrics`, parsed into `series → value` (series as printed, labels included).
 pub async fn metrics(addr: SocketAddr) -> std::collections::HashMap<String, f64> {
     let resp = raw_request(addr, "GET", "/metrics", &[], "").await;

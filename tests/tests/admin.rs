@@ -94,15 +94,7 @@ fn start(upstream: &MockUpstream, store_url: &str) -> Beacon {
 }
 
 async fn completion(beacon: &Beacon, key: &str) -> u16 {
-    raw_request(
-        beacon.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[("authorization", &format!("Bearer {key}"))],
-        json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
-    )
-    .await
-    .status
+    beacon_e2e::completion_status(beacon.addr, key).await
 }
 
 async fn eventually<F, Fut>(what: &str, mut check: F)

@@ -41,15 +41,7 @@ fn node_config(upstream: &str, store_url: &str) -> String {
 }
 
 async fn status_with(beacon: &Beacon, key: &str) -> u16 {
-    raw_request(
-        beacon.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[("authorization", &format!("Bearer {key}"))],
-        json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
-    )
-    .await
-    .status
+    beacon_e2e::completion_status(beacon.addr, key).await
 }
 
 /// Polls until `key` gets `want` from `beacon`; returns how long it took.

@@ -89,32 +89,13 @@ pub enum StartError {
     Runtime(std::io::Error),
 }
 
-/// Validates every declared destination (what `beacon check` and `beacon serve` run).
+/// Validates every destination (what `beacon check` and `beacon serve` run): the specs to
+/// run, per tenant; see [`runnable`] for how invalid ones are treated.
 pub fn validate_destinations(
     tenants: &[TenantConfig],
     allow_private: bool,
 ) -> Result<Vec<Vec<DestinationSpec>>, StartError> {
-    tenants
-        .iter()
-        .enumerate()
-        .map(|(t, tenant)| {
-            tenant
-                .broadcast
-                .destinations
-                .iter()
-                .enumerate()
-                .map(|(index, d)| {
-                    DestinationSpec::new(&tenant.id, d, allow_private).map_err(|source| {
-                        StartError::Destination {
-                            tenant: t,
-                            index,
-                            source,
-                        }
-                    })
-                })
-                .collect()
-        })
-        .collect()
+    runnable(tenants, allow_private)
 }
 
 /// The destinations to run, per tenant. A declared destination (from the config file) that

@@ -58,6 +58,11 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS tenants (
         UNIQUE (tenant_id, name)
     )"];
 
+/// A tenant's destinations, in the column order `destination_from_row` reads.
+const DESTINATION_SELECT: &str =
+    "SELECT id, tenant_id, name, kind, enabled, endpoint, sealed_secret, privacy_mode, \
+     sampling_rate, api_keys, updated_at FROM destinations WHERE tenant_id = $1";
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -520,14 +525,12 @@ impl Store {
         tenant: &str,
         id: &str,
     ) -> Result<StoredDestination, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, tenant_id, name, kind, enabled, endpoint, sealed_secret, privacy_mode, sampling_rate, api_keys, updated_at
-             FROM destinations WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let query = format!("{DESTINATION_SELECT} AND id = $2");
+        let row = sqlx::query(&query)
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         match row {
             Some(r) => self.destination_from_row(&r),
             None => Err(StoreError::NotFound(format!("destination `{id}`"))),
@@ -585,13 +588,11 @@ impl Store {
         &self,
         tenant: &str,
     ) -> Result<Vec<StoredDestination>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, tenant_id, name, kind, enabled, endpoint, sealed_secret, privacy_mode, sampling_rate, api_keys, updated_at
-             FROM destinations WHERE tenant_id = $1 ORDER BY created_at, name, id",
-        )
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await?;
+        let query = format!("{DESTINATION_SELECT} ORDER BY created_at, name, id");
+        let rows = sqlx::query(&query)
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(|r| self.destination_from_row(r)).collect()
     }
 
