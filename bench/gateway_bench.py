@@ -351,11 +351,11 @@ ax.legend()
 ax = axes[2]
 st = s["streaming"]["targets"]
 for n, c in (("direct", "#888"), ("nginx", "#2a9d8f"), ("beacon", "#5a3fd6")):
-    if n in st:
-        ax.plot(["ttfc p50", "ttfc p99", "total p50", "total p99"],
-                [st[n]["ttfc_p50_us"] / 1000, st[n]["ttfc_p99_us"] / 1000, st[n]["total_p50_us"] / 1000, st[n]["total_p99_us"] / 1000],
-                marker="o", label=n, color=c)
-ax.set_title("Streaming: time to first chunk and total (ms)")
+    ax.plot(["1 stream p50", "1 stream p99", "16 streams p50", "16 streams p99"],
+            [st["1"][n]["ttfc_p50_us"] / 1000, st["1"][n]["ttfc_p99_us"] / 1000,
+             st["16"][n]["ttfc_p50_us"] / 1000, st["16"][n]["ttfc_p99_us"] / 1000],
+            marker="o", label=n, color=c)
+ax.set_title("Streaming: time to first chunk (ms)")
 ax.legend()
 fig.suptitle(s["title"], fontsize=10)
 fig.tight_layout()
@@ -452,14 +452,15 @@ def main():
         trickle_targets = {"direct": (up_port, "/trickle/v1/chat/completions", "gpt-4o"),
                            "nginx": (proxy_port, "/trickle/v1/chat/completions", "gpt-4o"),
                            "beacon": (beacon_port, "/v1/chat/completions", "trickle/gpt-4o")}
-        streaming = {n: [] for n in stream_targets}
+        streaming = {c: {n: [] for n in stream_targets} for c in ("1", "16")}
         trickle = {n: [] for n in trickle_targets}
         for r in range(args.rounds):
-            for n, (port, path, model) in stream_targets.items():
-                res = loadgen("stream", "--url", f"http://127.0.0.1:{port}{path}", "--body", body(model, True),
-                              "-H", f"authorization: Bearer {KEY}", "--concurrency", "16", "--requests", "3000")
-                streaming[n].append(res)
-                print(f"round {r + 1} stream {n}: ttfc {res['time_to_first_chunk']}", file=sys.stderr)
+            for conc in ("1", "16"):
+                for n, (port, path, model) in stream_targets.items():
+                    res = loadgen("stream", "--url", f"http://127.0.0.1:{port}{path}", "--body", body(model, True),
+                                  "-H", f"authorization: Bearer {KEY}", "--concurrency", conc, "--requests", "2000")
+                    streaming[conc][n].append(res)
+                    print(f"round {r + 1} stream c{conc} {n}: ttfc {res['time_to_first_chunk']}", file=sys.stderr)
             for n, (port, path, model) in trickle_targets.items():
                 res = loadgen("stream", "--url", f"http://127.0.0.1:{port}{path}", "--body", body(model, True),
                               "-H", f"authorization: Bearer {KEY}", "--concurrency", "8", "--requests", "16")
@@ -474,7 +475,7 @@ def main():
                         "frames_per_stream": med([x["frames_per_stream"] for x in rs]),
                         "errors": sum(x["errors"] for x in rs)} for n, rs in d.items()}
 
-        streaming_med = stream_med(streaming)
+        streaming_med = {c: stream_med(d) for c, d in streaming.items()}
         trickle_med = stream_med(trickle)
 
         # --- slow streams held open: memory per stream --------------------------------------------
@@ -551,8 +552,11 @@ def main():
         "added_p99_us_beacon": fixed_med["beacon"]["p99_us"] - fixed_med["direct"]["p99_us"],
         "added_p50_us_nginx": fixed_med["nginx"]["p50_us"] - fixed_med["direct"]["p50_us"],
         "added_p99_us_nginx": fixed_med["nginx"]["p99_us"] - fixed_med["direct"]["p99_us"],
-        "added_ttfc_p99_us_beacon": streaming_med["beacon"]["ttfc_p99_us"] - streaming_med["direct"]["ttfc_p99_us"],
-        "added_ttfc_p99_us_nginx": streaming_med["nginx"]["ttfc_p99_us"] - streaming_med["direct"]["ttfc_p99_us"],
+        "added_ttfc_p50_us_beacon_1_stream": streaming_med["1"]["beacon"]["ttfc_p50_us"] - streaming_med["1"]["direct"]["ttfc_p50_us"],
+        "added_ttfc_p99_us_beacon_1_stream": streaming_med["1"]["beacon"]["ttfc_p99_us"] - streaming_med["1"]["direct"]["ttfc_p99_us"],
+        "added_ttfc_p99_us_nginx_1_stream": streaming_med["1"]["nginx"]["ttfc_p99_us"] - streaming_med["1"]["direct"]["ttfc_p99_us"],
+        "added_ttfc_p99_us_beacon_16_streams": streaming_med["16"]["beacon"]["ttfc_p99_us"] - streaming_med["16"]["direct"]["ttfc_p99_us"],
+        "added_ttfc_p99_us_nginx_16_streams": streaming_med["16"]["nginx"]["ttfc_p99_us"] - streaming_med["16"]["direct"]["ttfc_p99_us"],
         "trickle_ttfc_p50_us_beacon": trickle_med["beacon"]["ttfc_p50_us"],
         "trickle_total_p50_us_beacon": trickle_med["beacon"]["total_p50_us"],
         "peak_rss_mib_under_load_64": t64["beacon"]["rss_peak_kib_under_load"] / 1024,
@@ -597,9 +601,10 @@ def main():
     lines += ["", f"fixed rate {args.rate:.0f} req/s (µs)   p50     p90     p99    p99.9"]
     for n, v in fixed_med.items():
         lines.append(f"  {n:<22}{v['p50_us']:>7.0f}{v['p90_us']:>8.0f}{v['p99_us']:>8.0f}{v['p999_us']:>9.0f}")
-    lines += ["", "streaming (µs)            ttfc p50 ttfc p99 total p50 total p99"]
-    for n, v in streaming_med.items():
-        lines.append(f"  {n:<22}{v['ttfc_p50_us']:>9.0f}{v['ttfc_p99_us']:>9.0f}{v['total_p50_us']:>10.0f}{v['total_p99_us']:>10.0f}")
+    for conc, by in streaming_med.items():
+        lines += ["", f"streaming, {conc} at once (µs)  ttfc p50 ttfc p99 total p50 total p99"]
+        for n, v in by.items():
+            lines.append(f"  {n:<22}{v['ttfc_p50_us']:>9.0f}{v['ttfc_p99_us']:>9.0f}{v['total_p50_us']:>10.0f}{v['total_p99_us']:>10.0f}")
     lines += ["", "trickling stream (µs)     ttfc p50 total p50 frames"]
     for n, v in trickle_med.items():
         lines.append(f"  {n:<22}{v['ttfc_p50_us']:>9.0f}{v['total_p50_us']:>10.0f}{v['frames_per_stream']:>7}")
@@ -608,6 +613,8 @@ def main():
     (out / "results.txt").write_text(text)
     print(text)
     plot(summary, out / "results.png")
+    if out == ROOT / "docs/bench":
+        sh(sys.executable, str(ROOT / "bench/report.py"))
 
 
 if __name__ == "__main__":
