@@ -85,17 +85,23 @@ Fixed rate, {s['fixed_rate']['rate']:.0f} req/s over 64 connections, 5 s per rou
 Streaming, 2,000 streams per round, one at a time and 16 at once; time to the first SSE data
 chunk (the stub sends the whole stream at once, so total ≈ TTFC) (µs):
 
-| target | streams at once | TTFC p50 | TTFC p90 | TTFC p99 |
-| --- | --- | --- | --- | --- |""")
+| target | streams at once | TTFC p50 | TTFC p99 |
+| --- | --- | --- | --- |""")
     for c in ("1", "16"):
         for n, x in st[c].items():
-            out.append(f"| {n} | {c} | {x['ttfc_p50_us']:.0f} | – | {x['ttfc_p99_us']:.0f} |")
+            out.append(f"| {n} | {c} | {x['ttfc_p50_us']:.0f} | {x['ttfc_p99_us']:.0f} |")
+    trickle = (f"Trickling stream (the first events at once, the rest over about a second): TTFC p50 "
+               f"direct {tr['direct']['ttfc_p50_us']:.0f} µs, nginx {tr['nginx']['ttfc_p50_us']:.0f} µs, "
+               f"Beacon {tr['beacon']['ttfc_p50_us']:.0f} µs; last byte {tr['direct']['total_p50_us'] / 1e6:.3f} / "
+               f"{tr['nginx']['total_p50_us'] / 1e6:.3f} / {tr['beacon']['total_p50_us'] / 1e6:.3f} s — Beacon "
+               "forwards the first events as they arrive and holds nothing back.")
+    c16 = st["16"]
+    added16 = r['added_ttfc_p99_us_beacon_16_streams']
+    added16_text = (f"{added16:.0f} µs (nginx {r['added_ttfc_p99_us_nginx_16_streams']:.0f})" if added16 >= 0 else
+                    f"Beacon p99 {c16['beacon']['ttfc_p99_us']:.0f} µs, direct {c16['direct']['ttfc_p99_us']:.0f} µs: "
+                    "the direct path's own tail was longer in this run")
     out.append(f"""
-Trickling stream (the first events at once, the rest over about a second): TTFC p50 direct
-{tr['direct']['ttfc_p50_us']:.0f} µs, nginx {tr['nginx']['ttfc_p50_us']:.0f} µs, Beacon
-{tr['beacon']['ttfc_p50_us']:.0f} µs; last byte {tr['direct']['total_p50_us'] / 1e6:.3f} /
-{tr['nginx']['total_p50_us'] / 1e6:.3f} / {tr['beacon']['total_p50_us'] / 1e6:.3f} s — Beacon forwards the
-first events as they arrive and holds nothing back.
+{trickle}
 
 ## Targets
 
@@ -106,7 +112,7 @@ first events as they arrive and holds nothing back.
 | added latency at a fixed rate, p50 ≤ 100 µs | {r['added_p50_us_beacon']:.0f} µs (nginx adds {r['added_p50_us_nginx']:.0f}) | {yes(r['added_p50_us_beacon'] <= 100)} |
 | added latency at a fixed rate, p99 ≤ 1 ms | {r['added_p99_us_beacon']:.0f} µs (nginx adds {r['added_p99_us_nginx']:.0f}) | {yes(r['added_p99_us_beacon'] <= 1000)} |
 | streaming: added TTFC p99 ≤ 1 ms, one stream at a time | {r['added_ttfc_p99_us_beacon_1_stream']:.0f} µs (p50 +{r['added_ttfc_p50_us_beacon_1_stream']:.0f} µs) | {yes(r['added_ttfc_p99_us_beacon_1_stream'] <= 1000)} |
-| streaming: added TTFC p99 ≤ 1 ms, 16 streams at once | {r['added_ttfc_p99_us_beacon_16_streams']:.0f} µs (nginx {r['added_ttfc_p99_us_nginx_16_streams']:.0f}) | {yes(r['added_ttfc_p99_us_beacon_16_streams'] <= 1000)} |
+| streaming: added TTFC p99 ≤ 1 ms, 16 streams at once | {added16_text} | {yes(added16 <= 1000) if added16 >= 0 else 'inconclusive'} |
 | streaming: no chunk held back | trickling stream forwarded as it arrives | met |
 | broadcast on ≥ 0.95 × off | {r['broadcast_on_vs_off_rps']:.3f} ({t['64']['beacon']['cpu_us_per_request']:.1f} vs {t['64']['beacon_off']['cpu_us_per_request']:.1f} µs CPU / request) | {yes(r['broadcast_on_vs_off_rps'] >= 0.95)} |
 | Sentry down: throughput within 5 % | {r['sentry_down_vs_up_rps']:.3f} | {yes(abs(r['sentry_down_vs_up_rps'] - 1) <= 0.05)} |
@@ -142,6 +148,14 @@ down every record was counted: `queue_full` {b['sentry_down_dropped'].get('queue
   SO_REUSEPORT listener and upstream pool (`server.workers`, crates/beacon/src/workers.rs):
   38,224 → 47,711 req/s at 64 connections (0.564 → 0.668 × nginx), CPU 29.5 → 24.6 µs per
   request, in two single-round runs of this suite.
+- **Added latency at a fixed rate** is within a few µs of the 100 µs line and moves across
+  runs by more than that (89 µs in the previous full run, {r['added_p50_us_beacon']:.0f} µs in this
+  one); nginx adds {r['added_p50_us_nginx']:.0f} µs on the same path.
+- **Sentry down is faster than Sentry up**, not slower ({r['sentry_down_vs_up_rps']:.3f} × the
+  throughput, {r['sentry_down_vs_up_p99']:.3f} × the p99): with the destination refusing
+  connections, records are counted and dropped after their retries instead of being encoded,
+  gzipped and sent, so the export work leaves the two cores. A dead destination never slows
+  completions; the ±5 % band is exceeded in the favourable direction.
 - **Streaming with 16 streams at once** is CPU contention, not the streaming path: one
   stream at a time Beacon adds {r['added_ttfc_p50_us_beacon_1_stream']:.0f} µs at p50 and
   {r['added_ttfc_p99_us_beacon_1_stream']:.0f} µs at p99; with 16 at once its higher CPU per request

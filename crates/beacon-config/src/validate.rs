@@ -554,6 +554,19 @@ name = "k"
     }
 
     #[test]
+    fn workers_default_to_one_per_cpu_and_are_bounded() {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let c = Config::parse("[server]\nworkers = 0", "t.toml", &env).unwrap();
+        assert_eq!(c.server.workers, cpus);
+        let c = Config::parse("[server]\nworkers = 3", "t.toml", &env).unwrap();
+        assert_eq!(c.server.workers, 3);
+        let e = errors("[server]\nworkers = -1");
+        assert!(e[0].contains("server.workers"), "{e:?}");
+        let e = errors("[server]\nworkers = 5000");
+        assert!(e[0].contains("server.workers"), "{e:?}");
+    }
+
+    #[test]
     fn unknown_keys_and_missing_env_are_errors() {
         let e = errors("[server]\nlisten_addr = \"x\"");
         assert!(e[0].contains("listen_addr"), "{e:?}");
