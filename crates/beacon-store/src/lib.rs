@@ -474,24 +474,16 @@ impl Store {
         let sealed = self.secrets.seal(&secret_context(&id), &secret)?;
         let updated_at = now();
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO destinations (id, tenant_id, name, kind, enabled, endpoint, sealed_secret, privacy_mode,
-                                       sampling_rate, api_keys, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
-        )
-        .bind(&id)
-        .bind(tenant)
-        .bind(&config.name)
-        .bind(kind)
-        .bind(i64::from(config.enabled))
-        .bind(&endpoint)
-        .bind(&sealed)
-        .bind(i64::from(config.privacy_mode))
-        .bind(config.sampling_rate)
-        .bind(config.api_keys.join("\n"))
-        .bind(updated_at)
-        .execute(&mut *tx)
-        .await;
+        let query = sqlx::query(
+            "INSERT INTO destinations (name, kind, enabled, endpoint, sealed_secret, privacy_mode,
+                                       sampling_rate, api_keys, updated_at, id, tenant_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9)",
+        );
+        let inserted = bind_settings(query, config, kind, endpoint, sealed, updated_at)
+            .bind(&id)
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await;
         match inserted {
             Err(e) if is_unique_violation(&e) => {
                 return Err(StoreError::Conflict(format!(
@@ -552,18 +544,10 @@ impl Store {
             "UPDATE destinations SET name = $1, kind = $2, enabled = $3, endpoint = $4, sealed_secret = $5,
                                      privacy_mode = $6, sampling_rate = $7, api_keys = $8, updated_at = $9
              WHERE id = $10 AND tenant_id = $11",
-        )
-        .bind(&config.name)
-        .bind(kind)
-        .bind(i64::from(config.enabled))
-        .bind(&endpoint)
-        .bind(&sealed)
-        .bind(i64::from(config.privacy_mode))
-        .bind(config.sampling_rate)
-        .bind(config.api_keys.join("\n"))
-        .bind(updated_at)
-        .bind(id)
-        .bind(tenant);
+        );
+        let q = bind_settings(q, config, kind, endpoint, sealed, updated_at)
+            .bind(id)
+            .bind(tenant);
         match self.change_one(q, || format!("destination `{id}`")).await {
             Err(StoreError::Database(e)) if is_unique_violation(&e) => {
                 return Err(StoreError::Conflict(format!(
@@ -705,6 +689,28 @@ fn key_from_row(r: &AnyRow) -> Result<ApiKey, StoreError> {
         created_at: r.try_get(4)?,
         revoked_at: r.try_get(5)?,
     })
+}
+
+/// Binds a destination's settings as `$1`–`$9` (name, kind, enabled, endpoint, sealed secret,
+/// privacy mode, sampling rate, key allowlist, updated at), for INSERT and UPDATE alike.
+fn bind_settings<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    config: &'q DestinationConfig,
+    kind: &'static str,
+    endpoint: String,
+    sealed: String,
+    updated_at: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(&config.name)
+        .bind(kind)
+        .bind(i64::from(config.enabled))
+        .bind(endpoint)
+        .bind(sealed)
+        .bind(i64::from(config.privacy_mode))
+        .bind(config.sampling_rate)
+        .bind(config.api_keys.join("\n"))
+        .bind(updated_at)
 }
 
 fn secret_context(destination_id: &str) -> String {
