@@ -177,28 +177,39 @@ pub async fn handle(
     };
     meter.observe_response(&json);
     let accounted = meter.finish(Outcome::Ok);
-    if let (Some(acc), Some(obj)) = (accounted, json.as_object_mut()) {
-        let cost: f64 = acc.cost.total.try_into().unwrap_or(0.0);
-        match obj.get_mut("usage").and_then(|u| u.as_object_mut()) {
-            Some(usage) => {
-                usage.insert("cost".into(), serde_json::json!(cost));
-            }
-            None => {
-                // The upstream reported nothing: give the client Beacon's estimate, marked so.
-                obj.insert(
-                    "usage".into(),
-                    serde_json::json!({
-                        "prompt_tokens": acc.usage.prompt_tokens,
-                        "completion_tokens": acc.usage.completion_tokens,
-                        "total_tokens": acc.usage.total_tokens,
-                        "cost": cost,
-                        "estimated": true,
-                    }),
-                );
+    let body = match accounted {
+        None => bytes,
+        Some(acc) => {
+            let cost: f64 = acc.cost.total.try_into().unwrap_or(0.0);
+            // The upstream reported nothing: give the client Beacon's estimate, marked so.
+            let estimate = || {
+                serde_json::json!({
+                    "prompt_tokens": acc.usage.prompt_tokens,
+                    "completion_tokens": acc.usage.completion_tokens,
+                    "total_tokens": acc.usage.total_tokens,
+                    "cost": cost,
+                    "estimated": true,
+                })
+                .to_string()
+            };
+            match std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|b| super::splice::add_cost(b, cost, estimate))
+            {
+                Some(spliced) => Bytes::from(spliced),
+                None => {
+                    if let Some(obj) = json.as_object_mut() {
+                        obj.insert(
+                            "usage".into(),
+                            serde_json::from_str(&estimate()).unwrap_or_default(),
+                        );
+                    }
+                    Bytes::from(json.to_string())
+                }
             }
         }
-    }
-    let mut out = json_response(StatusCode::OK, Bytes::from(json.to_string()), request_id);
+    };
+    let mut out = json_response(StatusCode::OK, body, request_id);
     out.headers_mut().extend(passthrough);
     Ok(out)
 }

@@ -1,0 +1,119 @@
+//! Adds Beacon's cost to a non-streaming completion without re-serializing it: the
+//! upstream's bytes go to the client unchanged (key order, number formats, unknown fields),
+//! with `"cost"` inserted into `usage` — or, when the upstream reported no usage, Beacon's
+//! estimate appended as `usage` with `"estimated": true`.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+#[derive(Deserialize)]
+struct Spans<'a> {
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+}
+
+/// Where `inner` lies within `outer` (both from the same buffer).
+fn offset(outer: &str, inner: &str) -> Option<usize> {
+    (inner.as_ptr() as usize)
+        .checked_sub(outer.as_ptr() as usize)
+        .filter(|o| o + inner.len() <= outer.len())
+}
+
+/// `body` with `"cost": cost` in its `usage` object, or the JSON object `estimate()` returns
+/// as `usage` when it has none. `None` when the body is not a JSON object this can edit (the
+/// caller then falls back to re-serializing).
+pub fn add_cost(body: &str, cost: f64, estimate: impl FnOnce() -> String) -> Option<String> {
+    let spans: Spans<'_> = serde_json::from_str(body).ok()?;
+    let cost = serde_json::to_string(&cost).ok()?;
+    let mut out = String::with_capacity(body.len() + 128);
+    match spans.usage.map(RawValue::get) {
+        Some(usage) if usage.trim_start().starts_with('{') => {
+            let start = offset(body, usage)?;
+            let end = start + usage.trim_end().len();
+            let parsed: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(usage).ok()?;
+            if parsed.contains_key("cost") {
+                // The upstream's own cost, which is the one Beacon accounted: keep it.
+                return Some(body.to_string());
+            }
+            let close = start + usage[..end - start].rfind('}')?;
+            out.push_str(&body[..close]);
+            if !parsed.is_empty() {
+                out.push(',');
+            }
+            out.push_str("\"cost\":");
+            out.push_str(&cost);
+            out.push_str(&body[close..]);
+        }
+        Some(null) if null.trim() == "null" => {
+            let start = offset(body, null)?;
+            out.push_str(&body[..start]);
+            out.push_str(&estimate());
+            out.push_str(&body[start + null.len()..]);
+        }
+        Some(_) => return None,
+        None => {
+            let close = body.trim_end().rfind('}')?;
+            let before = body[..close].trim_end();
+            out.push_str(&body[..close]);
+            if !before.ends_with('{') {
+                out.push(',');
+            }
+            out.push_str("\"usage\":");
+            out.push_str(&estimate());
+            out.push_str(&body[close..]);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    const EST: &str =
+        r#"{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5,"cost":0.5,"estimated":true}"#;
+
+    fn check(body: &str) -> Value {
+        let out = add_cost(body, 0.25, || EST.to_string()).unwrap();
+        serde_json::from_str(&out).unwrap()
+    }
+
+    #[test]
+    fn cost_goes_into_usage_and_everything_else_is_kept_byte_for_byte() {
+        let body =
+            r#"{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":2},"z":1e-7,"a":[1]}"#;
+        let out = add_cost(body, 0.25, || EST.to_string()).unwrap();
+        assert_eq!(
+            out,
+            r#"{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":2,"cost":0.25},"z":1e-7,"a":[1]}"#
+        );
+        assert_eq!(check(r#"{"usage": { } }"#)["usage"], json!({"cost": 0.25}));
+        assert_eq!(check("{\"usage\" : {\"a\":1}\n}\n")["usage"]["cost"], 0.25);
+    }
+
+    #[test]
+    fn an_upstream_cost_is_kept() {
+        let body = r#"{"usage":{"prompt_tokens":1,"cost":0.9}}"#;
+        assert_eq!(add_cost(body, 0.9, || EST.to_string()).unwrap(), body);
+    }
+
+    #[test]
+    fn missing_or_null_usage_gets_the_estimate() {
+        assert_eq!(check(r#"{"id":"x"}"#)["usage"]["estimated"], true);
+        assert_eq!(
+            check(r#"{"id":"x","usage":null}"#)["usage"]["total_tokens"],
+            5
+        );
+        assert_eq!(check("{}")["usage"]["cost"], 0.5);
+        assert_eq!(check("{ \"a\": {\"b\": 1} }")["a"]["b"], 1);
+    }
+
+    #[test]
+    fn what_it_cannot_edit_is_refused() {
+        assert!(add_cost(r#"{"usage":[1]}"#, 0.1, || EST.to_string()).is_none());
+        assert!(add_cost("[1]", 0.1, || EST.to_string()).is_none());
+        assert!(add_cost("not json", 0.1, || EST.to_string()).is_none());
+    }
+}
