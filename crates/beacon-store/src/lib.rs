@@ -164,6 +164,20 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
+/// What a failed INSERT means: a taken id or name (`what`), or a tenant that does not exist.
+fn insert_error(e: sqlx::Error, what: impl FnOnce() -> String, tenant: &str) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict(what())
+    } else if e
+        .as_database_error()
+        .is_some_and(|d| d.is_foreign_key_violation())
+    {
+        StoreError::NotFound(format!("tenant `{tenant}`"))
+    } else {
+        StoreError::Database(e)
+    }
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())
@@ -326,12 +340,7 @@ impl Store {
         .bind(now())
         .execute(&mut *tx)
         .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Conflict(format!("tenant `{id}`")))
-            }
-            other => other?,
-        };
+        inserted.map_err(|e| insert_error(e, || format!("tenant `{id}`"), id))?;
         self.bump(&mut tx).await?;
         tx.commit().await?;
         Ok(Tenant {
@@ -419,15 +428,7 @@ impl Store {
         .bind(created_at)
         .execute(&mut *tx)
         .await;
-        match inserted {
-            Err(e)
-                if e.as_database_error()
-                    .is_some_and(|d| d.is_foreign_key_violation()) =>
-            {
-                return Err(StoreError::NotFound(format!("tenant `{tenant}`")))
-            }
-            other => other?,
-        };
+        inserted.map_err(|e| insert_error(e, || format!("key `{id}`"), tenant))?;
         self.bump(&mut tx).await?;
         tx.commit().await?;
         let key = ApiKey {
@@ -484,21 +485,8 @@ impl Store {
             .bind(tenant)
             .execute(&mut *tx)
             .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Conflict(format!(
-                    "destination `{}`",
-                    config.name
-                )))
-            }
-            Err(e)
-                if e.as_database_error()
-                    .is_some_and(|d| d.is_foreign_key_violation()) =>
-            {
-                return Err(StoreError::NotFound(format!("tenant `{tenant}`")))
-            }
-            other => other?,
-        };
+        inserted
+            .map_err(|e| insert_error(e, || format!("destination `{}`", config.name), tenant))?;
         self.bump(&mut tx).await?;
         tx.commit().await?;
         let mut config = config.clone();

@@ -73,11 +73,6 @@ impl SecretBox {
         })
     }
 
-    /// From `BEACON_SECRET_KEY`.
-    pub fn from_env() -> Result<Self, SecretError> {
-        Self::new(std::env::var(SECRET_KEY_ENV).ok().as_deref())
-    }
-
     /// The key for a store: `BEACON_SECRET_KEY` when set; otherwise, for a SQLite store (one
     /// node), a key file next to the database — `<database>.key`, created with mode 0600 on
     /// first use — so the embedded default can store destinations without setup. A

@@ -27,13 +27,6 @@ fn encoder(model: &str) -> &'static CoreBPE {
     }
 }
 
-/// Loads both tokenizer tables now (tests and benchmarks; the gateway loads each one the
-/// first time an upstream reports no usage for a model that needs it).
-pub fn warm_up() {
-    let _ = tiktoken_rs::o200k_base_singleton().encode_ordinary("warm up");
-    let _ = tiktoken_rs::cl100k_base_singleton().encode_ordinary("warm up");
-}
-
 /// Tokens in `text`, whose full length was `total_bytes` (≥ `text.len()` when truncated).
 pub fn count_text(model: &str, text: &str, total_bytes: usize) -> u64 {
     if text.is_empty() {
