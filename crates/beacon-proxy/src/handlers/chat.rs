@@ -11,8 +11,9 @@ use hyper::body::Incoming;
 use crate::auth::Caller;
 use crate::body::ProxyBody;
 use crate::error::{error_body, json_response, ProxyError};
+use crate::meter::chunk::CompletionView;
 use crate::meter::stream::MeteredSse;
-use crate::meter::{Meter, RequestInfo};
+use crate::meter::{Accounted, Meter, RequestInfo};
 use crate::request::ChatRequest;
 use crate::{trace_context, upstream, App};
 
@@ -162,56 +163,102 @@ pub async fn handle(
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
-    let mut json: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(v @ serde_json::Value::Object(_)) => v,
-        _ => {
-            let message =
-                "the upstream answered 2xx with a body that is not a JSON object".to_string();
-            meter.finish(Outcome::UpstreamError {
-                status: Some(status.as_u16()),
-                error_type: "invalid_response".into(),
-                message: message.clone(),
-            });
-            return Err(ProxyError::UpstreamInvalid(message));
-        }
-    };
-    meter.observe_response(&json);
-    let accounted = meter.finish(Outcome::Ok);
-    let body = match accounted {
-        None => bytes,
-        Some(acc) => {
-            let cost: f64 = acc.cost.total.try_into().unwrap_or(0.0);
-            // The upstream reported nothing: give the client Beacon's estimate, marked so.
-            let estimate = || {
-                serde_json::json!({
-                    "prompt_tokens": acc.usage.prompt_tokens,
-                    "completion_tokens": acc.usage.completion_tokens,
-                    "total_tokens": acc.usage.total_tokens,
-                    "cost": cost,
-                    "estimated": true,
-                })
-                .to_string()
-            };
-            match std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|b| super::splice::add_cost(b, cost, estimate))
-            {
-                Some(spliced) => Bytes::from(spliced),
-                None => {
-                    if let Some(obj) = json.as_object_mut() {
-                        obj.insert(
-                            "usage".into(),
-                            serde_json::from_str(&estimate()).unwrap_or_default(),
-                        );
+    let body = match std::str::from_utf8(&bytes)
+        .ok()
+        .filter(|text| text.trim_start().starts_with('{'))
+        .and_then(|text| Some((text, serde_json::from_str::<CompletionView<'_>>(text).ok()?)))
+    {
+        // One typed pass over the body; only `usage` is parsed further.
+        Some((text, view)) => {
+            let usage = view
+                .usage
+                .filter(|u| u.get().starts_with('{'))
+                .and_then(|u| serde_json::from_str::<serde_json::Value>(u.get()).ok());
+            meter.observe_completion(&view, usage.as_ref());
+            match meter.finish(Outcome::Ok) {
+                None => bytes.clone(),
+                Some(acc) => {
+                    let (cost, estimate) = cost_and_estimate(&acc);
+                    match super::splice::add_cost_at(
+                        text,
+                        view.usage,
+                        usage.as_ref(),
+                        cost,
+                        estimate,
+                    ) {
+                        Some(spliced) => Bytes::from(spliced),
+                        None => reserialized(text, &acc),
                     }
-                    Bytes::from(json.to_string())
                 }
             }
         }
+        None => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            // Fields of unexpected types: read generically.
+            Ok(json @ serde_json::Value::Object(_)) => {
+                meter.observe_response(&json);
+                match meter.finish(Outcome::Ok) {
+                    None => bytes.clone(),
+                    Some(acc) => {
+                        let (cost, estimate) = cost_and_estimate(&acc);
+                        match std::str::from_utf8(&bytes)
+                            .ok()
+                            .and_then(|b| super::splice::add_cost(b, cost, estimate))
+                        {
+                            Some(spliced) => Bytes::from(spliced),
+                            None => reserialized_value(json, &acc),
+                        }
+                    }
+                }
+            }
+            _ => {
+                let message =
+                    "the upstream answered 2xx with a body that is not a JSON object".to_string();
+                meter.finish(Outcome::UpstreamError {
+                    status: Some(status.as_u16()),
+                    error_type: "invalid_response".into(),
+                    message: message.clone(),
+                });
+                return Err(ProxyError::UpstreamInvalid(message));
+            }
+        },
     };
     let mut out = json_response(StatusCode::OK, body, request_id);
     out.headers_mut().extend(passthrough);
     Ok(out)
+}
+
+/// The cost to splice into a completion, and Beacon's estimate as a `usage` object (marked
+/// `"estimated": true`) for when the upstream reported none.
+fn cost_and_estimate(acc: &Accounted) -> (f64, impl FnOnce() -> String + '_) {
+    let cost: f64 = acc.cost.total.try_into().unwrap_or(0.0);
+    let estimate = move || estimated_usage(acc, cost).to_string();
+    (cost, estimate)
+}
+
+fn estimated_usage(acc: &Accounted, cost: f64) -> serde_json::Value {
+    serde_json::json!({
+        "prompt_tokens": acc.usage.prompt_tokens,
+        "completion_tokens": acc.usage.completion_tokens,
+        "total_tokens": acc.usage.total_tokens,
+        "cost": cost,
+        "estimated": true,
+    })
+}
+
+/// The completion re-serialized with Beacon's usage, for bodies the splice cannot edit.
+fn reserialized(text: &str, acc: &Accounted) -> Bytes {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(json) => reserialized_value(json, acc),
+        Err(_) => Bytes::copy_from_slice(text.as_bytes()),
+    }
+}
+
+fn reserialized_value(mut json: serde_json::Value, acc: &Accounted) -> Bytes {
+    let cost: f64 = acc.cost.total.try_into().unwrap_or(0.0);
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("usage".into(), estimated_usage(acc, cost));
+    }
+    Bytes::from(json.to_string())
 }
 
 async fn read_body(

@@ -24,14 +24,34 @@ fn offset(outer: &str, inner: &str) -> Option<usize> {
 /// caller then falls back to re-serializing).
 pub fn add_cost(body: &str, cost: f64, estimate: impl FnOnce() -> String) -> Option<String> {
     let spans: Spans<'_> = serde_json::from_str(body).ok()?;
+    let parsed = match spans.usage {
+        Some(u) if u.get().trim_start().starts_with('{') => {
+            Some(serde_json::from_str::<serde_json::Value>(u.get()).ok()?)
+        }
+        _ => None,
+    };
+    add_cost_at(body, spans.usage, parsed.as_ref(), cost, estimate)
+}
+
+/// [`add_cost`] for a body already read: `usage` is its `usage` value as written (borrowed
+/// from `body`; `None` when absent) and `parsed` that value parsed, when it is an object.
+pub fn add_cost_at(
+    body: &str,
+    usage: Option<&RawValue>,
+    parsed: Option<&serde_json::Value>,
+    cost: f64,
+    estimate: impl FnOnce() -> String,
+) -> Option<String> {
+    if !body.trim_start().starts_with('{') {
+        return None;
+    }
     let cost = serde_json::to_string(&cost).ok()?;
     let mut out = String::with_capacity(body.len() + 128);
-    match spans.usage.map(RawValue::get) {
+    match usage.map(RawValue::get) {
         Some(usage) if usage.trim_start().starts_with('{') => {
             let start = offset(body, usage)?;
             let end = start + usage.trim_end().len();
-            let parsed: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(usage).ok()?;
+            let parsed = parsed?.as_object()?;
             if parsed.contains_key("cost") {
                 // The upstream's own cost, which is the one Beacon accounted: keep it.
                 return Some(body.to_string());

@@ -1,7 +1,10 @@
-//! Typed views of the parts of a `chat.completion.chunk` the meter reads; everything else
-//! in the chunk is skipped by the deserializer without being materialized.
+//! Typed views of the parts of a `chat.completion.chunk` and of a `chat.completion` the
+//! meter reads; everything else is skipped by the deserializer without being materialized.
 
-use serde::Deserialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 
 /// One streamed chunk.
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +84,77 @@ pub struct FunctionDelta {
     pub arguments: Option<String>,
 }
 
+/// A whole non-streaming `chat.completion`, borrowed from the response body: one pass reads
+/// what the meter needs and where `usage` lies (for the cost splice). A body whose fields
+/// have unexpected types does not fit this view; the handler then falls back to a generic
+/// [`serde_json::Value`].
+#[derive(Debug, Default, Deserialize)]
+pub struct CompletionView<'a> {
+    /// `chatcmpl-…`.
+    #[serde(default, borrow)]
+    pub id: Option<Cow<'a, str>>,
+    /// Served model.
+    #[serde(default, borrow)]
+    pub model: Option<Cow<'a, str>>,
+    /// The choices.
+    #[serde(default, borrow)]
+    pub choices: Option<Vec<CompletionChoice<'a>>>,
+    /// The `usage` value as written, `null` included (absent: `None`).
+    #[serde(default, borrow, deserialize_with = "raw_including_null")]
+    pub usage: Option<&'a RawValue>,
+}
+
+fn raw_including_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// One choice of a completion.
+#[derive(Debug, Default, Deserialize)]
+pub struct CompletionChoice<'a> {
+    /// Choice index.
+    #[serde(default)]
+    pub index: Option<u32>,
+    /// The assistant message.
+    #[serde(default, borrow)]
+    pub message: Option<MessageView<'a>>,
+    /// Why generation stopped.
+    #[serde(default, borrow)]
+    pub finish_reason: Option<Cow<'a, str>>,
+}
+
+/// The assistant message of a choice.
+#[derive(Debug, Default, Deserialize)]
+pub struct MessageView<'a> {
+    /// Text.
+    #[serde(default, borrow)]
+    pub content: Option<Cow<'a, str>>,
+    /// Tool calls.
+    #[serde(default, borrow)]
+    pub tool_calls: Option<Vec<ToolCallView<'a>>>,
+}
+
+/// A tool call of the assistant message.
+#[derive(Debug, Default, Deserialize)]
+pub struct ToolCallView<'a> {
+    /// Call id.
+    #[serde(default, borrow)]
+    pub id: Option<Cow<'a, str>>,
+    /// The function called.
+    #[serde(default, borrow)]
+    pub function: Option<FunctionView<'a>>,
+}
+
+/// The function of a tool call.
+#[derive(Debug, Default, Deserialize)]
+pub struct FunctionView<'a> {
+    /// Function name.
+    #[serde(default, borrow)]
+    pub name: Option<Cow<'a, str>>,
+    /// Arguments (JSON text).
+    #[serde(default, borrow)]
+    pub arguments: Option<Cow<'a, str>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +181,29 @@ mod tests {
             .unwrap()
             .tool_calls
             .is_some());
+    }
+
+    #[test]
+    fn reads_completions_in_one_pass() {
+        let body = r#"{"id":"chatcmpl-9","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"a \"quoted\" word","tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3}}"#;
+        let v: CompletionView<'_> = serde_json::from_str(body).unwrap();
+        assert_eq!(v.id.as_deref(), Some("chatcmpl-9"));
+        let c = &v.choices.as_ref().unwrap()[0];
+        assert_eq!(c.finish_reason.as_deref(), Some("tool_calls"));
+        let m = c.message.as_ref().unwrap();
+        assert_eq!(m.content.as_deref(), Some("a \"quoted\" word"));
+        let call = &m.tool_calls.as_ref().unwrap()[0];
+        assert_eq!(call.function.as_ref().unwrap().name.as_deref(), Some("f"));
+        assert_eq!(v.usage.unwrap().get(), r#"{"prompt_tokens":3}"#);
+        // `null` usage is kept as written (the splice replaces it); absent is None.
+        let n: CompletionView<'_> = serde_json::from_str(r#"{"usage":null}"#).unwrap();
+        assert_eq!(n.usage.unwrap().get(), "null");
+        let a: CompletionView<'_> = serde_json::from_str(r#"{"choices":[]}"#).unwrap();
+        assert!(a.usage.is_none());
+        // Unexpected types do not fit the view (the handler falls back to a Value).
+        assert!(serde_json::from_str::<CompletionView<'_>>(
+            r#"{"choices":[{"message":{"content":[{"type":"text"}]}}]}"#
+        )
+        .is_err());
     }
 }

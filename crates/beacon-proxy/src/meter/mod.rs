@@ -24,7 +24,7 @@ use beacon_broadcast::RecordSender;
 use bytes::Bytes;
 
 use crate::metrics::Metrics;
-use chunk::ChunkView;
+use chunk::{ChunkView, CompletionView};
 use pricing::PriceTable;
 use usage::ReportedUsage;
 
@@ -196,7 +196,39 @@ impl Meter {
         }
     }
 
-    /// Observes a complete (non-streaming) chat completion response.
+    /// Observes a complete (non-streaming) chat completion read through the typed view;
+    /// `usage` is its `usage` object, parsed.
+    pub fn observe_completion(
+        &mut self,
+        v: &CompletionView<'_>,
+        usage: Option<&serde_json::Value>,
+    ) {
+        self.response_id = v.id.as_deref().map(String::from);
+        self.served_model = v.model.as_deref().map(String::from);
+        if let Some(u) = usage.and_then(usage::parse_usage) {
+            self.reported = Some(u);
+        }
+        for (i, choice) in v.choices.iter().flatten().enumerate() {
+            let message = choice.message.as_ref();
+            let calls = message.and_then(|m| m.tool_calls.as_ref());
+            self.observe_choice(
+                choice.index.unwrap_or(i as u32),
+                choice.finish_reason.as_deref(),
+                message.and_then(|m| m.content.as_deref()),
+                calls.into_iter().flatten().map(|c| {
+                    let f = c.function.as_ref();
+                    (
+                        c.id.as_deref(),
+                        f.and_then(|f| f.name.as_deref()),
+                        f.and_then(|f| f.arguments.as_deref()),
+                    )
+                }),
+            );
+        }
+    }
+
+    /// Observes a complete (non-streaming) chat completion response that did not fit the
+    /// typed view (fields of unexpected types), read generically.
     pub fn observe_response(&mut self, v: &serde_json::Value) {
         self.response_id = v.get("id").and_then(|x| x.as_str()).map(String::from);
         self.served_model = v.get("model").and_then(|x| x.as_str()).map(String::from);
@@ -214,26 +246,44 @@ impl Meter {
                 .get("index")
                 .and_then(|x| x.as_u64())
                 .unwrap_or(i as u64) as u32;
-            if let Some(reason) = choice.get("finish_reason").and_then(|x| x.as_str()) {
-                self.set_finish_reason(index, reason);
-            }
-            if index == 0 {
-                let msg = choice.get("message");
-                if let Some(text) = msg.and_then(|m| m.get("content")).and_then(|x| x.as_str()) {
-                    self.append_output(text);
-                }
-                let calls = msg
-                    .and_then(|m| m.get("tool_calls"))
-                    .and_then(|c| c.as_array());
-                for (n, call) in calls.into_iter().flatten().enumerate() {
+            let msg = choice.get("message");
+            let calls = msg
+                .and_then(|m| m.get("tool_calls"))
+                .and_then(|c| c.as_array());
+            self.observe_choice(
+                index,
+                choice.get("finish_reason").and_then(|x| x.as_str()),
+                msg.and_then(|m| m.get("content")).and_then(|x| x.as_str()),
+                calls.into_iter().flatten().map(|call| {
                     let f = call.get("function");
-                    self.tool_call_piece(
-                        n as u32,
+                    (
                         json_str(call.get("id")),
                         json_str(f.and_then(|f| f.get("name"))),
                         json_str(f.and_then(|f| f.get("arguments"))),
-                    );
-                }
+                    )
+                }),
+            );
+        }
+    }
+
+    /// One choice of a complete response: its finish reason, and for the first choice its
+    /// text and tool calls (id, name, arguments).
+    fn observe_choice<'v>(
+        &mut self,
+        index: u32,
+        finish_reason: Option<&str>,
+        content: Option<&str>,
+        calls: impl Iterator<Item = (Option<&'v str>, Option<&'v str>, Option<&'v str>)>,
+    ) {
+        if let Some(reason) = finish_reason {
+            self.set_finish_reason(index, reason);
+        }
+        if index == 0 {
+            if let Some(text) = content {
+                self.append_output(text);
+            }
+            for (n, (id, name, arguments)) in calls.enumerate() {
+                self.tool_call_piece(n as u32, id, name, arguments);
             }
         }
     }

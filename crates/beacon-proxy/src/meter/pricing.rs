@@ -56,25 +56,53 @@ impl PriceTable {
         upstream_model: &str,
         served_model: Option<&str>,
     ) -> Option<&Price> {
-        let mut candidates = Vec::with_capacity(8);
-        for model in std::iter::once(upstream_model).chain(served_model) {
-            candidates.push(format!("{provider}/{model}"));
-            candidates.push(model.to_string());
-            if let Some(base) = strip_date_suffix(model) {
-                candidates.push(format!("{provider}/{base}"));
-                candidates.push(base.to_string());
-            }
-        }
-        candidates
-            .iter()
-            .find_map(|k| self.prices.get(k))
-            .or_else(|| candidates.iter().find_map(|k| self.by_model.get(k)))
+        let mut key = String::with_capacity(provider.len() + 64);
+        find(
+            &self.prices,
+            &mut key,
+            provider,
+            upstream_model,
+            served_model,
+        )
+        .or_else(|| {
+            find(
+                &self.by_model,
+                &mut key,
+                provider,
+                upstream_model,
+                served_model,
+            )
+        })
     }
 
     /// Every priced model id.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Price)> {
         self.prices.iter()
     }
+}
+
+/// The first of the candidate keys in `table`, in order of preference: for each model
+/// (upstream, then served), `provider/model`, `model`, then both without a date suffix. Keys
+/// are written one at a time into `key`, so a lookup allocates once.
+fn find<'t>(
+    table: &'t HashMap<String, Price>,
+    key: &mut String,
+    provider: &str,
+    upstream_model: &str,
+    served_model: Option<&str>,
+) -> Option<&'t Price> {
+    for model in std::iter::once(upstream_model).chain(served_model) {
+        for m in std::iter::once(model).chain(strip_date_suffix(model)) {
+            key.clear();
+            key.push_str(provider);
+            key.push('/');
+            key.push_str(m);
+            if let Some(p) = table.get(key.as_str()).or_else(|| table.get(m)) {
+                return Some(p);
+            }
+        }
+    }
+    None
 }
 
 /// `gpt-4o-2024-08-06` → `gpt-4o`.
