@@ -221,9 +221,9 @@ id = "bench"
 api_keys = ["{KEY}"]
 {dest}
 """)
-    proc = subprocess.Popen([str(ROOT / "target/release/beacon"), "serve", "--config", str(conf)],
+    proc = subprocess.Popen([os.environ.get("BEACON_BIN", str(ROOT / "target/release/beacon")), "serve", "--config", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.log", "w"),
-                            env={**os.environ, "BEACON_LOG": "warn"}, preexec_fn=raise_nofile)
+                            env={**os.environ, "BEACON_LOG": "warn", **({"MIMALLOC_SHOW_STATS": "1"} if os.environ.get("MISTATS") else {})}, preexec_fn=raise_nofile)
     wait_port(port)
     return proc, port
 

@@ -136,15 +136,17 @@ impl App {
     /// Serves one request. Never fails: errors become OpenAI-shaped responses.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let received = Instant::now();
-        let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
-        let path = req.uri().path().to_string();
+        let request_id = new_request_id();
+        // A clone of the URI shares its bytes; the path is borrowed from it.
+        let uri = req.uri().clone();
+        let path = uri.path();
         let method = req.method().clone();
         if let Some(mounted) = &self.mounted {
             if path.starts_with("/admin/") || path == "/console" || path.starts_with("/console/") {
                 return mounted.call(req, request_id).await;
             }
         }
-        match (method.clone(), path.as_str()) {
+        match (method.clone(), path) {
             (Method::POST, "/v1/chat/completions") => {
                 let mut labels = handlers::chat::Labels::default();
                 let resp =
@@ -180,11 +182,21 @@ impl App {
             }
             _ => ProxyError::UnknownRoute {
                 method: method.to_string(),
-                path,
+                path: path.to_string(),
             }
             .into_response(&request_id),
         }
     }
+}
+
+/// `req_` and 32 hex digits of a random (v4) UUID.
+fn new_request_id() -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let hex = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+    let mut id = String::with_capacity(4 + hex.len());
+    id.push_str("req_");
+    id.push_str(hex);
+    id
 }
 
 fn log_error(e: &ProxyError, request_id: &str) {

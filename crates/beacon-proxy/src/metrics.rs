@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// Distinct model label values kept before new models are folded into `other`.
@@ -20,35 +21,38 @@ pub const MAX_MODEL_LABELS: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
-    tenant: String,
-    model: String,
+    tenant: Label,
+    model: Label,
     status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OutcomeLabels {
-    tenant: String,
-    model: String,
-    outcome: String,
+    tenant: Label,
+    model: Label,
+    outcome: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TokenLabels {
-    tenant: String,
-    model: String,
-    kind: String,
+    tenant: Label,
+    model: Label,
+    kind: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ModelLabels {
-    tenant: String,
-    model: String,
+    tenant: Label,
+    model: Label,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StreamLabels {
-    stream: String,
+    stream: &'static str,
 }
+
+/// An interned label value: building a label set clones a pointer, not a string.
+type Label = Arc<String>;
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [
@@ -73,7 +77,8 @@ pub struct Metrics {
     ttft: Histogram,
     overhead: Histogram,
     in_flight: Gauge,
-    models: Mutex<std::collections::HashSet<String>>,
+    models: Mutex<HashMap<String, Label>>,
+    tenants: Mutex<HashMap<String, Label>>,
 }
 
 impl Metrics {
@@ -141,36 +146,55 @@ impl Metrics {
             ttft,
             overhead,
             in_flight,
-            models: Mutex::new(Default::default()),
+            models: Mutex::new(HashMap::new()),
+            tenants: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The model label for `model`, bounded in cardinality.
-    pub fn model_label(&self, model: &str) -> String {
+    /// The label for `model`: itself while fewer than [`MAX_MODEL_LABELS`] models have
+    /// been seen, `other` after that.
+    pub fn model_label(&self, model: &str) -> Label {
         let Ok(mut seen) = self.models.lock() else {
-            return "other".into();
+            return Arc::new("other".into());
         };
-        if seen.contains(model) {
-            return model.to_string();
+        if let Some(label) = seen.get(model) {
+            return label.clone();
         }
         if seen.len() < MAX_MODEL_LABELS {
-            seen.insert(model.to_string());
-            model.to_string()
+            let label = Arc::new(model.to_string());
+            seen.insert(model.to_string(), label.clone());
+            label
         } else {
-            "other".into()
+            seen.entry("other".into())
+                .or_insert_with(|| Arc::new("other".into()))
+                .clone()
+        }
+    }
+
+    /// The label for `tenant` (tenant ids are operator-defined, so not capped).
+    fn tenant_label(&self, tenant: &str) -> Label {
+        let Ok(mut seen) = self.tenants.lock() else {
+            return Arc::new(tenant.to_string());
+        };
+        match seen.get(tenant) {
+            Some(label) => label.clone(),
+            None => seen
+                .entry(tenant.to_string())
+                .or_insert_with(|| Arc::new(tenant.to_string()))
+                .clone(),
         }
     }
 
     /// Counts one response.
     pub fn observe_response(&self, tenant: &str, model: &str, status: u16) {
         let model = if model.is_empty() {
-            String::new()
+            Label::default()
         } else {
             self.model_label(model)
         };
         self.requests
             .get_or_create(&RequestLabels {
-                tenant: tenant.to_string(),
+                tenant: self.tenant_label(tenant),
                 model,
                 status,
             })
@@ -179,13 +203,13 @@ impl Metrics {
 
     /// Accounts a finished completion.
     pub fn observe_record(&self, r: &CompletionRecord) {
-        let tenant = r.tenant_id.clone();
+        let tenant = self.tenant_label(&r.tenant_id);
         let model = self.model_label(&r.requested_model);
         self.completions
             .get_or_create(&OutcomeLabels {
                 tenant: tenant.clone(),
                 model: model.clone(),
-                outcome: r.outcome.label().to_string(),
+                outcome: r.outcome.label(),
             })
             .inc();
         let u = &r.usage;
@@ -201,7 +225,7 @@ impl Metrics {
                     .get_or_create(&TokenLabels {
                         tenant: tenant.clone(),
                         model: model.clone(),
-                        kind: kind.to_string(),
+                        kind,
                     })
                     .inc_by(n);
             }
@@ -215,7 +239,7 @@ impl Metrics {
         let t = &r.timings;
         self.latency
             .get_or_create(&StreamLabels {
-                stream: r.stream.to_string(),
+                stream: if r.stream { "true" } else { "false" },
             })
             .observe(t.total_us() as f64 / 1e6);
         if let (true, Some(first)) = (r.stream, t.first_chunk_us) {
