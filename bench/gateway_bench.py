@@ -5,6 +5,8 @@ One command installs and starts everything on 127.0.0.1:
   - nginx (Debian) as the upstream stub: a canned chat.completion, a canned SSE stream, a
     slow SSE stream (limit_rate) and a Sentry OTLP receiver answering 200;
   - nginx as a plain proxy_pass reverse proxy in front of the stub;
+  - bench/loadgen's beacon-hyper-floor: hyper's server and client relaying and nothing else,
+    on Beacon's thread layout (the floor of the stack Beacon is built on);
   - Beacon (release build) with broadcast on (to the Sentry stub), broadcast off, and
     broadcast on with Sentry down (a closed port);
   - LiteLLM proxy from PyPI (pinned; --no-litellm skips it);
@@ -223,7 +225,7 @@ api_keys = ["{KEY}"]
 """)
     proc = subprocess.Popen([os.environ.get("BEACON_BIN", str(ROOT / "target/release/beacon")), "serve", "--config", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.log", "w"),
-                            env={**os.environ, "BEACON_LOG": "warn", **({"MIMALLOC_SHOW_STATS": "1"} if os.environ.get("MISTATS") else {})}, preexec_fn=raise_nofile)
+                            env={**os.environ, "BEACON_LOG": "warn"}, preexec_fn=raise_nofile)
     wait_port(port)
     return proc, port
 
@@ -330,11 +332,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 s = json.load(open(sys.argv[1]))
 t64 = s["throughput"]["64"]
-names = [n for n in ("direct", "nginx", "beacon", "beacon_off", "beacon_sentry_down", "litellm") if n in t64]
+names = [n for n in ("direct", "nginx", "hyper_floor", "beacon", "beacon_off", "beacon_sentry_down", "litellm") if n in t64]
 fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
 ax = axes[0]
 vals = [t64[n]["rps"] for n in names]
-ax.bar(names, vals, color=["#888", "#2a9d8f", "#5a3fd6", "#8e7cc3", "#b4a7d6", "#e76f51"][:len(names)])
+colors = {"direct": "#888", "nginx": "#2a9d8f", "hyper_floor": "#94d2bd", "beacon": "#5a3fd6", "beacon_off": "#8e7cc3",
+          "beacon_sentry_down": "#b4a7d6", "litellm": "#e76f51"}
+ax.bar(names, vals, color=[colors[n] for n in names])
 ax.set_title("Non-streaming throughput, 64 connections (req/s, median)")
 ax.tick_params(axis="x", rotation=30)
 for i, v in enumerate(vals):
@@ -386,8 +390,13 @@ def main():
     up_port, proxy_port = free_port(), free_port()
     procs.append(start_nginx(tmp, "stub", stub_block(tmp, up_port)))
     procs.append(start_nginx(tmp, "proxy", proxy_block(proxy_port, up_port)))
+    floor_port = free_port()
+    floor = subprocess.Popen([str(ROOT / "target/release/beacon-hyper-floor"), "--listen", f"127.0.0.1:{floor_port}",
+                              "--upstream", f"http://127.0.0.1:{up_port}"], preexec_fn=raise_nofile)
+    procs.append(floor)
     wait_port(up_port)
     wait_port(proxy_port)
+    wait_port(floor_port)
     try:
         beacon, beacon_port = start_beacon(tmp, "beacon", up_port, True)
         off, off_port = start_beacon(tmp, "beacon_off", up_port, False)
@@ -396,6 +405,7 @@ def main():
         targets = {  # name: (port, path, model, pid)
             "direct": (up_port, "/v1/chat/completions", "gpt-4o", None),
             "nginx": (proxy_port, "/v1/chat/completions", "gpt-4o", nginx_workers(procs[1])),
+            "hyper_floor": (floor_port, "/v1/chat/completions", "gpt-4o", floor.pid),
             "beacon": (beacon_port, "/v1/chat/completions", "stub/gpt-4o", beacon.pid),
             "beacon_off": (off_port, "/v1/chat/completions", "stub/gpt-4o", off.pid),
             "beacon_sentry_down": (down_port, "/v1/chat/completions", "stub/gpt-4o", down.pid),
@@ -404,6 +414,13 @@ def main():
             ll, ll_port = start_litellm(tmp, up_port)
             procs.append(ll)
             targets["litellm"] = (ll_port, "/v1/chat/completions", "stub/gpt-4o", ll.pid)
+        # The token table alone: one cancelled request needs an estimate, which loads o200k_base.
+        rss_idle = rss(beacon.pid)
+        subprocess.run(["curl", "-s", "-m", "0.5", f"http://127.0.0.1:{beacon_port}/v1/chat/completions",
+                        "-H", f"authorization: Bearer {KEY}", "-H", "content-type: application/json",
+                        "-d", body("slow/gpt-4o", True)], capture_output=True)
+        time.sleep(1)
+        tokenizer_kib = rss(beacon.pid) - rss_idle
         scripts = {n: wrk_script(tmp, n, t[2]) for n, t in targets.items()}
         for n, (port, path, _, _) in targets.items():  # warm-up
             wrk(port, path, 2, 64, scripts[n])
@@ -544,6 +561,9 @@ def main():
         "beacon_vs_nginx_p99_64": t64["beacon"]["p99_ms"] / t64["nginx"]["p99_ms"],
         "beacon_vs_nginx_rps_16": t16["beacon"]["rps"] / t16["nginx"]["rps"],
         "beacon_vs_direct_rps_64": t64["beacon"]["rps"] / t64["direct"]["rps"],
+        "hyper_floor_vs_nginx_rps_64": t64["hyper_floor"]["rps"] / t64["nginx"]["rps"],
+        "hyper_floor_vs_nginx_p99_64": t64["hyper_floor"]["p99_ms"] / t64["nginx"]["p99_ms"],
+        "beacon_vs_hyper_floor_rps_64": t64["beacon"]["rps"] / t64["hyper_floor"]["rps"],
         "nginx_vs_direct_rps_64": t64["nginx"]["rps"] / t64["direct"]["rps"],
         "broadcast_on_vs_off_rps": t64["beacon"]["rps"] / t64["beacon_off"]["rps"],
         "sentry_down_vs_up_rps": t64["beacon_sentry_down"]["rps"] / t64["beacon"]["rps"],
@@ -561,6 +581,7 @@ def main():
         "trickle_total_p50_us_beacon": trickle_med["beacon"]["total_p50_us"],
         "peak_rss_mib_under_load_64": t64["beacon"]["rss_peak_kib_under_load"] / 1024,
         "peak_rss_mib_hwm_incl_tokenizer": peak_rss_kib / 1024,
+        "tokenizer_table_mib": tokenizer_kib / 1024,
         "kib_per_open_stream": held["beacon"]["kib_per_stream"],
     }
     if "litellm" in t64:
@@ -582,7 +603,8 @@ def main():
         "fixed_rate": {"rate": args.rate, "targets": fixed_med},
         "streaming": {"targets": streaming_med, "trickle": trickle_med},
         "held_streams": held,
-        "memory": {"rss_kib_after_warmup": rss_after_warmup, "vm_hwm_kib_after_throughput": peak_rss_kib,
+        "memory": {"rss_kib_idle": rss_idle, "tokenizer_table_kib": tokenizer_kib,
+                   "rss_kib_after_warmup": rss_after_warmup, "vm_hwm_kib_after_throughput": peak_rss_kib,
                    "rss_peak_kib_under_load_64": t64["beacon"]["rss_peak_kib_under_load"],
                    "note": "VmHWM includes the o200k tokenizer table once a cancelled request (wrk stopping mid-request) needs an estimate"},
         "soak": soak,
