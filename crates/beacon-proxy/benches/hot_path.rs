@@ -1,12 +1,14 @@
 //! Hot-path pieces of the proxy, one thread each: SSE parsing of a streamed completion as it
 //! arrives in network-sized pieces, the typed chunk view the meter reads from every chunk,
-//! and usage extraction from a final usage chunk and from a non-streaming response.
+//! and usage extraction from a final usage chunk and from a non-streaming response (read as
+//! the handler reads it: one typed pass, then the cost spliced into the upstream's bytes).
 //!
 //! `cargo bench -p beacon-proxy --bench hot_path`
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use beacon_proxy::meter::chunk::ChunkView;
+use beacon_proxy::handlers::splice::add_cost_at;
+use beacon_proxy::meter::chunk::{ChunkView, CompletionView};
 use beacon_proxy::meter::usage::parse_usage;
 use beacon_proxy::sse::SseParser;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -62,12 +64,29 @@ fn chunks_and_usage(c: &mut Criterion) {
             parse_usage(v.usage.as_ref().unwrap()).unwrap()
         })
     });
-    g.bench_function("usage from a non-streaming response", |b| {
-        b.iter(|| {
-            let v: serde_json::Value = serde_json::from_str(RESPONSE).unwrap();
-            parse_usage(&v["usage"]).unwrap()
-        })
-    });
+    g.bench_function(
+        "non-streaming response: typed view, usage, cost spliced in",
+        |b| {
+            b.iter(|| {
+                let v: CompletionView<'_> = serde_json::from_str(RESPONSE).unwrap();
+                let usage: serde_json::Value =
+                    serde_json::from_str(v.usage.unwrap().get()).unwrap();
+                let reported = parse_usage(&usage).unwrap();
+                let body =
+                    add_cost_at(RESPONSE, v.usage, Some(&usage), 0.0025, String::new).unwrap();
+                (reported, body)
+            })
+        },
+    );
+    g.bench_function(
+        "non-streaming response parsed whole (the former path, for comparison)",
+        |b| {
+            b.iter(|| {
+                let v: serde_json::Value = serde_json::from_str(RESPONSE).unwrap();
+                parse_usage(&v["usage"]).unwrap()
+            })
+        },
+    );
     g.finish();
 }
 
