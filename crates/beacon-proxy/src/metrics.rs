@@ -262,3 +262,34 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_interned_and_models_capped() {
+        let m = Metrics::new(&beacon_broadcast::Stats::default());
+        let (a, b) = (m.tenant_label("acme"), m.tenant_label("acme"));
+        assert!(Arc::ptr_eq(&a, &b), "one allocation per distinct label");
+        for i in 0..MAX_MODEL_LABELS + 50 {
+            m.observe_response("acme", &format!("model-{i}"), 200);
+        }
+        let text = m.render();
+        let models: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("beacon_requests_total{"))
+            .filter_map(|l| l.split("model=\"").nth(1)?.split('"').next())
+            .collect();
+        assert!(models.contains("other"));
+        assert_eq!(models.len(), MAX_MODEL_LABELS + 1, "the cap, plus `other`");
+        assert!(text.contains(r#"tenant="acme""#));
+        // Requests past the cap are counted under `other`, not dropped.
+        let other: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("beacon_requests_total{") && l.contains(r#"model="other""#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(other, 50.0);
+    }
+}
