@@ -346,7 +346,7 @@ for i, v in enumerate(vals):
 ax = axes[1]
 fr = s["fixed_rate"]["targets"]
 pcts = ["p50_us", "p90_us", "p99_us", "p999_us"]
-for n, c in (("direct", "#888"), ("nginx", "#2a9d8f"), ("beacon", "#5a3fd6")):
+for n, c in (("direct", "#888"), ("nginx", "#2a9d8f"), ("hyper_floor", "#94d2bd"), ("beacon", "#5a3fd6")):
     if n in fr:
         ax.plot([p[:-3] for p in pcts], [fr[n][p] / 1000 for p in pcts], marker="o", label=n, color=c)
 ax.set_title(f"Latency at a fixed {s['fixed_rate']['rate']:.0f} req/s (ms, medians of rounds)")
@@ -450,7 +450,7 @@ def main():
         peak_rss_kib = rss(beacon.pid, "VmHWM")
 
         # --- fixed rate: latency added to the direct path --------------------------------------
-        fixed = {n: [] for n in ("direct", "nginx", "beacon")}
+        fixed = {n: [] for n in ("direct", "nginx", "hyper_floor", "beacon")}
         for r in range(args.rounds):
             for n in fixed:
                 port, path, model, _ = targets[n]
@@ -571,6 +571,8 @@ def main():
         "added_p50_us_beacon": fixed_med["beacon"]["p50_us"] - fixed_med["direct"]["p50_us"],
         "added_p99_us_beacon": fixed_med["beacon"]["p99_us"] - fixed_med["direct"]["p99_us"],
         "added_p50_us_nginx": fixed_med["nginx"]["p50_us"] - fixed_med["direct"]["p50_us"],
+        "added_p50_us_hyper_floor": fixed_med["hyper_floor"]["p50_us"] - fixed_med["direct"]["p50_us"],
+        "added_p99_us_hyper_floor": fixed_med["hyper_floor"]["p99_us"] - fixed_med["direct"]["p99_us"],
         "added_p99_us_nginx": fixed_med["nginx"]["p99_us"] - fixed_med["direct"]["p99_us"],
         "added_ttfc_p50_us_beacon_1_stream": streaming_med["1"]["beacon"]["ttfc_p50_us"] - streaming_med["1"]["direct"]["ttfc_p50_us"],
         "added_ttfc_p99_us_beacon_1_stream": streaming_med["1"]["beacon"]["ttfc_p99_us"] - streaming_med["1"]["direct"]["ttfc_p99_us"],
