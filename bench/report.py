@@ -136,6 +136,19 @@ chunk (the stub sends the whole stream at once, so total ≈ TTFC) (µs):
     stream_note = "" if r['kib_per_open_stream'] <= 64 else f"""- **Per open stream**: two connections' hyper buffers (8 KiB read buffers each), the SSE
   parser's buffer, the meter and three tasks.
 """
+    fixed_note = "" if r['added_p50_us_beacon'] <= 100 else f"""- **Added latency at a fixed rate (p50)**: {r['added_p50_us_beacon']:.0f} µs in this run (105 and 120 µs in the two
+  previous full runs), against {r['added_p50_us_nginx']:.0f} µs for nginx and {r['added_p50_us_hyper_floor']:.0f} µs for the hyper floor on the
+  same path; the direct path's own p50 moves with the machine ({f['direct']['p50_us']:.0f} µs in this run).
+  At 2,000 req/s the added time is the stack's two extra wake-ups and relay (the floor's
+  figure) plus Beacon's own work per request, the same CPU cost that sets the throughput
+  ratio above.
+"""
+    streams_note = "" if 0 <= r['added_ttfc_p99_us_beacon_16_streams'] <= 1000 else f"""- **16 streams at once**: one stream at a time Beacon adds {r['added_ttfc_p50_us_beacon_1_stream']:.0f} µs at p50 and
+  {r['added_ttfc_p99_us_beacon_1_stream']:.0f} µs at p99 to the time to first chunk; with 16 streams, the load
+  generator and the stub sharing two cores the same per-stream work queues, and Beacon's p99
+  ({st['16']['beacon']['ttfc_p99_us']:.0f} µs here) moves between rounds by more than the target (the rounds:
+  {', '.join(str(x['time_to_first_chunk']['p99_us']) for x in s['runs']['streaming']['16']['beacon'])} µs).
+"""
     b = s["broadcast"]
     out.append(f"""
 The live destination received {b['exported'].get('total', 0):,.0f} spans during the run
@@ -174,18 +187,7 @@ down every record was counted: `queue_full` {b['sentry_down_dropped'].get('queue
 - **Broadcast on against off** costs the export work above per completion; on two cores
   shared with the load generator and the stub, every µs of it shows in the ratio
   ({t['64']['beacon']['cpu_us_per_request']:.1f} vs {t['64']['beacon_off']['cpu_us_per_request']:.1f} µs CPU per request in this run).
-- **Added latency at a fixed rate (p50)**: {r['added_p50_us_beacon']:.0f} µs in this run (89 and 105 µs in the two
-  previous full runs), against {r['added_p50_us_nginx']:.0f} µs for nginx and {r['added_p50_us_hyper_floor']:.0f} µs for the hyper floor on the
-  same path; the direct path's own p50 moves with the machine ({f['direct']['p50_us']:.0f} µs in this run).
-  At 2,000 req/s the added time is the stack's two extra wake-ups and relay (the floor's
-  figure) plus Beacon's own work per request, the same CPU cost that sets the throughput
-  ratio above.
-- **16 streams at once**: one stream at a time Beacon adds {r['added_ttfc_p50_us_beacon_1_stream']:.0f} µs at p50 and
-  {r['added_ttfc_p99_us_beacon_1_stream']:.0f} µs at p99 to the time to first chunk; with 16 streams, the load
-  generator and the stub sharing two cores the same per-stream work queues, and Beacon's p99
-  ({st['16']['beacon']['ttfc_p99_us']:.0f} µs here) moves between rounds by more than the target (the rounds:
-  {', '.join(str(x['time_to_first_chunk']['p99_us']) for x in s['runs']['streaming']['16']['beacon'])} µs).
-{sentry_note}- **Memory.** Two findings. (1) mimalloc advised transparent huge pages on its arenas, so
+{fixed_note}{streams_note}{sentry_note}- **Memory.** Two findings. (1) mimalloc advised transparent huge pages on its arenas, so
   every touched 2 MiB region counted whole in RSS; built with its `no_thp` feature Beacon
   idles at {s['memory']['rss_kib_idle'] / 1024:.1f} MiB (25 MiB before, 97 MiB before the lazy tokenizer) and the
   64-connection load without the token table peaks near 31 MiB (62 MiB before), at the same
