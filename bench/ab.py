@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Interleaved A/B of two or more `beacon` binaries on the same stub, for a change's before
+and after (build each, copy the binaries aside, then compare them side by side).
+
+Each round runs, for every binary in turn: wrk at 64 connections (req/s, p99, CPU µs per
+request, peak RSS), a fixed-rate run at 2,000 req/s (p50, p99) and 2,000 streams 16 at a
+time (time to first chunk). Medians of the rounds are printed with every round's value.
+
+Usage:
+  python3 bench/ab.py [--rounds 4] BINARY BINARY [BINARY ...]
+e.g. cp target/release/beacon /tmp/beacon-before; (change, rebuild);
+     python3 bench/ab.py /tmp/beacon-before target/release/beacon
+Needs what bench/gateway_bench.py installs (nginx, wrk, bench/loadgen in release mode).
+"""
+
+import argparse
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import gateway_bench as g  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("binaries", nargs="+")
+    args = ap.parse_args()
+    if len(args.binaries) < 2:
+        raise SystemExit("give at least two binaries")
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="beacon-ab-"))
+    tmp.chmod(0o755)
+    up = g.free_port()
+    procs = [g.start_nginx(tmp, "stub", g.stub_block(tmp, up))]
+    g.wait_port(up)
+    try:
+        targets = {}
+        for i, path in enumerate(args.binaries):
+            os.environ["BEACON_BIN"] = str(pathlib.Path(path).resolve())
+            proc, port = g.start_beacon(tmp, f"b{i}", up, True)
+            procs.append(proc)
+            targets[f"{i}:{path}"] = (proc, port)
+        script = g.wrk_script(tmp, "ab", "stub/gpt-4o")
+        for proc, port in targets.values():  # warm-up
+            g.wrk(port, "/v1/chat/completions", 2, 64, script)
+        res = {n: {k: [] for k in ("rps", "p99_ms", "cpu_us", "rss_kib", "rate_p50_us", "rate_p99_us", "ttfc16_p99_us")}
+               for n in targets}
+        for r in range(args.rounds):
+            for n, (proc, port) in targets.items():
+                w = g.wrk(port, "/v1/chat/completions", 5, 64, script, proc.pid, rss_pid=proc.pid)
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                auth = f"authorization: Bearer {g.KEY}"
+                rate = g.loadgen("rate", "--url", url, "--body", g.body("stub/gpt-4o"), "-H", auth,
+                                 "--rate", "2000", "--duration", "4", "--connections", "64")
+                s16 = g.loadgen("stream", "--url", url, "--body", g.body("sse/gpt-4o", True), "-H", auth,
+                                "--concurrency", "16", "--requests", "2000")
+                for k, v in (("rps", w["rps"]), ("p99_ms", w["p99_ms"]), ("cpu_us", w["cpu_us_per_request"]),
+                             ("rss_kib", w["rss_peak_kib_under_load"]), ("rate_p50_us", rate["latency"]["p50_us"]),
+                             ("rate_p99_us", rate["latency"]["p99_us"]),
+                             ("ttfc16_p99_us", s16["time_to_first_chunk"]["p99_us"])):
+                    res[n][k].append(v)
+                print(f"round {r + 1} {n}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in res[n].items()), file=sys.stderr)
+        for n, d in res.items():
+            print(n)
+            for k, v in d.items():
+                print(f"  {k:<14} median {statistics.median(v):>10.1f}   rounds {[round(x, 1) for x in v]}")
+    finally:
+        for p in procs:
+            p.terminate()
+
+
+if __name__ == "__main__":
+    main()
