@@ -163,78 +163,69 @@ pub async fn handle(
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
-    let body = match std::str::from_utf8(&bytes)
+    let invalid = |mut meter: Meter| {
+        let message = "the upstream answered 2xx with a body that is not a JSON object".to_string();
+        meter.finish(Outcome::UpstreamError {
+            status: Some(status.as_u16()),
+            error_type: "invalid_response".into(),
+            message: message.clone(),
+        });
+        ProxyError::UpstreamInvalid(message)
+    };
+    let Some(text) = std::str::from_utf8(&bytes)
         .ok()
         .filter(|text| text.trim_start().starts_with('{'))
-        .and_then(|text| Some((text, serde_json::from_str::<CompletionView<'_>>(text).ok()?)))
-    {
-        // One typed pass over the body; only `usage` is parsed further.
-        Some((text, view)) => {
-            let usage = view
-                .usage
-                .filter(|u| u.get().starts_with('{'))
-                .and_then(|u| serde_json::from_str::<serde_json::Value>(u.get()).ok());
-            meter.observe_completion(&view, usage.as_ref());
-            match meter.finish(Outcome::Ok) {
-                None => bytes.clone(),
-                Some(acc) => {
-                    let (cost, estimate) = cost_and_estimate(&acc);
-                    match super::splice::add_cost_at(
-                        text,
-                        view.usage,
-                        usage.as_ref(),
-                        cost,
-                        estimate,
-                    ) {
-                        Some(spliced) => Bytes::from(spliced),
-                        None => reserialized(text, &acc),
-                    }
+    else {
+        return Err(invalid(meter));
+    };
+    // One typed pass over the body (only `usage` is parsed further); a body whose fields have
+    // unexpected types is read generically instead.
+    let view = serde_json::from_str::<CompletionView<'_>>(text).ok();
+    let usage = view
+        .as_ref()
+        .and_then(|v| v.usage)
+        .filter(|u| u.get().starts_with('{'))
+        .and_then(|u| serde_json::from_str::<serde_json::Value>(u.get()).ok());
+    match &view {
+        Some(v) => meter.observe_completion(v, usage.as_ref()),
+        None => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(json) if json.is_object() => meter.observe_response(&json),
+            _ => return Err(invalid(meter)),
+        },
+    }
+    let body = match meter.finish(Outcome::Ok) {
+        None => bytes.clone(),
+        Some(acc) => {
+            let cost: f64 = acc.cost.total.try_into().unwrap_or(0.0);
+            // The upstream reported nothing: give the client Beacon's estimate, marked so.
+            let estimate = || estimated_usage(&acc, cost).to_string();
+            let spliced = match &view {
+                Some(v) => {
+                    super::splice::add_cost_at(text, v.usage, usage.as_ref(), cost, estimate)
                 }
+                None => super::splice::add_cost(text, cost, estimate),
+            };
+            match spliced {
+                Some(spliced) => Bytes::from(spliced),
+                // A `usage` the splice cannot edit: re-serialize with Beacon's usage.
+                None => match serde_json::from_str::<serde_json::Value>(text) {
+                    Ok(mut json) => {
+                        if let Some(obj) = json.as_object_mut() {
+                            obj.insert("usage".into(), estimated_usage(&acc, cost));
+                        }
+                        Bytes::from(json.to_string())
+                    }
+                    Err(_) => bytes.clone(),
+                },
             }
         }
-        None => match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            // Fields of unexpected types: read generically.
-            Ok(json @ serde_json::Value::Object(_)) => {
-                meter.observe_response(&json);
-                match meter.finish(Outcome::Ok) {
-                    None => bytes.clone(),
-                    Some(acc) => {
-                        let (cost, estimate) = cost_and_estimate(&acc);
-                        match std::str::from_utf8(&bytes)
-                            .ok()
-                            .and_then(|b| super::splice::add_cost(b, cost, estimate))
-                        {
-                            Some(spliced) => Bytes::from(spliced),
-                            None => reserialized_value(json, &acc),
-                        }
-                    }
-                }
-            }
-            _ => {
-                let message =
-                    "the upstream answered 2xx with a body that is not a JSON object".to_string();
-                meter.finish(Outcome::UpstreamError {
-                    status: Some(status.as_u16()),
-                    error_type: "invalid_response".into(),
-                    message: message.clone(),
-                });
-                return Err(ProxyError::UpstreamInvalid(message));
-            }
-        },
     };
     let mut out = json_response(StatusCode::OK, body, request_id);
     out.headers_mut().extend(passthrough);
     Ok(out)
 }
 
-/// The cost to splice into a completion, and Beacon's estimate as a `usage` object (marked
-/// `"estimated": true`) for when the upstream reported none.
-fn cost_and_estimate(acc: &Accounted) -> (f64, impl FnOnce() -> String + '_) {
-    let cost: f64 = acc.cost.total.try_into().unwrap_or(0.0);
-    let estimate = move || estimated_usage(acc, cost).to_string();
-    (cost, estimate)
-}
-
+/// Beacon's accounted usage as a `usage` object, marked `"estimated": true`.
 fn estimated_usage(acc: &Accounted, cost: f64) -> serde_json::Value {
     serde_json::json!({
         "prompt_tokens": acc.usage.prompt_tokens,
@@ -243,22 +234,6 @@ fn estimated_usage(acc: &Accounted, cost: f64) -> serde_json::Value {
         "cost": cost,
         "estimated": true,
     })
-}
-
-/// The completion re-serialized with Beacon's usage, for bodies the splice cannot edit.
-fn reserialized(text: &str, acc: &Accounted) -> Bytes {
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(json) => reserialized_value(json, acc),
-        Err(_) => Bytes::copy_from_slice(text.as_bytes()),
-    }
-}
-
-fn reserialized_value(mut json: serde_json::Value, acc: &Accounted) -> Bytes {
-    let cost: f64 = acc.cost.total.try_into().unwrap_or(0.0);
-    if let Some(obj) = json.as_object_mut() {
-        obj.insert("usage".into(), estimated_usage(acc, cost));
-    }
-    Bytes::from(json.to_string())
 }
 
 async fn read_body(
