@@ -16,7 +16,8 @@ import openai
 
 
 def main() -> None:
-    args = json.loads(sys.argv[1])
+    # "-": the arguments come on stdin (a large prompt exceeds the kernel's argument limit).
+    args = json.loads(sys.stdin.read() if sys.argv[1] == "-" else sys.argv[1])
     client = openai.OpenAI(
         base_url=args["base_url"],
         api_key=args["api_key"],

@@ -314,13 +314,24 @@ pub fn python() -> PathBuf {
 
 /// Runs `tests/py/client.py` with `args` (JSON) and returns its JSON output.
 pub async fn sdk(args: Value) -> Value {
+    use tokio::io::AsyncWriteExt;
     let script = workspace_root().join("tests/py/client.py");
-    let out = tokio::process::Command::new(python())
+    // The arguments go on stdin: a large prompt exceeds the kernel's per-argument limit.
+    let mut child = tokio::process::Command::new(python())
         .arg(script)
-        .arg(args.to_string())
-        .output()
-        .await
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run python");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(args.to_string().as_bytes())
+        .await
+        .expect("write the arguments");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -382,6 +382,54 @@ async fn missing_usage_is_estimated_with_the_tokenizer() {
     assert_eq!(r["usage"]["completion_tokens"], 6);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn large_prompts_without_usage_are_estimated_off_the_event_loop() {
+    let mock = MockUpstream::start().await;
+    let config = Beacon::config(
+        &mock.base_url(),
+        "[pricing.\"mock/no-usage\"]\ninput = 1.0\noutput = 2.0\n",
+    )
+    .replace("max_body_bytes = 65536", "max_body_bytes = 2097152");
+    let beacon = Beacon::start(&config);
+    // 900 kB of one letter: the input that made a quadratic BPE merge spin for hours.
+    // One-letter runs merge into 8-letter tokens in o200k_base.
+    let run = json!([{"role": "user", "content": "a".repeat(900_000)}]);
+    let out = sdk(args(
+        &beacon,
+        "chat",
+        json!({"model": "mock/no-usage", "messages": run}),
+    ))
+    .await;
+    let prompt = out["completion"]["usage"]["prompt_tokens"]
+        .as_u64()
+        .expect("the response carries the estimate");
+    assert!((112_500..113_000).contains(&prompt), "{prompt}");
+    let r = beacon.wait_record(out["headers"]["x-request-id"].as_str().unwrap());
+    assert_eq!(r["usage"]["estimated"], true);
+    assert_eq!(r["usage"]["prompt_tokens"], prompt);
+    assert_eq!(r["usage"]["completion_tokens"], 6);
+
+    // A stream's record is finished on the estimator thread once the answer is out.
+    let words = json!([{"role": "user", "content": "word ".repeat(40_000)}]);
+    let out = sdk(args(
+        &beacon,
+        "stream",
+        json!({"model": "mock/no-usage", "messages": words}),
+    ))
+    .await;
+    assert_eq!(out["content"], "Hello from the mock upstream.", "{out}");
+    let r = beacon.wait_record(out["headers"]["x-request-id"].as_str().unwrap());
+    assert_eq!(r["outcome"]["kind"], "ok");
+    assert_eq!(r["usage"]["estimated"], true);
+    // " word" is one token: 40,000 of them plus the framing.
+    let prompt = r["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!((40_000..40_020).contains(&prompt), "{prompt}");
+    assert_eq!(r["usage"]["completion_tokens"], 6);
+    // Priced on the estimator thread too: 40,0xx input tokens at $1/M, 6 output at $2/M.
+    let total: f64 = r["cost"]["total"].as_str().unwrap().parse().unwrap();
+    assert!((0.04..0.0401).contains(&total), "{r}");
+}
+
 async fn post(
     beacon: &Beacon,
     key: Option<&str>,

@@ -193,6 +193,8 @@ pub async fn handle(
             _ => return Err(invalid(meter)),
         },
     }
+    // No usage from the upstream: a large estimate is made off the event loop.
+    meter.estimate_off_loop().await;
     let body = match meter.finish(Outcome::Ok) {
         None => bytes.clone(),
         Some(acc) => {

@@ -4,27 +4,43 @@
 //! framing overhead, and the reply is primed with three tokens. Text beyond
 //! [`MAX_TOKENIZED_BYTES`] is extrapolated from the bytes-per-token ratio of what was
 //! tokenized, which bounds the CPU one request can take.
+//!
+//! The tokenizer runs in linear time (no quadratic merge on long runs such as a megabyte
+//! of one repeated character), but a large estimate still takes milliseconds. Estimates
+//! over [`INLINE_BYTES`] therefore run on one estimator thread ([`offload`]), never on a
+//! proxy event loop, where they would stall every other request of that worker.
 
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::OnceLock;
+
+use beacon_broadcast::record::TokenUsage;
+use bytes::Bytes;
 use serde_json::Value;
-use tiktoken_rs::CoreBPE;
+use tiktoken::CoreBpe;
 
 /// Most text tokenized per side of one completion.
 pub const MAX_TOKENIZED_BYTES: usize = 1024 * 1024;
 
+/// Estimates over this many bytes of text run on the estimator thread. Below it an estimate
+/// takes tens of microseconds on prose (at most a few milliseconds on adversarial text),
+/// less than the hand-off would cost.
+pub const INLINE_BYTES: usize = 16 * 1024;
+
+/// Estimates waiting for the estimator thread, at most; past it the caller runs its own.
+const QUEUE: usize = 256;
+
 const TOKENS_PER_MESSAGE: u64 = 3;
 const REPLY_PRIMING: u64 = 3;
 
-fn encoder(model: &str) -> &'static CoreBPE {
+fn encoder(model: &str) -> Option<&'static CoreBpe> {
     // gpt-4o, gpt-4.1, gpt-5 and the o-series use o200k_base; older OpenAI models and most
     // other vendors are closer to cl100k_base.
     let m = model.rsplit('/').next().unwrap_or(model);
     let legacy = m.starts_with("gpt-3.5")
         || (m.starts_with("gpt-4") && !m.starts_with("gpt-4o") && !m.starts_with("gpt-4.1"));
-    if legacy {
-        tiktoken_rs::cl100k_base_singleton()
-    } else {
-        tiktoken_rs::o200k_base_singleton()
-    }
+    // Loaded on first use and kept: both tables are compiled in, so `None` cannot happen
+    // with this crate's features.
+    tiktoken::get_encoding(if legacy { "cl100k_base" } else { "o200k_base" })
 }
 
 /// Tokens in `text`, whose full length was `total_bytes` (≥ `text.len()` when truncated).
@@ -36,7 +52,11 @@ pub fn count_text(model: &str, text: &str, total_bytes: usize) -> u64 {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let counted = encoder(model).encode_ordinary(&text[..end]).len() as u64;
+    let counted = match encoder(model) {
+        Some(bpe) => bpe.count(&text[..end]) as u64,
+        // Unreachable with the vocabularies compiled in; OpenAI's rule of thumb otherwise.
+        None => end.div_ceil(4) as u64,
+    };
     let total_bytes = total_bytes.max(text.len());
     if end == total_bytes || end == 0 {
         counted
@@ -89,6 +109,112 @@ pub fn count_prompt(model: &str, messages: &Value) -> u64 {
         + REPLY_PRIMING
 }
 
+/// Everything one completion's estimate needs, owned, so that it can move to the
+/// estimator thread.
+#[derive(Debug)]
+pub struct Input {
+    /// Served (or else upstream) model: picks the encoding.
+    pub model: String,
+    /// The request's raw `messages` array.
+    pub messages: Bytes,
+    /// Output text kept (with tool-call names and arguments appended).
+    pub output: String,
+    /// Output bytes seen in all, ≥ `output.len()` when the kept text was capped.
+    pub output_bytes: usize,
+}
+
+impl Input {
+    /// Bytes of text this estimate would tokenize (before the per-side cap).
+    pub fn bytes(&self) -> usize {
+        self.messages.len() + self.output.len()
+    }
+
+    /// Whether the estimate is small enough to run where it is asked for.
+    pub fn is_small(&self) -> bool {
+        self.bytes() <= INLINE_BYTES
+    }
+
+    /// Counts prompt and completion tokens; the usage is marked estimated.
+    pub fn run(&self) -> TokenUsage {
+        let prompt = serde_json::from_slice::<Value>(&self.messages)
+            .map(|m| count_prompt(&self.model, &m))
+            .unwrap_or(0);
+        let completion = count_text(&self.model, &self.output, self.output_bytes);
+        TokenUsage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            estimated: true,
+            ..TokenUsage::default()
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+fn estimator() -> Option<&'static SyncSender<Job>> {
+    static TX: OnceLock<Option<SyncSender<Job>>> = OnceLock::new();
+    TX.get_or_init(|| {
+        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+        let started = std::thread::Builder::new()
+            .name("beacon-estimate".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            });
+        match started {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::warn!(error = %e, "no estimator thread: estimates run inline");
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+/// Runs `job` on the estimator thread. When the thread's queue is full (or the thread could
+/// not start) the job is handed back, for the caller to run itself: back-pressure instead of
+/// an unbounded queue of request bodies.
+pub fn offload(job: Box<dyn FnOnce() + Send>) -> Result<(), Box<dyn FnOnce() + Send>> {
+    let Some(tx) = estimator() else {
+        return Err(job);
+    };
+    match tx.try_send(job) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
+    }
+}
+
+/// Runs the estimate without blocking the event loop when it is large: on the estimator
+/// thread, awaiting its answer.
+pub async fn off_loop(input: Input) -> TokenUsage {
+    if input.is_small() {
+        return input.run();
+    }
+    let input = std::sync::Arc::new(input);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job_input = input.clone();
+    let job: Job = Box::new(move || {
+        let _ = tx.send(job_input.run());
+    });
+    match offload(job) {
+        Ok(()) => match rx.await {
+            Ok(usage) => usage,
+            // The job was dropped without an answer (the thread died): count here.
+            Err(_) => input.run(),
+        },
+        Err(job) => {
+            job();
+            match rx.await {
+                Ok(usage) => usage,
+                Err(_) => input.run(),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +237,45 @@ mod tests {
         let parts = json!([{"role": "user", "content": [{"type": "text", "text": "hello world"}]}]);
         assert_eq!(count_prompt("gpt-4o", &parts), n);
         assert_eq!(count_prompt("gpt-4o", &json!([])), 0);
+    }
+
+    #[test]
+    fn long_runs_of_one_character_take_linear_time() {
+        // A quadratic merge (tiktoken-rs) took 2.6 s for 100 kB of one letter; a megabyte
+        // would have stalled its worker for minutes. Here: the whole capped megabyte.
+        let text = "a".repeat(MAX_TOKENIZED_BYTES);
+        let started = std::time::Instant::now();
+        let n = count_text("gpt-4o", &text, text.len());
+        assert!(n > 0 && n < text.len() as u64, "{n}");
+        // Generous for a debug build on a shared 2-core machine; quadratic would be hours.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn large_estimates_run_off_the_event_loop() {
+        let messages = json!([{"role": "user", "content": "word ".repeat(10_000)}]).to_string();
+        let input = Input {
+            model: "gpt-4o".into(),
+            messages: Bytes::from(messages),
+            output: "hello world".into(),
+            output_bytes: 11,
+        };
+        assert!(!input.is_small());
+        let expected = input.run();
+        assert!(expected.prompt_tokens > 10_000 && expected.estimated);
+        assert_eq!(expected.completion_tokens, 2);
+        // Same answer from the estimator thread, and the job really ran there.
+        assert_eq!(off_loop(input).await, expected);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(std::thread::current().name().map(str::to_owned));
+        });
+        assert!(offload(job).is_ok());
+        assert_eq!(rx.await.ok().flatten().as_deref(), Some("beacon-estimate"));
     }
 
     #[test]

@@ -103,6 +103,8 @@ pub struct Meter {
     output_bytes: usize,
     tool_calls: Vec<(u32, ToolCall)>,
     tool_bytes: usize,
+    /// An estimate made ahead of [`Meter::finish`] (see [`Meter::estimate_off_loop`]).
+    estimated: Option<TokenUsage>,
 }
 
 impl Meter {
@@ -131,6 +133,7 @@ impl Meter {
             output_bytes: 0,
             tool_calls: Vec::new(),
             tool_bytes: 0,
+            estimated: None,
         }
     }
 
@@ -363,21 +366,23 @@ impl Meter {
         let failed_without_response =
             matches!(outcome, Outcome::UpstreamError { .. } | Outcome::Timeout)
                 && self.upstream_status.is_none_or(|s| s >= 400);
-        let usage = match self.reported {
-            Some(r) => r.tokens,
-            None if failed_without_response => TokenUsage::default(),
-            None => self.estimate(&info),
+        // Usage now, or an estimate too large for the event loop, finished on the estimator
+        // thread (the record is submitted from there).
+        let (usage, later) = match (self.reported, self.estimated.take()) {
+            (Some(r), _) => (r.tokens, None),
+            (None, _) if failed_without_response => (TokenUsage::default(), None),
+            (None, Some(estimated)) => (estimated, None),
+            (None, None) => {
+                let input = self.estimate_input(&info);
+                if input.is_small() {
+                    (input.run(), None)
+                } else {
+                    (TokenUsage::default(), Some(input))
+                }
+            }
         };
-        let price = self.shared.prices.lookup(
-            &info.provider,
-            &info.upstream_model,
-            self.served_model.as_deref(),
-        );
-        let cost = if failed_without_response && self.reported.is_none() {
-            Cost::default()
-        } else {
-            pricing::cost(&usage, price, self.reported.and_then(|r| r.cost))
-        };
+        let reported_cost = self.reported.and_then(|r| r.cost);
+        let no_cost = failed_without_response && self.reported.is_none();
 
         let total_us = us(now);
         let upstream_us = match (self.upstream_start, self.upstream_done.or(Some(now))) {
@@ -414,7 +419,7 @@ impl Meter {
                 .map(|(_, c)| c)
                 .collect(),
         });
-        let record = CompletionRecord {
+        let mut record = CompletionRecord {
             request_id: info.request_id,
             tenant_id: info.tenant_id,
             key_id: info.key_id,
@@ -426,7 +431,7 @@ impl Meter {
             stream: info.stream,
             params: info.params,
             usage,
-            cost,
+            cost: Cost::default(),
             timings,
             finish_reasons: finish_reasons.into_iter().map(|(_, r)| r).collect(),
             outcome,
@@ -437,43 +442,94 @@ impl Meter {
             trace_context: info.trace_context,
             content,
         };
-        self.shared.metrics.observe_record(&record);
-        tracing::debug!(
-            request_id = %record.request_id,
-            tenant = %record.tenant_id,
-            outcome = record.outcome.label(),
-            prompt_tokens = usage.prompt_tokens,
-            completion_tokens = usage.completion_tokens,
-            estimated = usage.estimated,
-            "completion finished"
-        );
-        self.shared.sender.submit(record);
-        Some(Accounted { usage, cost })
-    }
-
-    fn estimate(&self, info: &RequestInfo) -> TokenUsage {
-        let model = self.served_model.as_deref().unwrap_or(&info.upstream_model);
-        let prompt = serde_json::from_slice::<serde_json::Value>(&info.messages)
-            .map(|m| estimate::count_prompt(model, &m))
-            .unwrap_or(0);
-        let completion = if self.tool_calls.is_empty() {
-            estimate::count_text(model, &self.output, self.output_bytes)
-        } else {
-            let mut text = self.output.clone();
-            for (_, call) in &self.tool_calls {
-                text.push_str(call.name.as_deref().unwrap_or_default());
-                text.push_str(&call.arguments);
+        match later {
+            None => {
+                let cost = account(&self.shared, &mut record, usage, reported_cost, no_cost);
+                emit(&self.shared, record);
+                Some(Accounted { usage, cost })
             }
-            estimate::count_text(model, &text, self.output_bytes)
-        };
-        TokenUsage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: prompt + completion,
-            estimated: true,
-            ..TokenUsage::default()
+            Some(input) => {
+                let shared = self.shared.clone();
+                let job = Box::new(move || {
+                    let usage = input.run();
+                    account(&shared, &mut record, usage, reported_cost, no_cost);
+                    emit(&shared, record);
+                });
+                if let Err(job) = estimate::offload(job) {
+                    job(); // the estimator is saturated: this request pays for its own
+                }
+                None
+            }
         }
     }
+
+    /// Makes the estimate [`Meter::finish`] will need, when the upstream reported no usage,
+    /// on the estimator thread if it is large: for a caller that needs the accounted usage
+    /// back (the non-streaming handler) and can await it.
+    pub async fn estimate_off_loop(&mut self) {
+        let Some(info) = self.info.as_ref() else {
+            return;
+        };
+        if self.reported.is_some() || self.estimated.is_some() {
+            return;
+        }
+        let input = self.estimate_input(info);
+        self.estimated = Some(estimate::off_loop(input).await);
+    }
+
+    fn estimate_input(&self, info: &RequestInfo) -> estimate::Input {
+        let model = self.served_model.as_deref().unwrap_or(&info.upstream_model);
+        let mut output = self.output.clone();
+        for (_, call) in &self.tool_calls {
+            output.push_str(call.name.as_deref().unwrap_or_default());
+            output.push_str(&call.arguments);
+        }
+        estimate::Input {
+            model: model.to_owned(),
+            messages: info.messages.clone(),
+            output,
+            output_bytes: self.output_bytes,
+        }
+    }
+}
+
+/// Sets the record's usage and its cost (none for a request that failed before any
+/// response); returns the cost.
+fn account(
+    shared: &MeterShared,
+    record: &mut CompletionRecord,
+    usage: TokenUsage,
+    reported_cost: Option<rust_decimal::Decimal>,
+    no_cost: bool,
+) -> Cost {
+    let cost = if no_cost {
+        Cost::default()
+    } else {
+        let price = shared.prices.lookup(
+            &record.provider,
+            &record.upstream_model,
+            record.served_model.as_deref(),
+        );
+        pricing::cost(&usage, price, reported_cost)
+    };
+    record.usage = usage;
+    record.cost = cost;
+    cost
+}
+
+/// Counts the finished record in the metrics and hands it to the broadcast queue.
+fn emit(shared: &MeterShared, record: CompletionRecord) {
+    shared.metrics.observe_record(&record);
+    tracing::debug!(
+        request_id = %record.request_id,
+        tenant = %record.tenant_id,
+        outcome = record.outcome.label(),
+        prompt_tokens = record.usage.prompt_tokens,
+        completion_tokens = record.usage.completion_tokens,
+        estimated = record.usage.estimated,
+        "completion finished"
+    );
+    shared.sender.submit(record);
 }
 
 fn json_str(v: Option<&serde_json::Value>) -> Option<&str> {
