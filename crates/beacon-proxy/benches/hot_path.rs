@@ -1,7 +1,8 @@
 //! Hot-path pieces of the proxy, one thread each: SSE parsing of a streamed completion as it
 //! arrives in network-sized pieces, the typed chunk view the meter reads from every chunk,
 //! and usage extraction from a final usage chunk and from a non-streaming response (read as
-//! the handler reads it: one typed pass, then the cost spliced into the upstream's bytes).
+//! the handler reads it: one typed pass, then the cost spliced into the upstream's bytes),
+//! and the token estimate made when an upstream reports no usage.
 //!
 //! `cargo bench -p beacon-proxy --bench hot_path`
 
@@ -90,5 +91,25 @@ fn chunks_and_usage(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sse, chunks_and_usage);
+fn estimate(c: &mut Criterion) {
+    use beacon_proxy::meter::estimate::count_text;
+    let mut g = c.benchmark_group("estimate");
+    let prose = "The gateway forwards each request, measures its tokens and cost, and sends \
+                 a trace of the completion to the tenant's own destinations. "
+        .repeat(200);
+    let prose = &prose[..16 * 1024];
+    let run = "a".repeat(16 * 1024);
+    // Warm the table (loaded once per process) before measuring.
+    count_text("gpt-4o", "hello", 5);
+    g.throughput(Throughput::Bytes(prose.len() as u64));
+    g.bench_function("16 KiB of English prose (o200k_base)", |b| {
+        b.iter(|| count_text("gpt-4o", prose, prose.len()))
+    });
+    g.bench_function("16 KiB of one repeated letter (o200k_base)", |b| {
+        b.iter(|| count_text("gpt-4o", &run, run.len()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, sse, chunks_and_usage, estimate);
 criterion_main!(benches);

@@ -241,6 +241,16 @@ async fn serve(config: Config) -> Result<(), String> {
     })
     .await;
     reload.abort();
+    // Records whose large token estimate is still running are submitted before the queue
+    // closes (bounded by the broadcast shutdown deadline).
+    let deadline = config.broadcast.shutdown_deadline;
+    let flushed =
+        tokio::task::spawn_blocking(move || beacon_proxy::meter::estimate::flush(deadline))
+            .await
+            .unwrap_or(false);
+    if !flushed {
+        tracing::warn!("token estimates still running at shutdown; their records are counted as shutdown drops");
+    }
     pipeline.shutdown().await;
     tracing::info!("stopped");
     Ok(())

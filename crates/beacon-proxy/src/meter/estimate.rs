@@ -22,9 +22,10 @@ use tiktoken::CoreBpe;
 pub const MAX_TOKENIZED_BYTES: usize = 1024 * 1024;
 
 /// Estimates over this many bytes of text run on the estimator thread. Below it an estimate
-/// takes tens of microseconds on prose (at most a few milliseconds on adversarial text),
-/// less than the hand-off would cost.
-pub const INLINE_BYTES: usize = 16 * 1024;
+/// takes a few microseconds on prose (criterion: 16 KiB in 16 µs) and at most a few
+/// milliseconds on adversarial text (16 KiB of one repeated letter: 1.3 ms; random
+/// non-Latin letters: about 1 µs per byte), comparable to the hand-off itself.
+pub const INLINE_BYTES: usize = 4 * 1024;
 
 /// Estimates waiting for the estimator thread, at most; past it the caller runs its own.
 const QUEUE: usize = 256;
@@ -187,6 +188,35 @@ pub fn offload(job: Box<dyn FnOnce() + Send>) -> Result<(), Box<dyn FnOnce() + S
     }
 }
 
+/// Waits (up to `timeout`) until every estimate queued so far has finished and submitted its
+/// record: at shutdown, between the proxy workers stopping and the broadcast queue closing.
+/// Returns whether the queue drained in time.
+pub fn flush(timeout: std::time::Duration) -> bool {
+    let Some(tx) = estimator() else {
+        return true;
+    };
+    let (done_tx, done_rx) = mpsc::sync_channel::<()>(1);
+    // The thread runs jobs in order: this one runs after everything queued before it.
+    let marker: Job = Box::new(move || {
+        let _ = done_tx.send(());
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let mut marker = marker;
+    loop {
+        match tx.try_send(marker) {
+            Ok(()) => break,
+            Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                marker = back;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(_) => return false,
+        }
+    }
+    done_rx
+        .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        .is_ok()
+}
+
 /// Runs the estimate without blocking the event loop when it is large: on the estimator
 /// thread, awaiting its answer.
 pub async fn off_loop(input: Input) -> TokenUsage {
@@ -276,6 +306,17 @@ mod tests {
         });
         assert!(offload(job).is_ok());
         assert_eq!(rx.await.ok().flatten().as_deref(), Some("beacon-estimate"));
+
+        // flush() returns once what was queued before it has run.
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        let slow: Job = Box::new(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        assert!(offload(slow).is_ok());
+        assert!(flush(std::time::Duration::from_secs(10)));
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[test]

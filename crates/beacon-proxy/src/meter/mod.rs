@@ -354,7 +354,10 @@ impl Meter {
     }
 
     /// Finishes the completion with `outcome`: accounts usage and cost, emits the record.
-    /// Only the first call has an effect; later calls return `None`.
+    /// Only the first call has an effect; later calls return `None`. So does a call whose
+    /// token estimate is too large for the event loop: that record is accounted and
+    /// submitted on the estimator thread (callers that need the usage back make the
+    /// estimate first, with [`Meter::estimate_off_loop`]).
     pub fn finish(&mut self, outcome: Outcome) -> Option<Accounted> {
         let info = self.info.take()?;
         let now = Instant::now();
