@@ -7,9 +7,10 @@
 //!
 //! The tokenizer runs in linear time (no quadratic merge on long runs such as a megabyte
 //! of one repeated character), but a large estimate still takes milliseconds. Estimates
-//! over [`INLINE_BYTES`] therefore run on one estimator thread ([`offload`]), never on a
+//! over [`INLINE_BYTES`] therefore run on one estimator thread ([`spawn`]), never on a
 //! proxy event loop, where they would stall every other request of that worker.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::OnceLock;
 
@@ -27,8 +28,12 @@ pub const MAX_TOKENIZED_BYTES: usize = 1024 * 1024;
 /// non-Latin letters: about 1 µs per byte), comparable to the hand-off itself.
 pub const INLINE_BYTES: usize = 4 * 1024;
 
-/// Estimates waiting for the estimator thread, at most; past it the caller runs its own.
+/// Estimates waiting for the estimator thread, at most.
 const QUEUE: usize = 256;
+
+/// Text waiting for the estimator thread, at most (the queued jobs hold their request's
+/// messages); past either bound an estimate is [`Input::coarse`].
+pub const QUEUED_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 const TOKENS_PER_MESSAGE: u64 = 3;
 const REPLY_PRIMING: u64 = 3;
@@ -135,6 +140,20 @@ impl Input {
         self.bytes() <= INLINE_BYTES
     }
 
+    /// A tokenizer-free estimate, four bytes per token (OpenAI's rule of thumb), for when the
+    /// estimator is saturated; marked estimated like the others.
+    pub fn coarse(&self) -> TokenUsage {
+        let prompt = self.messages.len().div_ceil(4) as u64;
+        let completion = self.output_bytes.max(self.output.len()).div_ceil(4) as u64;
+        TokenUsage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            estimated: true,
+            ..TokenUsage::default()
+        }
+    }
+
     /// Counts prompt and completion tokens; the usage is marked estimated.
     pub fn run(&self) -> TokenUsage {
         let prompt = serde_json::from_slice::<Value>(&self.messages)
@@ -151,7 +170,18 @@ impl Input {
     }
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+/// What the estimator thread is sent.
+enum Job {
+    /// An estimate, and what to do with it there.
+    Estimate(Input, Box<dyn FnOnce(TokenUsage) + Send>),
+    /// Answers once everything queued before it has run ([`flush`]).
+    Marker(SyncSender<()>),
+}
+
+/// Text waiting for the estimator, in bytes.
+static QUEUED_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Whether the current overload has been logged.
+static OVERLOADED: AtomicBool = AtomicBool::new(false);
 
 fn estimator() -> Option<&'static SyncSender<Job>> {
     static TX: OnceLock<Option<SyncSender<Job>>> = OnceLock::new();
@@ -161,13 +191,22 @@ fn estimator() -> Option<&'static SyncSender<Job>> {
             .name("beacon-estimate".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    job();
+                    match job {
+                        Job::Estimate(input, then) => {
+                            let usage = input.run();
+                            QUEUED_BYTES.fetch_sub(input.bytes(), Ordering::Relaxed);
+                            then(usage);
+                        }
+                        Job::Marker(done) => {
+                            let _ = done.send(());
+                        }
+                    }
                 }
             });
         match started {
             Ok(_) => Some(tx),
             Err(e) => {
-                tracing::warn!(error = %e, "no estimator thread: estimates run inline");
+                tracing::warn!(error = %e, "no estimator thread: large estimates are coarse");
                 None
             }
         }
@@ -175,16 +214,43 @@ fn estimator() -> Option<&'static SyncSender<Job>> {
     .as_ref()
 }
 
-/// Runs `job` on the estimator thread. When the thread's queue is full (or the thread could
-/// not start) the job is handed back, for the caller to run itself: back-pressure instead of
-/// an unbounded queue of request bodies.
-pub fn offload(job: Box<dyn FnOnce() + Send>) -> Result<(), Box<dyn FnOnce() + Send>> {
-    let Some(tx) = estimator() else {
-        return Err(job);
+/// Runs `input`'s estimate on the estimator thread and hands the usage to `then` there.
+///
+/// Back-pressure instead of an unbounded queue of request bodies: when the estimator is
+/// saturated (its queue full, or more than [`QUEUED_BYTES_MAX`] of text waiting) or could not
+/// start, `then` gets [`Input::coarse`] at once, on the caller's thread. A tokenizer never
+/// runs long on an event loop either way.
+pub fn spawn(input: Input, then: impl FnOnce(TokenUsage) + Send + 'static) {
+    let n = input.bytes();
+    // Checked before it is added, so a refused job never counts against the others (two
+    // callers racing past the check overshoot the bound by one job, harmlessly).
+    let queued = QUEUED_BYTES.load(Ordering::Relaxed).saturating_add(n);
+    let refused = match estimator() {
+        Some(tx) if queued <= QUEUED_BYTES_MAX => {
+            QUEUED_BYTES.fetch_add(n, Ordering::Relaxed);
+            match tx.try_send(Job::Estimate(input, Box::new(then))) {
+                Ok(()) => {
+                    if queued <= QUEUED_BYTES_MAX / 2 {
+                        OVERLOADED.store(false, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                    QUEUED_BYTES.fetch_sub(n, Ordering::Relaxed);
+                    job
+                }
+            }
+        }
+        _ => Job::Estimate(input, Box::new(then)),
     };
-    match tx.try_send(job) {
-        Ok(()) => Ok(()),
-        Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
+    if let Job::Estimate(input, then) = refused {
+        if !OVERLOADED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                queued_bytes = queued,
+                "token estimator saturated: large estimates are coarse (bytes / 4) until it catches up"
+            );
+        }
+        then(input.coarse());
     }
 }
 
@@ -195,13 +261,10 @@ pub fn flush(timeout: std::time::Duration) -> bool {
     let Some(tx) = estimator() else {
         return true;
     };
-    let (done_tx, done_rx) = mpsc::sync_channel::<()>(1);
-    // The thread runs jobs in order: this one runs after everything queued before it.
-    let marker: Job = Box::new(move || {
-        let _ = done_tx.send(());
-    });
     let deadline = std::time::Instant::now() + timeout;
-    let mut marker = marker;
+    let (done_tx, done_rx) = mpsc::sync_channel::<()>(1);
+    // The thread runs jobs in order: the marker runs after everything queued before it.
+    let mut marker = Job::Marker(done_tx);
     loop {
         match tx.try_send(marker) {
             Ok(()) => break,
@@ -217,32 +280,19 @@ pub fn flush(timeout: std::time::Duration) -> bool {
         .is_ok()
 }
 
-/// Runs the estimate without blocking the event loop when it is large: on the estimator
+/// Makes the estimate without blocking the event loop when it is large: on the estimator
 /// thread, awaiting its answer.
 pub async fn off_loop(input: Input) -> TokenUsage {
     if input.is_small() {
         return input.run();
     }
-    let input = std::sync::Arc::new(input);
+    let coarse = input.coarse();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let job_input = input.clone();
-    let job: Job = Box::new(move || {
-        let _ = tx.send(job_input.run());
+    spawn(input, move |usage| {
+        let _ = tx.send(usage);
     });
-    match offload(job) {
-        Ok(()) => match rx.await {
-            Ok(usage) => usage,
-            // The job was dropped without an answer (the thread died): count here.
-            Err(_) => input.run(),
-        },
-        Err(job) => {
-            job();
-            match rx.await {
-                Ok(usage) => usage,
-                Err(_) => input.run(),
-            }
-        }
-    }
+    // No answer only if the estimator thread died mid-job.
+    rx.await.unwrap_or(coarse)
 }
 
 #[cfg(test)]
@@ -298,25 +348,72 @@ mod tests {
         let expected = input.run();
         assert!(expected.prompt_tokens > 10_000 && expected.estimated);
         assert_eq!(expected.completion_tokens, 2);
-        // Same answer from the estimator thread, and the job really ran there.
+        // Same answer from the estimator thread, and it really ran there.
         assert_eq!(off_loop(input).await, expected);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = tx.send(std::thread::current().name().map(str::to_owned));
+        let big = Input {
+            model: "gpt-4o".into(),
+            messages: Bytes::from(vec![b' '; INLINE_BYTES + 1]),
+            output: String::new(),
+            output_bytes: 0,
+        };
+        spawn(big, move |usage| {
+            let thread = std::thread::current().name().map(str::to_owned);
+            let _ = tx.send((usage, thread));
         });
-        assert!(offload(job).is_ok());
-        assert_eq!(rx.await.ok().flatten().as_deref(), Some("beacon-estimate"));
+        let (usage, thread) = rx.await.unwrap();
+        assert_eq!(thread.as_deref(), Some("beacon-estimate"));
+        assert!(usage.estimated);
 
         // flush() returns once what was queued before it has run.
-        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = ran.clone();
-        let slow: Job = Box::new(move || {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let slow = Input {
+            model: "gpt-4o".into(),
+            messages: Bytes::from(
+                json!([{"role": "user", "content": "x".repeat(200_000)}]).to_string(),
+            ),
+            output: String::new(),
+            output_bytes: 0,
+        };
+        spawn(slow, move |usage| {
+            let _ = tx.send(usage);
         });
-        assert!(offload(slow).is_ok());
-        assert!(flush(std::time::Duration::from_secs(10)));
-        assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(flush(std::time::Duration::from_secs(30)));
+        assert!(rx.try_recv().is_ok_and(|u| u.prompt_tokens > 0));
+    }
+
+    #[test]
+    fn a_saturated_estimator_gives_coarse_estimates_at_once() {
+        let input = Input {
+            model: "gpt-4o".into(),
+            messages: Bytes::from(vec![b'x'; 4000]),
+            output: "y".repeat(100),
+            output_bytes: 400,
+        };
+        let coarse = input.coarse();
+        assert_eq!(
+            (coarse.prompt_tokens, coarse.completion_tokens),
+            (1000, 100)
+        );
+        assert!(coarse.estimated);
+        // Past the byte bound nothing is queued: the answer comes on this thread, coarse.
+        let huge = Input {
+            model: "gpt-4o".into(),
+            messages: Bytes::from(vec![b'x'; QUEUED_BYTES_MAX + 1]),
+            output: String::new(),
+            output_bytes: 0,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let caller = std::thread::current().id();
+        spawn(huge, move |usage| {
+            let _ = tx.send((usage, std::thread::current().id()));
+        });
+        let (usage, thread) = rx.try_recv().unwrap();
+        assert_eq!(thread, caller);
+        assert_eq!(
+            usage.prompt_tokens,
+            (QUEUED_BYTES_MAX as u64 + 1).div_ceil(4)
+        );
     }
 
     #[test]

@@ -453,14 +453,10 @@ impl Meter {
             }
             Some(input) => {
                 let shared = self.shared.clone();
-                let job = Box::new(move || {
-                    let usage = input.run();
+                estimate::spawn(input, move |usage| {
                     account(&shared, &mut record, usage, reported_cost, no_cost);
                     emit(&shared, record);
                 });
-                if let Err(job) = estimate::offload(job) {
-                    job(); // the estimator is saturated: this request pays for its own
-                }
                 None
             }
         }
