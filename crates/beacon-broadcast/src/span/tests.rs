@@ -379,3 +379,20 @@ fn direct_encoding_equals_the_prost_messages() {
         assert_eq!(bytes, expected.encode_to_vec());
     }
 }
+
+#[test]
+fn random_ids_are_nonzero_and_distinct_across_threads() {
+    let draw = || {
+        let mut ids = RandomIds;
+        (0..5_000)
+            .map(|_| (ids.trace_id(), ids.span_id()))
+            .collect::<Vec<_>>()
+    };
+    let other = std::thread::spawn(draw).join().unwrap();
+    let all: Vec<_> = draw().into_iter().chain(other).collect();
+    let traces: std::collections::HashSet<_> = all.iter().map(|(t, _)| *t).collect();
+    let spans: std::collections::HashSet<_> = all.iter().map(|(_, s)| *s).collect();
+    assert_eq!(traces.len(), all.len(), "trace ids repeat");
+    assert_eq!(spans.len(), all.len(), "span ids repeat");
+    assert!(all.iter().all(|(t, s)| *t != [0; 16] && *s != [0; 8]));
+}
