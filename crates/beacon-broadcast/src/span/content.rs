@@ -62,23 +62,45 @@ struct ImageUrl<'a> {
     url: Option<Cow<'a, str>>,
 }
 
-fn raw_or_null(out: &mut String, v: Option<&RawValue>) {
+/// JSON text being built. Every piece appended is a `&str` (or serde_json's escaping of
+/// one), so the bytes are UTF-8 by construction; escaped strings are written in place, with
+/// no intermediate `String` per value.
+struct Buf(Vec<u8>);
+
+impl Buf {
+    fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
+    fn push_str(&mut self, s: &str) {
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    fn push(&mut self, c: char) {
+        self.push_str(c.encode_utf8(&mut [0; 4]));
+    }
+
+    fn into_string(self) -> String {
+        String::from_utf8(self.0)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+}
+
+fn raw_or_null(out: &mut Buf, v: Option<&RawValue>) {
     out.push_str(v.map_or("null", RawValue::get));
 }
 
-fn push_str_json(out: &mut String, s: &str) {
-    // Serializing a &str cannot fail; the escaped form is appended.
-    if let Ok(escaped) = serde_json::to_string(s) {
-        out.push_str(&escaped);
-    }
+fn push_str_json(out: &mut Buf, s: &str) {
+    // Writing a &str to a Vec cannot fail; the escaped form is appended in place.
+    let _ = serde_json::to_writer(&mut out.0, s);
 }
 
 /// Appends the GenAI parts of one message's `content` (each preceded by a comma when
 /// `out` already holds parts, as tracked by `first`).
-fn parts(out: &mut String, content: Option<&RawValue>, first: &mut bool) {
+fn parts(out: &mut Buf, content: Option<&RawValue>, first: &mut bool) {
     let Some(raw) = content else { return };
     let text = raw.get().trim_start();
-    let mut sep = |out: &mut String| {
+    let mut sep = |out: &mut Buf| {
         if !*first {
             out.push(',');
         }
@@ -135,9 +157,10 @@ pub fn input(messages_json: &[u8]) -> (Option<String>, Option<String>) {
     let Ok(messages) = serde_json::from_slice::<Vec<Message<'_>>>(messages_json) else {
         return (None, None);
     };
-    let mut system = String::from("[");
+    let mut system = Buf::with_capacity(64);
+    system.push('[');
     let mut system_first = true;
-    let mut input = String::with_capacity(messages_json.len() + 64 * messages.len());
+    let mut input = Buf::with_capacity(messages_json.len() + 64 * messages.len());
     input.push('[');
     let mut any_input = false;
     for m in &messages {
@@ -188,8 +211,8 @@ pub fn input(messages_json: &[u8]) -> (Option<String>, Option<String>) {
     input.push(']');
     system.push(']');
     (
-        (!system_first).then_some(system),
-        any_input.then_some(input),
+        (!system_first).then(|| system.into_string()),
+        any_input.then(|| input.into_string()),
     )
 }
 
@@ -199,7 +222,7 @@ pub fn output(
     tool_calls: &[crate::record::ToolCall],
     finish_reason: Option<&str>,
 ) -> String {
-    let mut out = String::with_capacity(text.len() + 96);
+    let mut out = Buf::with_capacity(text.len() + 96);
     out.push_str(r#"[{"role":"assistant","parts":["#);
     let mut first = true;
     if !text.is_empty() || tool_calls.is_empty() {
@@ -224,10 +247,10 @@ pub fn output(
     out.push_str(r#"],"finish_reason":"#);
     push_str_json(&mut out, finish_reason.unwrap_or(""));
     out.push_str("}]");
-    out
+    out.into_string()
 }
 
-fn push_opt_json(out: &mut String, s: Option<&str>) {
+fn push_opt_json(out: &mut Buf, s: Option<&str>) {
     match s {
         Some(s) => push_str_json(out, s),
         None => out.push_str("null"),
