@@ -194,8 +194,10 @@ down every record was counted: `queue_full` {b['sentry_down_dropped'].get('queue
   flate2 with `runtime_detection`, so zlib-rs uses its PCLMULQDQ CRC-32 and AVX2 match
   finder: a 256-span export batch encodes and gzips in 418 µs instead of 537 µs. (4) Span
   ids from a per-thread SmallRng instead of the thread-local ChaCha generator, and the
-  content JSON escaped in place: a generation span 1.32 → 1.12 µs (criterion), broadcast
-  on − off 2.23 → 1.85 µs CPU per request (two binaries interleaved, 5 rounds).
+  content JSON escaped in place: a generation span 1.32 → 1.12 µs (criterion). Under load
+  the gain is below the noise: two interleaved A/B runs of the binaries (`bench/ab.py
+  --with-off`, 5 rounds) gave a broadcast on − off CPU difference of 2.23 → 1.85 and
+  2.14 → 2.63 µs per request.
 {broadcast_note}{fixed_note}{streams_note}{sentry_note}{stream_note}
 ### Memory, measured
 
