@@ -428,6 +428,15 @@ async fn large_prompts_without_usage_are_estimated_off_the_event_loop() {
     // Priced on the estimator thread too: 40,0xx input tokens at $1/M, 6 output at $2/M.
     let total: f64 = r["cost"]["total"].as_str().unwrap().parse().unwrap();
     assert!((0.04..0.0401).contains(&total), "{r}");
+
+    // Both estimates were counted with the tokenizer, none coarse.
+    let m = raw_request(beacon.addr, "GET", "/metrics", &[], "").await;
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains(r#"beacon_token_estimates_total{method="tokenizer"} 2"#),
+        "{text}"
+    );
+    assert!(!text.contains(r#"method="coarse""#), "{text}");
 }
 
 async fn post(

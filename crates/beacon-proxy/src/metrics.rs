@@ -47,6 +47,11 @@ struct ModelLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StreamLabels {
     stream: &'static str,
 }
@@ -77,6 +82,7 @@ pub struct Metrics {
     ttft: Histogram,
     overhead: Histogram,
     in_flight: Gauge,
+    estimates: Family<MethodLabels, Counter>,
     models: Mutex<HashMap<String, Label>>,
     tenants: Mutex<HashMap<String, Label>>,
 }
@@ -95,6 +101,7 @@ impl Metrics {
         let ttft = Histogram::new(latency_buckets());
         let overhead = Histogram::new(overhead_buckets());
         let in_flight = Gauge::default();
+        let estimates = Family::<MethodLabels, Counter>::default();
         registry.register(
             "beacon_requests",
             "Client requests by tenant, model and response status",
@@ -135,6 +142,11 @@ impl Metrics {
             "Requests being served",
             in_flight.clone(),
         );
+        registry.register(
+            "beacon_token_estimates",
+            "Completions whose tokens were estimated (the upstream reported no usage), by method: tokenizer, or coarse (bytes / 4) while the estimator was saturated",
+            estimates.clone(),
+        );
         broadcast.register(&mut registry);
         Arc::new(Self {
             registry,
@@ -146,6 +158,7 @@ impl Metrics {
             ttft,
             overhead,
             in_flight,
+            estimates,
             models: Mutex::new(HashMap::new()),
             tenants: Mutex::new(HashMap::new()),
         })
@@ -246,6 +259,15 @@ impl Metrics {
             self.ttft.observe(first as f64 / 1e6);
         }
         self.overhead.observe(t.gateway_overhead_us as f64 / 1e6);
+    }
+
+    /// Counts one token estimate made by `method`.
+    pub fn observe_estimate(&self, method: crate::meter::estimate::Method) {
+        self.estimates
+            .get_or_create(&MethodLabels {
+                method: method.label(),
+            })
+            .inc();
     }
 
     /// Tracks requests in flight.

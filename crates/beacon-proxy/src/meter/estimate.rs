@@ -115,6 +115,25 @@ pub fn count_prompt(model: &str, messages: &Value) -> u64 {
         + REPLY_PRIMING
 }
 
+/// How an estimate was made, as counted in `beacon_token_estimates_total{method}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Counted with the tokenizer.
+    Tokenizer,
+    /// Four bytes per token, because the estimator was saturated.
+    Coarse,
+}
+
+impl Method {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::Tokenizer => "tokenizer",
+            Method::Coarse => "coarse",
+        }
+    }
+}
+
 /// Everything one completion's estimate needs, owned, so that it can move to the
 /// estimator thread.
 #[derive(Debug)]
@@ -173,7 +192,7 @@ impl Input {
 /// What the estimator thread is sent.
 enum Job {
     /// An estimate, and what to do with it there.
-    Estimate(Input, Box<dyn FnOnce(TokenUsage) + Send>),
+    Estimate(Input, Box<dyn FnOnce(TokenUsage, Method) + Send>),
     /// Answers once everything queued before it has run ([`flush`]).
     Marker(SyncSender<()>),
 }
@@ -195,7 +214,7 @@ fn estimator() -> Option<&'static SyncSender<Job>> {
                         Job::Estimate(input, then) => {
                             let usage = input.run();
                             QUEUED_BYTES.fetch_sub(input.bytes(), Ordering::Relaxed);
-                            then(usage);
+                            then(usage, Method::Tokenizer);
                         }
                         Job::Marker(done) => {
                             let _ = done.send(());
@@ -220,7 +239,7 @@ fn estimator() -> Option<&'static SyncSender<Job>> {
 /// saturated (its queue full, or more than [`QUEUED_BYTES_MAX`] of text waiting) or could not
 /// start, `then` gets [`Input::coarse`] at once, on the caller's thread. A tokenizer never
 /// runs long on an event loop either way.
-pub fn spawn(input: Input, then: impl FnOnce(TokenUsage) + Send + 'static) {
+pub fn spawn(input: Input, then: impl FnOnce(TokenUsage, Method) + Send + 'static) {
     let n = input.bytes();
     // Checked before it is added, so a refused job never counts against the others (two
     // callers racing past the check overshoot the bound by one job, harmlessly).
@@ -250,7 +269,7 @@ pub fn spawn(input: Input, then: impl FnOnce(TokenUsage) + Send + 'static) {
                 "token estimator saturated: large estimates are coarse (bytes / 4) until it catches up"
             );
         }
-        then(input.coarse());
+        then(input.coarse(), Method::Coarse);
     }
 }
 
@@ -282,17 +301,17 @@ pub fn flush(timeout: std::time::Duration) -> bool {
 
 /// Makes the estimate without blocking the event loop when it is large: on the estimator
 /// thread, awaiting its answer.
-pub async fn off_loop(input: Input) -> TokenUsage {
+pub async fn off_loop(input: Input) -> (TokenUsage, Method) {
     if input.is_small() {
-        return input.run();
+        return (input.run(), Method::Tokenizer);
     }
     let coarse = input.coarse();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    spawn(input, move |usage| {
-        let _ = tx.send(usage);
+    spawn(input, move |usage, method| {
+        let _ = tx.send((usage, method));
     });
     // No answer only if the estimator thread died mid-job.
-    rx.await.unwrap_or(coarse)
+    rx.await.unwrap_or((coarse, Method::Coarse))
 }
 
 #[cfg(test)]
@@ -349,7 +368,7 @@ mod tests {
         assert!(expected.prompt_tokens > 10_000 && expected.estimated);
         assert_eq!(expected.completion_tokens, 2);
         // Same answer from the estimator thread, and it really ran there.
-        assert_eq!(off_loop(input).await, expected);
+        assert_eq!(off_loop(input).await, (expected, Method::Tokenizer));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let big = Input {
             model: "gpt-4o".into(),
@@ -357,12 +376,13 @@ mod tests {
             output: String::new(),
             output_bytes: 0,
         };
-        spawn(big, move |usage| {
+        spawn(big, move |usage, method| {
             let thread = std::thread::current().name().map(str::to_owned);
-            let _ = tx.send((usage, thread));
+            let _ = tx.send((usage, method, thread));
         });
-        let (usage, thread) = rx.await.unwrap();
+        let (usage, method, thread) = rx.await.unwrap();
         assert_eq!(thread.as_deref(), Some("beacon-estimate"));
+        assert_eq!(method, Method::Tokenizer);
         assert!(usage.estimated);
 
         // flush() returns once what was queued before it has run.
@@ -375,7 +395,7 @@ mod tests {
             output: String::new(),
             output_bytes: 0,
         };
-        spawn(slow, move |usage| {
+        spawn(slow, move |usage, _| {
             let _ = tx.send(usage);
         });
         assert!(flush(std::time::Duration::from_secs(30)));
@@ -405,11 +425,12 @@ mod tests {
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let caller = std::thread::current().id();
-        spawn(huge, move |usage| {
-            let _ = tx.send((usage, std::thread::current().id()));
+        spawn(huge, move |usage, method| {
+            let _ = tx.send((usage, method, std::thread::current().id()));
         });
-        let (usage, thread) = rx.try_recv().unwrap();
+        let (usage, method, thread) = rx.try_recv().unwrap();
         assert_eq!(thread, caller);
+        assert_eq!(method, Method::Coarse);
         assert_eq!(
             usage.prompt_tokens,
             (QUEUED_BYTES_MAX as u64 + 1).div_ceil(4)

@@ -378,6 +378,9 @@ impl Meter {
             (None, None) => {
                 let input = self.estimate_input(&info);
                 if input.is_small() {
+                    self.shared
+                        .metrics
+                        .observe_estimate(estimate::Method::Tokenizer);
                     (input.run(), None)
                 } else {
                     (TokenUsage::default(), Some(input))
@@ -453,7 +456,8 @@ impl Meter {
             }
             Some(input) => {
                 let shared = self.shared.clone();
-                estimate::spawn(input, move |usage| {
+                estimate::spawn(input, move |usage, method| {
+                    shared.metrics.observe_estimate(method);
                     account(&shared, &mut record, usage, reported_cost, no_cost);
                     emit(&shared, record);
                 });
@@ -473,7 +477,9 @@ impl Meter {
             return;
         }
         let input = self.estimate_input(info);
-        self.estimated = Some(estimate::off_loop(input).await);
+        let (usage, method) = estimate::off_loop(input).await;
+        self.shared.metrics.observe_estimate(method);
+        self.estimated = Some(usage);
     }
 
     fn estimate_input(&self, info: &RequestInfo) -> estimate::Input {
