@@ -162,15 +162,10 @@ impl Input {
     /// A tokenizer-free estimate, four bytes per token (OpenAI's rule of thumb), for when the
     /// estimator is saturated; marked estimated like the others.
     pub fn coarse(&self) -> TokenUsage {
-        let prompt = self.messages.len().div_ceil(4) as u64;
-        let completion = self.output_bytes.max(self.output.len()).div_ceil(4) as u64;
-        TokenUsage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: prompt + completion,
-            estimated: true,
-            ..TokenUsage::default()
-        }
+        estimated(
+            self.messages.len().div_ceil(4) as u64,
+            self.output_bytes.max(self.output.len()).div_ceil(4) as u64,
+        )
     }
 
     /// Counts prompt and completion tokens; the usage is marked estimated.
@@ -178,14 +173,21 @@ impl Input {
         let prompt = serde_json::from_slice::<Value>(&self.messages)
             .map(|m| count_prompt(&self.model, &m))
             .unwrap_or(0);
-        let completion = count_text(&self.model, &self.output, self.output_bytes);
-        TokenUsage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: prompt + completion,
-            estimated: true,
-            ..TokenUsage::default()
-        }
+        estimated(
+            prompt,
+            count_text(&self.model, &self.output, self.output_bytes),
+        )
+    }
+}
+
+/// Usage with `prompt` and `completion` tokens, marked estimated.
+fn estimated(prompt: u64, completion: u64) -> TokenUsage {
+    TokenUsage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        estimated: true,
+        ..TokenUsage::default()
     }
 }
 
