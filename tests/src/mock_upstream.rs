@@ -56,6 +56,7 @@ struct State {
     gate_timed_out: AtomicBool,
     client_gone: AtomicBool,
     endless_sent: AtomicUsize,
+    connections: AtomicUsize,
 }
 
 /// The running mock; stops when dropped.
@@ -87,6 +88,7 @@ impl MockUpstream {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
+                st.connections.fetch_add(1, Ordering::SeqCst);
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(st.clone(), req));
@@ -112,6 +114,11 @@ impl MockUpstream {
     /// Chat requests received so far.
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().expect("lock").clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     /// Whether a `gated` stream was released by `POST /control/release` (not by timeout).

@@ -262,6 +262,56 @@ async fn raw_stream_ends_with_error_chunk_and_done() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_are_reused_and_a_broken_one_is_replaced() {
+    let (mock, beacon) = setup().await;
+    let workers = std::thread::available_parallelism().unwrap().get();
+    let auth = format!("Bearer {TENANT_KEY}");
+    let complete = |stream: bool, model: &'static str| {
+        let auth = auth.clone();
+        let addr = beacon.addr;
+        async move {
+            let body = json!({"model": model, "messages": hello(), "stream": stream});
+            raw_request(
+                addr,
+                "POST",
+                "/v1/chat/completions",
+                &[("authorization", &auth)],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    for i in 0..16 {
+        let resp = complete(i % 2 == 1, "mock/echo").await;
+        assert_eq!(resp.status, 200);
+        assert!(String::from_utf8_lossy(&resp.body).contains("mock"));
+    }
+    // One kept-alive connection per proxy worker at most (each worker has its own pool).
+    let reused = mock.connections();
+    assert!(
+        (1..=workers).contains(&reused),
+        "{reused} upstream connections for 16 sequential requests"
+    );
+
+    // The upstream breaks a connection mid-stream: it is not reused, the next requests work.
+    let broken = complete(true, "mock/drop-mid").await;
+    assert!(
+        String::from_utf8_lossy(&broken.body).contains("stream_interrupted"),
+        "{broken:?}"
+    );
+    for i in 0..8 {
+        let resp = complete(i % 2 == 0, "mock/echo").await;
+        assert_eq!(resp.status, 200, "request {i} after a broken connection");
+    }
+    let after = mock.connections();
+    assert!(
+        after <= workers + 1,
+        "{after} upstream connections after one broke"
+    );
+    assert_eq!(mock.received().len(), 16 + 1 + 8);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn client_cancelling_mid_stream_closes_upstream_and_records_partial_tokens() {
     let (mock, beacon) = setup().await;
     let mut a = args(
