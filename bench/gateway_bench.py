@@ -259,12 +259,14 @@ def rss(pid, field="VmRSS"):
     return None
 
 
-def cpu_seconds(pids):
-    total = 0.0
+def cpu_split(pids):
+    """CPU seconds (user, system) used so far by `pids` (a pid or a list of them)."""
+    user = system = 0.0
     for pid in pids if isinstance(pids, list) else [pids]:
         f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        user += int(f[11]) / os.sysconf("SC_CLK_TCK")
+        system += int(f[12]) / os.sysconf("SC_CLK_TCK")
+    return user, system
 
 
 def nginx_workers(master):
@@ -281,7 +283,7 @@ def wrk_script(tmp, name, model):
 
 
 def wrk(port, path, duration, connections, script, pid=None, rss_pid=None):
-    before = cpu_seconds(pid) if pid else None
+    before = cpu_split(pid) if pid else None
     proc = subprocess.Popen(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
                              f"http://127.0.0.1:{port}{path}"], stdout=subprocess.PIPE, text=True)
     peak = 0
@@ -305,7 +307,11 @@ def wrk(port, path, duration, connections, script, pid=None, rss_pid=None):
     res = {"rps": rps, "p50_ms": pct(50), "p99_ms": pct(99), "non_2xx": int(errors.group(1)) if errors else 0,
            "socket_errors": socket_errors.group(1) if socket_errors else ""}
     if pid:
-        res["cpu_us_per_request"] = (cpu_seconds(pid) - before) * 1e6 / max(total, 1)
+        after = cpu_split(pid)
+        user, system = ((a - b) * 1e6 / max(total, 1) for a, b in zip(after, before))
+        res["cpu_us_per_request"] = user + system
+        res["cpu_user_us_per_request"] = user
+        res["cpu_sys_us_per_request"] = system
     if rss_pid:
         res["rss_peak_kib_under_load"] = peak
     return res
@@ -442,8 +448,9 @@ def main():
             for n, rs in by.items():
                 if rs:
                     throughput[conns][n] = {k: med([x[k] for x in rs]) for k in ("rps", "p50_ms", "p99_ms")}
-                    if "cpu_us_per_request" in rs[0]:
-                        throughput[conns][n]["cpu_us_per_request"] = med([x["cpu_us_per_request"] for x in rs])
+                    for k in ("cpu_us_per_request", "cpu_user_us_per_request", "cpu_sys_us_per_request"):
+                        if k in rs[0]:
+                            throughput[conns][n][k] = med([x[k] for x in rs])
                     if "rss_peak_kib_under_load" in rs[0]:
                         throughput[conns][n]["rss_peak_kib_under_load"] = max(x["rss_peak_kib_under_load"] for x in rs)
                     throughput[conns][n]["non_2xx"] = sum(x["non_2xx"] for x in rs)
@@ -617,11 +624,12 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [summary["title"], f"command: {summary['command']}", ""]
-    lines.append(f"{'target':<22}{'c':>4}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}")
+    lines.append(f"{'target':<22}{'c':>4}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req (user + sys)':>26}")
     for conns in ("16", "64"):
         for n, v in throughput[conns].items():
-            cpu = f"{v['cpu_us_per_request']:.1f}" if "cpu_us_per_request" in v else "-"
-            lines.append(f"{n:<22}{conns:>4}{v['rps']:>10.0f}{v['p50_ms']:>9.2f}{v['p99_ms']:>9.2f}{cpu:>12}")
+            cpu = (f"{v['cpu_us_per_request']:.1f} ({v['cpu_user_us_per_request']:.1f} + {v['cpu_sys_us_per_request']:.1f})"
+                   if "cpu_us_per_request" in v else "-")
+            lines.append(f"{n:<22}{conns:>4}{v['rps']:>10.0f}{v['p50_ms']:>9.2f}{v['p99_ms']:>9.2f}{cpu:>26}")
     lines += ["", f"fixed rate {args.rate:.0f} req/s (µs)   p50     p90     p99    p99.9"]
     for n, v in fixed_med.items():
         lines.append(f"  {n:<22}{v['p50_us']:>7.0f}{v['p90_us']:>8.0f}{v['p99_us']:>8.0f}{v['p999_us']:>9.0f}")

@@ -13,6 +13,14 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 MARK = "<!-- end of generated part -->"
 
 
+def cpu_text(t, name):
+    """CPU per request at 64 connections as "total (user + system)"."""
+    x = t["64"][name]
+    if "cpu_user_us_per_request" not in x:
+        return f"{x['cpu_us_per_request']:.1f}"
+    return f"{x['cpu_us_per_request']:.1f} ({x['cpu_user_us_per_request']:.1f} + {x['cpu_sys_us_per_request']:.1f})"
+
+
 def main():
     s = json.loads((ROOT / "docs/bench/results.json").read_text())
     doc_path = ROOT / "docs/benchmarks.md"
@@ -70,12 +78,15 @@ Versions: {v['beacon']} ({v['git']}), {v['rustc']}, {v['nginx']}, {v['wrk']}, {v
 
 ## Results ({s['settings']['rounds']} rounds, {s['settings']['wrk_duration_s']} s per wrk run)
 
-| target | conns | req/s | p50 ms | p99 ms | CPU µs / request |
-| --- | --- | --- | --- | --- | --- |"""]
+| target | conns | req/s | p50 ms | p99 ms | p99 / p50 | CPU µs / request (user + system) |
+| --- | --- | --- | --- | --- | --- | --- |"""]
     for c in ("16", "64"):
         for n, x in t[c].items():
             cpu = f"{x['cpu_us_per_request']:.1f}" if "cpu_us_per_request" in x else "–"
-            out.append(f"| {n} | {c} | {x['rps']:,.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | {cpu} |")
+            if "cpu_user_us_per_request" in x:
+                cpu += f" ({x['cpu_user_us_per_request']:.1f} + {x['cpu_sys_us_per_request']:.1f})"
+            out.append(f"| {n} | {c} | {x['rps']:,.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
+                       f"{x['p99_ms'] / x['p50_ms']:.1f} | {cpu} |")
     out.append(f"""
 Fixed rate, {s['fixed_rate']['rate']:.0f} req/s over 64 connections, 5 s per round (µs):
 
@@ -125,7 +136,7 @@ chunk (the stub sends the whole stream at once, so total ≈ TTFC) (µs):
 | ≤ 64 KiB per open stream (1,000 slow streams) | {r['kib_per_open_stream']:.1f} KiB | {yes(r['kib_per_open_stream'] <= 64)} |""")
     if s.get("soak"):
         k = s["soak"]
-        out.append(f"| RSS flat over {k['seconds'] // 60} min with Sentry down (≤ 10 % growth) | +{k['growth'] * 100:.1f} % ({k['rss_kib_first_minute_end'] / 1024:.1f} → {k['rss_kib_end'] / 1024:.1f} MiB; {k['latency']['count']:,} requests at {k['rate']:.0f}/s, {k['errors']} errors) | {yes(k['growth'] <= 0.10)} |")
+        out.append(f"| RSS flat over {k['seconds'] // 60} min with Sentry down (≤ 10 % growth) | {k['growth'] * 100:+.1f} % ({k['rss_kib_first_minute_end'] / 1024:.1f} → {k['rss_kib_end'] / 1024:.1f} MiB; {k['latency']['count']:,} requests at {k['rate']:.0f}/s, {k['errors']} errors) | {yes(k['growth'] <= 0.10)} |")
     sentry_ok = abs(r['sentry_down_vs_up_rps'] - 1) <= 0.05 and abs(r['sentry_down_vs_up_p99'] - 1) <= 0.05
     sentry_note = "" if sentry_ok else f"""- **Sentry down against up** ({r['sentry_down_vs_up_rps']:.3f} × the throughput,
   {r['sentry_down_vs_up_p99']:.3f} × the p99): with the destination refusing connections, records
@@ -169,20 +180,39 @@ down every record was counted: `queue_full` {b['sentry_down_dropped'].get('queue
   client on Beacon's thread layout, doing nothing but read the body, relay it and relay the
   collected response — no auth, no parsing, no metering. In this run it reaches
   {r['hyper_floor_vs_nginx_rps_64']:.2f} × nginx's throughput and {r['hyper_floor_vs_nginx_p99_64']:.2f} × its p99 at 64
-  connections ({t['64']['hyper_floor']['cpu_us_per_request']:.1f} µs CPU per request against nginx's
-  {t['64']['nginx']['cpu_us_per_request']:.1f}). The 0.9 × throughput target is beyond what the design's HTTP
-  stack does by itself on two shared cores (the floor: 0.84–0.89 × in every full run). The
-  floor's p99 ratio moves between 1.12 and 1.32 across the runs, so 1.2 × is at its edge;
-  at saturation Beacon's p99 follows its longer service time (every request's extra CPU,
-  below). Beacon reaches
-  {r['beacon_vs_hyper_floor_rps_64']:.2f} × the floor; the {t['64']['beacon']['cpu_us_per_request'] - t['64']['hyper_floor']['cpu_us_per_request']:.1f} µs
+  connections. The 0.9 × throughput target is beyond what the design's HTTP stack does by
+  itself on two shared cores (the floor: 0.82–0.89 × in every full run). The CPU split says
+  where: per request, nginx spends {cpu_text(t, 'nginx')}, the floor {cpu_text(t, 'hyper_floor')} and
+  Beacon {cpu_text(t, 'beacon')} µs (user + system). The system part — loopback TCP, which runs
+  the receiver's side too, and wake-ups — is within 2 µs for all three (4.3
+  system calls per request for hyper, 5.2 for nginx, `perf stat`); the gap is user space,
+  and hyper alone, relaying and nothing else, already spends more than twice nginx's. Beacon
+  reaches {r['beacon_vs_hyper_floor_rps_64']:.2f} × the floor; the {t['64']['beacon']['cpu_us_per_request'] - t['64']['hyper_floor']['cpu_us_per_request']:.1f} µs
   of CPU per request between them is Beacon's product: authenticating the key, parsing and
   validating the request, rewriting the model, reading usage out of the response, splicing
   the cost in, building the record, metrics, and on the export thread the span encoding and
-  gzip (1.4 µs per span, criterion, below). `perf record` on both under the same load puts
-  the same ≈ 15 µs per request in the kernel (loopback TCP, wake-ups; `perf stat`: 4.3
-  system calls per request for each) and the difference in user space (≈ 6.5 µs for the
-  floor, ≈ 12.8 µs for Beacon), spread thin — no function above 3.5 % of samples.
+  gzip (about 1.1 µs per span, criterion, below), spread thin — `perf`: no function above
+  3.5 % of samples.
+- **p99 at saturation is the throughput again.** wrk's 64 connections are a closed loop:
+  each sends its next request when the last one is answered, so the median latency is about
+  64 / throughput (Little's law) and every target's tail has a similar shape (p99 / p50 in
+  the table above: nginx {t['64']['nginx']['p99_ms'] / t['64']['nginx']['p50_ms']:.1f}, the floor {t['64']['hyper_floor']['p99_ms'] / t['64']['hyper_floor']['p50_ms']:.1f}, Beacon {t['64']['beacon']['p99_ms'] / t['64']['beacon']['p50_ms']:.1f}). The p99 ratio is
+  therefore the inverse throughput ratio times the ratio of the shapes: p99 ≤ 1.2 × nginx
+  needs about 0.85 × nginx's throughput or more, the floor's level. The floor's own p99
+  ratio moves between 1.12 and 1.32 across the full runs. At a fixed, unsaturated rate
+  (below) Beacon's added p99 is a fraction of a millisecond.
+- **Tried this session: upstream connections driven inline.** hyper-util's client runs
+  each upstream connection as a task of its own; a request reaches it over a channel, the
+  response comes back over another, and a further task returns the connection to the pool.
+  A per-worker HTTP/1.1 pool whose connections are polled by the request using them (and
+  by the response body as it is relayed) removes those hops. In the floor it cut CPU per
+  request from 16.4 to 15.2 µs (user 5.4 → 4.2) and reached 0.88–0.89 × nginx in two
+  three-round runs: still under 0.9 ×. In Beacon it cut user time by 1.0 µs but the system
+  time rose by 0.7 µs (seven interleaved 5 s rounds, broadcast off): 20.66 → 20.51 µs in
+  total, within the noise, so it was not shipped (kept on the branch
+  `experiment/inline-h1-upstream`, with its tests). An end-to-end test now checks that
+  upstream connections are reused — one per proxy worker for sequential requests — and
+  that one the upstream broke is replaced.
 - **Before → after in this issue.** (1) One multi-threaded Tokio runtime → one
   single-threaded event loop per CPU with its own SO_REUSEPORT listener and upstream pool
   (`server.workers`, crates/beacon/src/workers.rs): 38,224 → 47,711 req/s at 64 connections
