@@ -167,6 +167,12 @@ chunk (the stub sends the whole stream at once, so total ≈ TTFC) (µs):
   session-4 run and 0.915–0.939 in the three before it).
 """
     b = s["broadcast"]
+    # Two cores' time per second, split between nginx and everything else at nginx's rate;
+    # the budget a gateway has left at 0.9 x that rate.
+    n64 = t["64"]["nginx"]
+    rest = 2e6 / n64["rps"] - n64["cpu_us_per_request"]
+    budget = {"rest": rest, "limit": 2e6 / (0.9 * n64["rps"]) - rest,
+              "floor_pred": 2e6 / (t["64"]["hyper_floor"]["cpu_us_per_request"] + rest)}
     out.append(f"""
 The live destination received {b['exported'].get('total', 0):,.0f} spans during the run
 ({b['dropped'].get('queue_full', 0):,.0f} counted as `queue_full` while saturated); with Sentry
@@ -193,6 +199,13 @@ down every record was counted: `queue_full` {b['sentry_down_dropped'].get('queue
   the cost in, building the record, metrics, and on the export thread the span encoding and
   gzip (about 1.1 µs per span, criterion, below), spread thin — `perf`: no function above
   3.5 % of samples.
+- **The CPU budget for 0.9 ×.** The two cores are shared by the load generator, the stub
+  and the gateway. In the nginx rounds nginx used {t['64']['nginx']['cpu_us_per_request']:.1f} µs per request, so everything
+  else on the machine took {budget['rest']:.1f} µs of the two cores' time per request. At 0.9 ×
+  nginx's throughput the same "everything else" leaves a gateway at most
+  {budget['limit']:.1f} µs per request. The floor needs {t['64']['hyper_floor']['cpu_us_per_request']:.1f}, Beacon {t['64']['beacon']['cpu_us_per_request']:.1f}. (This model
+  predicts {budget['floor_pred']:,.0f} req/s for the floor, which measured {t['64']['hyper_floor']['rps']:,.0f}: it errs in the
+  gateway's favour, so the budget is if anything smaller.)
 - **p99 at saturation is the throughput again.** wrk's 64 connections are a closed loop:
   each sends its next request when the last one is answered, so the median latency is about
   64 / throughput (Little's law) and every target's tail has a similar shape (p99 / p50 in
