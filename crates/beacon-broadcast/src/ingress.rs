@@ -156,4 +156,52 @@ mod tests {
         assert_eq!(first["tenant_id"], "acme");
         assert_eq!(first["outcome"]["kind"], "ok");
     }
+
+    /// Waits up to 5 s for the record log to hold `n` lines.
+    async fn wait_for_lines(path: &std::path::Path, n: usize) -> usize {
+        let mut lines = 0;
+        for _ in 0..500 {
+            lines = std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+            if lines >= n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        lines
+    }
+
+    #[tokio::test]
+    async fn records_arriving_after_the_router_went_idle_are_delivered_at_once() {
+        let dir = std::env::temp_dir().join(format!("beacon-test-idle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("records.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let (sender, handle) = crate::start(
+            crate::PipelineConfig {
+                queue_capacity: 16,
+                record_log: Some(path.clone()),
+                shutdown_deadline: std::time::Duration::from_secs(1),
+                allow_private_destinations: false,
+                sink: crate::sink::SinkConfig::default(),
+                connect_timeout: std::time::Duration::from_secs(1),
+            },
+            &[],
+            Arc::new(Stats::default()),
+        )
+        .unwrap();
+        assert!(sender.submit(record("acme")));
+        assert_eq!(wait_for_lines(&path, 1).await, 1);
+        // Long past the idle threshold: the router now waits on the queue instead of polling.
+        let idle = crate::pipeline::POLL_INTERVAL * crate::pipeline::IDLE_POLLS_BEFORE_WAITING;
+        tokio::time::sleep(idle * 5).await;
+        assert!(sender.submit(record("acme")));
+        assert!(sender.submit(record("acme")));
+        // Delivered and logged while the pipeline runs, not only at shutdown.
+        assert_eq!(wait_for_lines(&path, 3).await, 3);
+        tokio::time::sleep(idle * 5).await;
+        assert!(sender.submit(record("acme")));
+        assert_eq!(wait_for_lines(&path, 4).await, 4);
+        handle.shutdown().await;
+        assert_eq!(wait_for_lines(&path, 4).await, 4);
+    }
 }

@@ -21,8 +21,10 @@ use crate::sampling;
 use crate::sink::{self, Sink, SinkConfig};
 use crate::stats::{DropReason, Stats};
 
-/// How often the router drains the hand-off queue.
+/// How often the router drains the hand-off queue while records are flowing.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// Empty polls (100 ms) after which the router stops polling and waits for the next record.
+pub const IDLE_POLLS_BEFORE_WAITING: u32 = 20;
 
 /// Settings of the pipeline.
 #[derive(Debug, Clone)]
@@ -363,26 +365,43 @@ async fn run(
         None => None,
     };
     let stats = router.stats.clone();
-    // The queue is polled on a short tick instead of awaited record by record: a receiver
-    // that never registers a waker costs the proxy's `try_send` no cross-thread wake-up, so
-    // handing a record off stays a few atomic operations however busy the gateway is.
+    // While records flow, the queue is polled on a short tick instead of awaited record by
+    // record: a receiver that never registers a waker costs the proxy's `try_send` no
+    // cross-thread wake-up, so handing a record off stays a few atomic operations however
+    // busy the gateway is. After 100 ms without a record the router waits instead, so an idle
+    // gateway does not wake 200 times a second; the record that ends the wait costs its
+    // sender one wake-up, and polling resumes.
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle_polls = 0u32;
     loop {
+        if idle_polls >= IDLE_POLLS_BEFORE_WAITING {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                record = rx.recv() => match record {
+                    Some(record) => {
+                        drain(Some(record), &mut rx, &mut log, &router).await;
+                        idle_polls = 0;
+                        tick.reset();
+                    }
+                    // Every sender is gone: nothing more can arrive; wait for the stop.
+                    None => {
+                        let _ = (&mut stop).await;
+                        break;
+                    }
+                },
+            }
+            continue;
+        }
         tokio::select! {
             biased;
             _ = &mut stop => break,
             _ = tick.tick() => {
-                let mut any = false;
-                while let Ok(record) = rx.try_recv() {
-                    deliver(record, &mut log, &router).await;
-                    any = true;
-                }
-                if any {
-                    stats.set_queue_depth(rx.len());
-                    if let Some(log) = log.as_mut() {
-                        log.flush().await;
-                    }
+                if drain(None, &mut rx, &mut log, &router).await {
+                    idle_polls = 0;
+                } else {
+                    idle_polls += 1;
                 }
             }
         }
@@ -437,6 +456,32 @@ async fn run(
         dropped_total = stats.dropped_total(),
         "broadcast pipeline stopped"
     );
+}
+
+/// Delivers `first` and every record waiting in the queue, then flushes the record log;
+/// returns whether there was any.
+async fn drain(
+    first: Option<CompletionRecord>,
+    rx: &mut mpsc::Receiver<CompletionRecord>,
+    log: &mut Option<RecordLog>,
+    router: &Router,
+) -> bool {
+    let mut any = false;
+    if let Some(record) = first {
+        deliver(record, log, router).await;
+        any = true;
+    }
+    while let Ok(record) = rx.try_recv() {
+        deliver(record, log, router).await;
+        any = true;
+    }
+    router.stats.set_queue_depth(rx.len());
+    if any {
+        if let Some(log) = log.as_mut() {
+            log.flush().await;
+        }
+    }
+    any
 }
 
 async fn deliver(record: CompletionRecord, log: &mut Option<RecordLog>, router: &Router) {
