@@ -126,26 +126,30 @@ mod tests {
         assert_eq!(stats.dropped_by(DropReason::ShutdownDeadline), 1);
     }
 
-    #[tokio::test]
-    async fn pipeline_writes_the_record_log_and_flushes_on_shutdown() {
-        let dir = std::env::temp_dir().join(format!("beacon-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("records.jsonl");
-        let _ = std::fs::remove_file(&path);
-        let stats = Arc::new(Stats::default());
-        let (sender, handle) = crate::start(
+    /// A pipeline with no destinations, writing every record to the log at `path`.
+    fn start_with_log(path: &std::path::Path) -> (RecordSender, crate::PipelineHandle) {
+        crate::start(
             crate::PipelineConfig {
                 queue_capacity: 16,
-                record_log: Some(path.clone()),
+                record_log: Some(path.to_path_buf()),
                 shutdown_deadline: std::time::Duration::from_secs(1),
                 allow_private_destinations: false,
                 sink: crate::sink::SinkConfig::default(),
                 connect_timeout: std::time::Duration::from_secs(1),
             },
             &[],
-            stats,
+            Arc::new(Stats::default()),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn pipeline_writes_the_record_log_and_flushes_on_shutdown() {
+        let dir = std::env::temp_dir().join(format!("beacon-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("records.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let (sender, handle) = start_with_log(&path);
         for _ in 0..5 {
             assert!(sender.submit(record("acme")));
         }
@@ -176,19 +180,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("records.jsonl");
         let _ = std::fs::remove_file(&path);
-        let (sender, handle) = crate::start(
-            crate::PipelineConfig {
-                queue_capacity: 16,
-                record_log: Some(path.clone()),
-                shutdown_deadline: std::time::Duration::from_secs(1),
-                allow_private_destinations: false,
-                sink: crate::sink::SinkConfig::default(),
-                connect_timeout: std::time::Duration::from_secs(1),
-            },
-            &[],
-            Arc::new(Stats::default()),
-        )
-        .unwrap();
+        let (sender, handle) = start_with_log(&path);
         assert!(sender.submit(record("acme")));
         assert_eq!(wait_for_lines(&path, 1).await, 1);
         // Long past the idle threshold: the router now waits on the queue instead of polling.
