@@ -118,6 +118,7 @@ listen = "127.0.0.1:0"
 max_body_bytes = 65536
 upstream_timeout_secs = 30
 shutdown_grace_secs = 10
+drain_delay_secs = 0
 
 [broadcast]
 record_log = "{{RECORD_LOG}}"

@@ -52,6 +52,9 @@ pub enum AdminError {
     /// The store failed.
     #[error("The store failed: {0}")]
     Store(String),
+    /// Too many failed authentications from this address: retry after this many seconds.
+    #[error("Too many failed admin authentications from this address; retry in {0} s.")]
+    Throttled(u64),
 }
 
 fn join(errors: &[FieldError]) -> String {
@@ -80,6 +83,7 @@ impl AdminError {
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TestFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -97,6 +101,7 @@ impl AdminError {
             Self::Invalid(_) => ("invalid_request_error", "invalid_value"),
             Self::TestFailed(_) => ("invalid_request_error", "test_failed"),
             Self::Store(_) => ("server_error", "store_unavailable"),
+            Self::Throttled(_) => ("rate_limit_error", "too_many_failed_attempts"),
         }
     }
 

@@ -31,14 +31,34 @@ pub(crate) async fn handle(
 ) -> Response<ProxyBody> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let client = req
+        .extensions()
+        .get::<beacon_proxy::server::ClientAddr>()
+        .map(|a| a.0);
     let result = async {
-        let principal = inner
+        let throttle = inner.auth.throttle();
+        if let Some(addr) = client {
+            if let Err(wait) = throttle.check(addr.ip()) {
+                return Err(AdminError::Throttled(wait.as_secs().max(1)));
+            }
+        }
+        let principal = match inner
             .auth
             .authenticate(
                 inner.manager.store(),
                 req.headers().get(http::header::AUTHORIZATION),
             )
-            .await?;
+            .await
+        {
+            Ok(p) => p,
+            Err(e @ (AdminError::MissingToken | AdminError::InvalidToken)) => {
+                let failures = client.map_or(0, |a| throttle.failed(a.ip()));
+                let client = client.map(|a| a.to_string()).unwrap_or_default();
+                tracing::warn!(request_id, %client, failures, %method, path, "admin: failed authentication ({e})");
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let segments = segments(&path).ok_or_else(|| unknown(&method, &path))?;
         route(inner, &principal, &method, &path, &segments, req).await
     }
@@ -51,7 +71,12 @@ pub(crate) async fn handle(
             } else {
                 tracing::debug!(request_id, %method, path, status = e.status().as_u16(), "admin: {e}");
             }
-            respond(e.status(), e.body(), request_id)
+            let mut resp = respond(e.status(), e.body(), request_id);
+            if let AdminError::Throttled(secs) = e {
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+            }
+            resp
         }
     }
 }

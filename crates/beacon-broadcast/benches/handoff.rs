@@ -54,6 +54,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let stats = Arc::new(Stats::default());
     let config = PipelineConfig {
+        queue_max_bytes: 1 << 30,
         queue_capacity: 1 << 16,
         record_log: None,
         shutdown_deadline: Duration::from_secs(1),

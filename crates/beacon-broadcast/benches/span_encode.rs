@@ -36,6 +36,7 @@ fn record(with_agent: bool) -> CompletionRecord {
         }),
         trace_context: None,
         content: Some(Content {
+            input_truncated: false,
             input_messages: Bytes::from(r#"[{"role":"system","content":"You are a helpful assistant that answers briefly."},{"role":"user","content":"Explain in two sentences why the sky is blue."}]"#),
             output_text: "Sunlight is scattered by the molecules of the atmosphere, and shorter (blue) wavelengths scatter much more than longer ones. So when we look at the sky away from the sun we mostly see scattered blue light.".into(),
             output_truncated: false,

@@ -186,11 +186,26 @@ pub fn is_private_ip(ip: IpAddr) -> bool {
         }
         IpAddr::V6(v6) => {
             let s = v6.segments();
+            // IPv6 forms that carry an IPv4 address: mapped (::ffff:a.b.c.d), compatible
+            // (::a.b.c.d, the ::/96 block — `[::127.0.0.1]`), NAT64 (64:ff9b::/96) and
+            // 6to4 (2002:AABB:CCDD::/48): each is judged by the IPv4 address inside.
+            let embedded = if s[0] == 0x2002 {
+                let [a, b] = s[1].to_be_bytes();
+                let [c, d] = s[2].to_be_bytes();
+                Some(std::net::Ipv4Addr::new(a, b, c, d))
+            } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..6] == [0; 6] {
+                let [a, b] = s[6].to_be_bytes();
+                let [c, d] = s[7].to_be_bytes();
+                Some(std::net::Ipv4Addr::new(a, b, c, d))
+            } else {
+                v6.to_ipv4_mapped()
+            };
             v6.is_loopback()
                 || v6.is_unspecified()
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link local
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_private_ip(IpAddr::V4(v4)))
+                || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated, still routed by some)
+                || embedded.is_some_and(|v4| is_private_ip(IpAddr::V4(v4)))
         }
     }
 }
@@ -204,6 +219,61 @@ pub struct Endpoint {
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Sentry (affects Test Connection and error decoding).
     pub is_sentry: bool,
+}
+
+impl Endpoint {
+    /// The secrets this endpoint sends: every header value, the tokens inside them
+    /// (`Bearer <token>`, Sentry's `sentry_key=<key>`), and query parameter values.
+    fn secrets(&self) -> Vec<String> {
+        let mut secrets = Vec::new();
+        for (_, v) in &self.headers {
+            let Ok(v) = v.to_str() else { continue };
+            secrets.push(v.to_string());
+            for part in v.split([' ', ',', '=']) {
+                secrets.push(part.trim().to_string());
+            }
+        }
+        if let Some(query) = self.url.query() {
+            for pair in query.split('&') {
+                if let Some((_, value)) = pair.split_once('=') {
+                    secrets.push(value.to_string());
+                }
+            }
+        }
+        if let Some((userinfo, _)) = self
+            .url
+            .authority()
+            .and_then(|a| a.as_str().rsplit_once('@'))
+        {
+            secrets.push(userinfo.to_string());
+            secrets.extend(userinfo.split(':').map(String::from));
+        }
+        // Short pieces and the scheme words (`Bearer`, `sentry_version`, `7`) are not
+        // secrets; longest first, so a whole header value is replaced before the token
+        // inside it.
+        secrets.retain(|s| {
+            s.len() >= 6
+                && !s.starts_with("sentry_")
+                && !s.starts_with("beacon/")
+                && !matches!(s.as_str(), "Bearer" | "Sentry" | "Basic")
+        });
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        secrets
+    }
+
+    /// `text` (a destination's error reply, say, which may echo the request's headers) with
+    /// every secret of this endpoint replaced by `[redacted]`, fit for a log line or the
+    /// stats' `last_error`.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in self.secrets() {
+            if out.contains(&secret) {
+                out = out.replace(&secret, "[redacted]");
+            }
+        }
+        out
+    }
 }
 
 /// A destination ready for the pipeline.
@@ -303,6 +373,16 @@ mod tests {
 
     const EP: &str = "https://o123.ingest.us.sentry.io/api/456/integration/otlp/v1/traces";
     const DSN: &str = "https://abc123@o123.ingest.us.sentry.io/456";
+
+    fn otlp(endpoint: &str) -> DestinationConfig {
+        DestinationConfig {
+            kind: DestinationKind::Otlp {
+                endpoint: endpoint.into(),
+                headers: vec![],
+            },
+            ..sentry(EP, DSN)
+        }
+    }
 
     fn sentry(endpoint: &str, dsn: &str) -> DestinationConfig {
         DestinationConfig {
@@ -415,6 +495,54 @@ mod tests {
         }
         assert!(check_url("endpoint", "http://collector.example.com/v1/traces", false).is_err());
         assert!(check_url("endpoint", "https://collector.example.com/v1/traces", false).is_ok());
+    }
+
+    #[test]
+    fn ipv6_forms_of_private_ipv4_addresses_are_private() {
+        for host in [
+            "[::127.0.0.1]",
+            "[::ffff:127.0.0.1]",
+            "[::ffff:10.0.0.1]",
+            "[::10.1.2.3]",
+            "[64:ff9b::169.254.169.254]",
+            "[2002:7f00:1::]",
+            "[2002:a9fe:a9fe::1]",
+            "[fec0::1]",
+            "[::]",
+            "[::1]",
+        ] {
+            assert!(is_private_host(host), "{host}");
+        }
+        for host in [
+            "[::8.8.8.8]",
+            "[64:ff9b::8.8.8.8]",
+            "[2002:0808:0808::]",
+            "[2606:4700::1111]",
+        ] {
+            assert!(!is_private_host(host), "{host}");
+        }
+        let e = DestinationSpec::new("t", &otlp("https://[::127.0.0.1]:4318/v1/traces"), false);
+        assert!(e.is_err(), "{e:?}");
+    }
+
+    #[test]
+    fn endpoint_scrub_removes_every_secret_it_sends() {
+        let mut c = otlp("https://collector.example.com/v1/traces?api_key=qs-secret-12345");
+        if let DestinationKind::Otlp { headers, .. } = &mut c.kind {
+            headers.push(("authorization".into(), "Bearer tok-secret-abcdef".into()));
+            headers.push(("x-api-key".into(), "hdr-secret-987654".into()));
+        }
+        let spec = DestinationSpec::new("t", &c, false).unwrap();
+        let echoed = "HTTP 400: bad request; headers: {authorization: Bearer tok-secret-abcdef, x-api-key: hdr-secret-987654} url ?api_key=qs-secret-12345";
+        let clean = spec.endpoint.scrub(echoed);
+        for secret in ["tok-secret-abcdef", "hdr-secret-987654", "qs-secret-12345"] {
+            assert!(!clean.contains(secret), "{clean}");
+        }
+        assert!(clean.contains("HTTP 400: bad request"), "{clean}");
+        let sentry = DestinationSpec::new("t", &sentry(EP, DSN), false).unwrap();
+        let key = DSN.split("//").nth(1).unwrap().split('@').next().unwrap();
+        let echoed = format!("403: X-Sentry-Auth: Sentry sentry_key={key}, sentry_version=7");
+        assert!(!sentry.endpoint.scrub(&echoed).contains(key));
     }
 
     #[test]

@@ -4,14 +4,111 @@
 //! pipeline is behind; the completion must not wait for it, so the new record is dropped
 //! and counted as [`DropReason::QueueFull`], with one warning per incident rather than
 //! one per record.
+//!
+//! The queue is bounded twice: by records (`broadcast.queue_capacity`) and by bytes
+//! (`broadcast.queue_max_bytes`). Each record accepted takes a [`Charge`] of its size
+//! against the [`ByteBudget`], and gives it back only when the last destination is done
+//! with it (delivered or dropped), so the budget bounds everything the export path holds —
+//! the hand-off queue, the destination queues and the batches being sent — not just this
+//! queue.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::record::CompletionRecord;
 use crate::stats::{DropReason, Stats};
+
+/// Bytes of records the export path holds, and the most it may hold.
+#[derive(Debug)]
+pub struct ByteBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl ByteBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The limit.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Takes `bytes` from the budget, or `None` when they do not fit.
+    pub fn try_charge(self: &Arc<Self>, bytes: usize) -> Option<Charge> {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let next = used.checked_add(bytes).filter(|n| *n <= self.max)?;
+            match self
+                .used
+                .compare_exchange_weak(used, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    return Some(Charge {
+                        budget: self.clone(),
+                        bytes,
+                    })
+                }
+                Err(now) => used = now,
+            }
+        }
+    }
+}
+
+/// Bytes counted against a [`ByteBudget`] until dropped.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Arc<ByteBudget>,
+    bytes: usize,
+}
+
+impl Charge {
+    /// The bytes charged.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// A record in the export path, with its charge against the byte budget: released when
+/// the last holder (the queue, a destination's queue or batch) drops it.
+#[derive(Debug)]
+pub struct Queued {
+    /// The record.
+    pub record: CompletionRecord,
+    charge: Charge,
+}
+
+impl Queued {
+    /// The record's size as charged.
+    pub fn bytes(&self) -> usize {
+        self.charge.bytes()
+    }
+}
+
+impl std::ops::Deref for Queued {
+    type Target = CompletionRecord;
+    fn deref(&self) -> &CompletionRecord {
+        &self.record
+    }
+}
 
 /// What the hand-off does when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,15 +121,21 @@ pub enum Backpressure {
 /// The proxy's end of the queue. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct RecordSender {
-    tx: mpsc::Sender<CompletionRecord>,
+    tx: mpsc::Sender<Queued>,
+    budget: Arc<ByteBudget>,
     stats: Arc<Stats>,
     warned_full: Arc<AtomicBool>,
 }
 
 impl RecordSender {
-    pub(crate) fn new(tx: mpsc::Sender<CompletionRecord>, stats: Arc<Stats>) -> Self {
+    pub(crate) fn new(
+        tx: mpsc::Sender<Queued>,
+        budget: Arc<ByteBudget>,
+        stats: Arc<Stats>,
+    ) -> Self {
         Self {
             tx,
+            budget,
             stats,
             warned_full: Arc::new(AtomicBool::new(false)),
         }
@@ -40,7 +143,11 @@ impl RecordSender {
 
     /// Hands a record to the export pipeline without waiting. Returns whether it was queued.
     pub fn submit(&self, record: CompletionRecord) -> bool {
-        match self.tx.try_send(record) {
+        let Some(charge) = self.budget.try_charge(record.approx_bytes()) else {
+            self.full(&record.tenant_id, "bytes");
+            return false;
+        };
+        match self.tx.try_send(Queued { record, charge }) {
             Ok(()) => {
                 self.stats.record_enqueued();
                 // The queue drained since the last incident: warn again next time it fills.
@@ -51,15 +158,8 @@ impl RecordSender {
                 }
                 true
             }
-            Err(mpsc::error::TrySendError::Full(record)) => {
-                self.stats
-                    .record_dropped(&record.tenant_id, "", DropReason::QueueFull);
-                if !self.warned_full.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        capacity = self.tx.max_capacity(),
-                        "broadcast queue full: dropping completion records until it drains (counted in beacon_broadcast_dropped_total)"
-                    );
-                }
+            Err(mpsc::error::TrySendError::Full(queued)) => {
+                self.full(&queued.tenant_id, "records");
                 false
             }
             Err(mpsc::error::TrySendError::Closed(record)) => {
@@ -70,6 +170,19 @@ impl RecordSender {
         }
     }
 
+    fn full(&self, tenant: &str, limit: &'static str) {
+        self.stats.record_dropped(tenant, "", DropReason::QueueFull);
+        if !self.warned_full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                limit,
+                capacity = self.tx.max_capacity(),
+                max_bytes = self.budget.max(),
+                held_bytes = self.budget.used(),
+                "broadcast queue full: dropping completion records until it drains (counted in beacon_broadcast_dropped_total)"
+            );
+        }
+    }
+
     /// The backpressure policy in force.
     pub fn policy(&self) -> Backpressure {
         Backpressure::DropNewest
@@ -77,7 +190,7 @@ impl RecordSender {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::record::*;
 
@@ -111,7 +224,7 @@ mod tests {
     async fn full_queue_drops_newest_and_counts_it() {
         let stats = Arc::new(Stats::default());
         let (tx, mut rx) = mpsc::channel(2);
-        let sender = RecordSender::new(tx, stats.clone());
+        let sender = RecordSender::new(tx, ByteBudget::new(usize::MAX), stats.clone());
         assert!(sender.submit(record("a")));
         assert!(sender.submit(record("a")));
         assert!(!sender.submit(record("a")));
@@ -126,11 +239,42 @@ mod tests {
         assert_eq!(stats.dropped_by(DropReason::ShutdownDeadline), 1);
     }
 
+    #[tokio::test]
+    async fn the_byte_budget_bounds_what_is_held_until_the_last_holder_lets_go() {
+        let stats = Arc::new(Stats::default());
+        let (tx, mut rx) = mpsc::channel(100);
+        let one = record("a").approx_bytes();
+        let budget = ByteBudget::new(one * 2 + one / 2);
+        let sender = RecordSender::new(tx, budget.clone(), stats.clone());
+        assert!(sender.submit(record("a")));
+        assert!(sender.submit(record("a")));
+        assert!(
+            !sender.submit(record("a")),
+            "a third record is over the bytes"
+        );
+        assert_eq!(stats.dropped_by(DropReason::QueueFull), 1);
+        assert_eq!(budget.used(), one * 2);
+        // Taken off the queue but still held (say, by a destination): still charged.
+        let first = Arc::new(rx.recv().await.unwrap());
+        let copy = first.clone();
+        assert!(!sender.submit(record("a")));
+        drop(first);
+        assert_eq!(budget.used(), one * 2, "a destination still holds it");
+        drop(copy);
+        assert_eq!(budget.used(), one);
+        assert!(sender.submit(record("a")));
+        // A record bigger than the whole budget is refused, not queued.
+        let mut big = record("a");
+        big.user = Some("x".repeat(one * 3));
+        assert!(!sender.submit(big));
+    }
+
     /// A pipeline with no destinations, writing every record to the log at `path`.
     fn start_with_log(path: &std::path::Path) -> (RecordSender, crate::PipelineHandle) {
         crate::start(
             crate::PipelineConfig {
                 queue_capacity: 16,
+                queue_max_bytes: 1 << 20,
                 record_log: Some(path.to_path_buf()),
                 shutdown_deadline: std::time::Duration::from_secs(1),
                 allow_private_destinations: false,
@@ -153,7 +297,7 @@ mod tests {
         for _ in 0..5 {
             assert!(sender.submit(record("acme")));
         }
-        handle.shutdown().await;
+        handle.shutdown().await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 5);
         let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
@@ -193,7 +337,7 @@ mod tests {
         tokio::time::sleep(idle * 5).await;
         assert!(sender.submit(record("acme")));
         assert_eq!(wait_for_lines(&path, 4).await, 4);
-        handle.shutdown().await;
+        handle.shutdown().await.unwrap();
         assert_eq!(wait_for_lines(&path, 4).await, 4);
     }
 }

@@ -2,13 +2,14 @@
 //!
 //! ```text
 //! proxy meter ──CompletionRecord──▶ RecordSender::submit (try_send, never waits)
-//!                                        │ bounded queue (full → counted drop)
+//!                                        │ bounded queue, by records and by bytes held in
+//!                                        │ the whole export path (full → counted drop)
 //!                                        ▼
 //!                          pipeline (router task) ──▶ record log (JSON lines)
 //!                                        │ per tenant: switch; per destination: key
 //!                                        │ allowlist (filtered), sampling (sampled_out)
 //!                                        ▼
-//!                 sink worker, one per destination (bounded queue → queue_full)
+//!                 sink worker, one per destination (bounded by records and bytes → queue_full)
 //!                   batch by size / flush interval → span::build_spans (pure)
 //!                   → OTLP protobuf → gzip → POST (≤ 2 in flight) → retry::classify
 //!                                        │
@@ -47,6 +48,7 @@ pub fn start(
     stats: Arc<Stats>,
 ) -> Result<(RecordSender, PipelineHandle), StartError> {
     let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity.max(1));
-    let handle = pipeline::spawn(config, tenants, rx, stats.clone())?;
-    Ok((RecordSender::new(tx, stats), handle))
+    let budget = ingress::ByteBudget::new(config.queue_max_bytes);
+    let handle = pipeline::spawn(config, tenants, rx, stats.clone(), budget.clone())?;
+    Ok((RecordSender::new(tx, budget, stats), handle))
 }

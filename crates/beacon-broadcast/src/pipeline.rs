@@ -15,7 +15,7 @@ use beacon_config::TenantConfig;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::destination::{DestinationError, DestinationSpec};
-use crate::record::CompletionRecord;
+use crate::ingress::{ByteBudget, Queued};
 use crate::record_log::RecordLog;
 use crate::sampling;
 use crate::sink::{self, Sink, SinkConfig};
@@ -31,6 +31,8 @@ pub const IDLE_POLLS_BEFORE_WAITING: u32 = 20;
 pub struct PipelineConfig {
     /// Hand-off queue capacity in records.
     pub queue_capacity: usize,
+    /// Bytes of records the whole export path may hold.
+    pub queue_max_bytes: usize,
     /// JSON-lines file receiving every record (content excluded).
     pub record_log: Option<PathBuf>,
     /// How long the queue and the workers keep draining after shutdown begins.
@@ -47,11 +49,13 @@ impl From<&beacon_config::BroadcastConfig> for PipelineConfig {
     fn from(c: &beacon_config::BroadcastConfig) -> Self {
         Self {
             queue_capacity: c.queue_capacity,
+            queue_max_bytes: c.queue_max_bytes,
             record_log: c.record_log.clone(),
             shutdown_deadline: c.shutdown_deadline,
             allow_private_destinations: c.allow_private_destinations,
             sink: SinkConfig {
                 queue_capacity: c.destination_queue_capacity,
+                max_bytes: c.destination_queue_max_bytes,
                 max_batch: c.max_batch_records,
                 flush_interval: c.flush_interval,
                 request_timeout: c.export_timeout,
@@ -245,14 +249,16 @@ impl PipelineHandle {
     }
 
     /// Drains the queue and lets the workers flush, up to the shutdown deadline; whatever is
-    /// still undelivered then is counted as [`DropReason::ShutdownDeadline`].
-    pub async fn shutdown(mut self) {
+    /// still undelivered then is counted as [`DropReason::ShutdownDeadline`]. An error means
+    /// the pipeline's task failed (and is logged).
+    pub async fn shutdown(mut self) -> Result<(), String> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Err(e) = (&mut self.task).await {
+        (&mut self.task).await.map_err(|e| {
             tracing::error!(error = %e, "broadcast pipeline task failed");
-        }
+            e.to_string()
+        })
     }
 }
 
@@ -260,8 +266,9 @@ impl PipelineHandle {
 pub(crate) fn spawn(
     config: PipelineConfig,
     tenants: &[TenantConfig],
-    rx: mpsc::Receiver<CompletionRecord>,
+    rx: mpsc::Receiver<Queued>,
     stats: Arc<Stats>,
+    budget: Arc<ByteBudget>,
 ) -> Result<PipelineHandle, StartError> {
     // Validate before the export runtime exists: a runtime dropped inside the caller's async
     // context on an error path would panic.
@@ -294,6 +301,7 @@ pub(crate) fn spawn(
     let router = Router {
         routes,
         stats,
+        budget,
         warned: AtomicBool::new(false),
     };
     let task = runtime.spawn(run(config, rx, router, stop_rx, deadline_tx, spawner));
@@ -308,12 +316,13 @@ pub(crate) fn spawn(
 struct Router {
     routes: Arc<ArcSwap<Routes>>,
     stats: Arc<Stats>,
+    budget: Arc<ByteBudget>,
     warned: AtomicBool,
 }
 
 impl Router {
     /// Fans a record out to its tenant's destinations, counting every destination it skips.
-    fn route(&self, record: CompletionRecord) {
+    fn route(&self, record: Queued) {
         let routes = self.routes.load();
         let Some(route) = routes.get(&record.tenant_id) else {
             return;
@@ -348,7 +357,7 @@ impl Router {
 
 async fn run(
     config: PipelineConfig,
-    mut rx: mpsc::Receiver<CompletionRecord>,
+    mut rx: mpsc::Receiver<Queued>,
     router: Router,
     mut stop: oneshot::Receiver<()>,
     deadline_tx: watch::Sender<bool>,
@@ -433,22 +442,30 @@ async fn run(
     // Close every worker's queue: they send what they hold and stop.
     router.routes.store(Arc::new(HashMap::new()));
     drop(router);
-    let mut workers = spawner
+    let workers = spawner
         .workers
         .lock()
         .map(|mut w| std::mem::take(&mut *w))
         .unwrap_or_default();
-    let all_done = async {
-        for w in workers.iter_mut() {
-            let _ = w.await;
+    let mut workers: tokio::task::JoinSet<()> = {
+        // Each handle is awaited exactly once, through the set: a worker that finished
+        // before the deadline is never polled again after it (a JoinHandle polled after
+        // completion panics).
+        let mut set = tokio::task::JoinSet::new();
+        for w in workers {
+            set.spawn(async move {
+                if let Err(e) = w.await {
+                    tracing::error!(error = %e, "a destination worker failed");
+                }
+            });
         }
+        set
     };
+    let all_done = async { while workers.join_next().await.is_some() {} };
     if tokio::time::timeout_at(deadline, all_done).await.is_err() {
         // Tell workers and in-flight sends that time is up; they count what they still hold.
         let _ = deadline_tx.send(true);
-        for w in workers {
-            let _ = w.await;
-        }
+        while workers.join_next().await.is_some() {}
     }
     stats.set_queue_depth(0);
     tracing::info!(
@@ -461,8 +478,8 @@ async fn run(
 /// Delivers `first` and every record waiting in the queue, then flushes the record log;
 /// returns whether there was any.
 async fn drain(
-    first: Option<CompletionRecord>,
-    rx: &mut mpsc::Receiver<CompletionRecord>,
+    first: Option<Queued>,
+    rx: &mut mpsc::Receiver<Queued>,
     log: &mut Option<RecordLog>,
     router: &Router,
 ) -> bool {
@@ -476,6 +493,7 @@ async fn drain(
         any = true;
     }
     router.stats.set_queue_depth(rx.len());
+    router.stats.set_held_bytes(router.budget.used());
     if any {
         if let Some(log) = log.as_mut() {
             log.flush().await;
@@ -484,9 +502,9 @@ async fn drain(
     any
 }
 
-async fn deliver(record: CompletionRecord, log: &mut Option<RecordLog>, router: &Router) {
+async fn deliver(record: Queued, log: &mut Option<RecordLog>, router: &Router) {
     if let Some(log) = log.as_mut() {
-        log.write(&record).await;
+        log.write(&record.record).await;
     }
     router.route(record);
 }
@@ -543,5 +561,99 @@ mod tests {
             declared,
             Err(StartError::Destination { index: 0, .. })
         ));
+    }
+
+    /// A destination that accepts connections and never answers.
+    async fn hanging_destination() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        (url, task)
+    }
+
+    /// A destination that answers every request with 200 at once.
+    async fn ok_destination() -> (String, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        // One request per read is enough for these small batches.
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if s.write_all(ok).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (url, task)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_with_one_stuck_destination_and_one_finished_worker_does_not_panic() {
+        let (fast, _f) = ok_destination().await;
+        let (stuck, _s) = hanging_destination().await;
+        // The finished worker comes first: it is awaited to completion before the deadline,
+        // and must not be awaited again after it.
+        let tenants = [tenant(vec![otlp(None, &fast), otlp(None, &stuck)])];
+        let stats = Arc::new(Stats::default());
+        let config = PipelineConfig {
+            queue_capacity: 16,
+            queue_max_bytes: 1 << 20,
+            record_log: None,
+            shutdown_deadline: Duration::from_millis(500),
+            allow_private_destinations: true,
+            sink: SinkConfig {
+                flush_interval: Duration::from_millis(20),
+                request_timeout: Duration::from_secs(30),
+                ..SinkConfig::default()
+            },
+            connect_timeout: Duration::from_secs(1),
+        };
+        let (sender, handle) = crate::start(config, &tenants, stats.clone()).unwrap();
+        assert!(sender.submit(crate::ingress::tests::record("acme")));
+        // The fast destination delivers; the stuck one is waiting for its answer.
+        for _ in 0..200 {
+            if handle.control().routes()["acme"].sinks[0].health.exported() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let routes = handle.control().routes();
+        let (fast_health, stuck_health) = (
+            routes["acme"].sinks[0].health.clone(),
+            routes["acme"].sinks[1].health.clone(),
+        );
+        drop(routes);
+        assert_eq!(fast_health.exported(), 1);
+        drop(sender);
+        assert_eq!(
+            handle.shutdown().await,
+            Ok(()),
+            "the pipeline task must not panic"
+        );
+        assert_eq!(stuck_health.exported(), 0);
+        assert_eq!(
+            stuck_health.dropped_by_reason()[DropReason::ShutdownDeadline as usize].1,
+            1,
+            "the stuck destination's record is counted at the deadline"
+        );
+        assert_eq!(
+            stuck_health.held_bytes(),
+            0,
+            "nothing is held after shutdown"
+        );
     }
 }

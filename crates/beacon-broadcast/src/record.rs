@@ -158,16 +158,75 @@ pub enum Outcome {
     Timeout,
     /// The client went away before the response was complete.
     ClientCancelled,
+    /// The gateway cut the request at the end of its shutdown grace period (the client got
+    /// an error chunk, or a 503).
+    Shutdown,
+}
+
+impl CompletionRecord {
+    /// Approximate heap bytes the record holds (strings, content, metadata): what the
+    /// export path's byte budgets count.
+    pub fn approx_bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let mut n = std::mem::size_of::<Self>()
+            + self.request_id.len()
+            + self.tenant_id.len()
+            + self.key_id.len()
+            + self.provider.len()
+            + self.requested_model.len()
+            + self.upstream_model.len()
+            + opt(&self.served_model)
+            + opt(&self.response_id)
+            + opt(&self.user)
+            + opt(&self.session_id)
+            + self
+                .finish_reasons
+                .iter()
+                .map(|r| r.len() + 24)
+                .sum::<usize>();
+        if let Outcome::UpstreamError {
+            error_type,
+            message,
+            ..
+        } = &self.outcome
+        {
+            n += error_type.len() + message.len();
+        }
+        if let Some(trace) = &self.trace {
+            n += trace
+                .iter()
+                .map(|(k, v)| {
+                    k.len()
+                        + 64
+                        + match v {
+                            serde_json::Value::String(s) => s.len(),
+                            other => other.to_string().len(),
+                        }
+                })
+                .sum::<usize>();
+        }
+        if let Some(c) = &self.content {
+            n += c.input_messages.len()
+                + c.output_text.len()
+                + c.output_tool_calls
+                    .iter()
+                    .map(|t| t.arguments.len() + opt(&t.id) + opt(&t.name) + 64)
+                    .sum::<usize>();
+        }
+        n
+    }
 }
 
 impl Outcome {
-    /// Short label for metrics: `ok`, `upstream_error`, `timeout`, `client_cancelled`.
+    /// Short label for metrics: `ok`, `upstream_error`, `timeout`, `client_cancelled`,
+    /// `shutdown`.
     pub fn label(&self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::UpstreamError { .. } => "upstream_error",
             Self::Timeout => "timeout",
             Self::ClientCancelled => "client_cancelled",
+            Self::Shutdown => "shutdown",
         }
     }
 }
@@ -186,8 +245,12 @@ pub struct TraceContext {
 /// Prompt and completion text, kept only while some destination may export it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Content {
-    /// The request's `messages` array as raw JSON, parsed only by the span builder.
+    /// The request's `messages` array as raw JSON, parsed only by the span builder; at most
+    /// `broadcast.max_content_bytes` (the most recent messages that fit).
     pub input_messages: bytes::Bytes,
+    /// True when `input_messages` is not the whole request (older messages left out, or the
+    /// newest one's text cut).
+    pub input_truncated: bool,
     /// Concatenated text of the first choice.
     pub output_text: String,
     /// True when `output_text` was cut at the configured limit.

@@ -2,7 +2,9 @@
 //!
 //! 2xx is delivered. 429 and 503 (and 502/504, and connection failures) are retried after a
 //! backoff with jitter that honours `Retry-After` and Sentry's `X-Sentry-Rate-Limits`; other
-//! 4xx are rejected for good; other 5xx are retried.
+//! 4xx are rejected for good, and so are redirects (a destination's endpoint must be its
+//! final URL: following one would send the batch, and its credentials, elsewhere); other
+//! 5xx are retried.
 
 use std::time::Duration;
 
@@ -62,7 +64,7 @@ pub fn classify(outcome: &Attempt<'_>, attempt: u32, jitter: f64) -> Decision {
     match status {
         Some(200..=299) => return Decision::Delivered,
         Some(429 | 502 | 503 | 504) | None => {}
-        Some(400..=499) => return Decision::Rejected,
+        Some(300..=499) => return Decision::Rejected,
         Some(_) => {}
     }
     if attempt >= MAX_ATTEMPTS {
@@ -163,7 +165,7 @@ mod tests {
     fn success_rejection_and_retry() {
         assert_eq!(classify(&resp(200), 1, 0.5), Decision::Delivered);
         assert_eq!(classify(&resp(204), 1, 0.5), Decision::Delivered);
-        for s in [400, 401, 403, 404, 413] {
+        for s in [301, 302, 307, 308, 400, 401, 403, 404, 413] {
             assert_eq!(classify(&resp(s), 1, 0.5), Decision::Rejected, "{s}");
         }
         for s in [429, 500, 502, 503, 504] {

@@ -59,17 +59,62 @@ impl EncodeLabelValue for DropReason {
     }
 }
 
+/// Longest label value exported, in bytes before escaping; longer values are cut (with `…`).
+pub const MAX_LABEL_BYTES: usize = 128;
+
+/// A label value that came from outside the operator's config — a client's model name, a
+/// tenant's destination name: escaped once, when made, as the Prometheus and OpenMetrics
+/// text formats require (`\\`, `\"`, `\n`), and cut at [`MAX_LABEL_BYTES`], so no value
+/// can end its label early, forge a series, or make the exposition unparsable.
+/// prometheus-client writes label values as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct LabelValue(std::sync::Arc<str>);
+
+impl LabelValue {
+    /// Escapes (and if need be cuts) `raw`.
+    pub fn new(raw: &str) -> Self {
+        let mut end = raw.len().min(MAX_LABEL_BYTES);
+        while !raw.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut out = String::with_capacity(end + 8);
+        for c in raw[..end].chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        if end < raw.len() {
+            out.push('…');
+        }
+        Self(out.into())
+    }
+
+    /// The escaped text, as it appears in the exposition.
+    pub fn as_escaped(&self) -> &str {
+        &self.0
+    }
+}
+
+impl EncodeLabelValue for LabelValue {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, &self.0)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DropLabels {
-    tenant: String,
-    destination: String,
+    tenant: LabelValue,
+    destination: LabelValue,
     reason: DropReason,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SinkLabels {
-    tenant: String,
-    destination: String,
+    tenant: LabelValue,
+    destination: LabelValue,
 }
 
 /// Counters of the export path, registered in Beacon's `/metrics`.
@@ -77,6 +122,7 @@ struct SinkLabels {
 pub struct Stats {
     enqueued: Counter,
     queue_depth: Gauge,
+    held_bytes: Gauge,
     dropped: Family<DropLabels, Counter>,
     exported: Family<SinkLabels, Counter>,
     dropped_total: AtomicU64,
@@ -95,6 +141,11 @@ impl Stats {
             "beacon_broadcast_queue_depth",
             "Records waiting in the hand-off queue",
             self.queue_depth.clone(),
+        );
+        registry.register(
+            "beacon_broadcast_held_bytes",
+            "Bytes of completion records the export path holds (hand-off queue, destination queues, batches being sent), bounded by broadcast.queue_max_bytes",
+            self.held_bytes.clone(),
         );
         registry.register(
             "beacon_broadcast_dropped",
@@ -117,12 +168,17 @@ impl Stats {
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
+    pub(crate) fn set_held_bytes(&self, bytes: usize) {
+        self.held_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     /// Counts one loss. `destination` is empty for losses before fan-out.
     pub fn record_dropped(&self, tenant: &str, destination: &str, reason: DropReason) {
         self.dropped
             .get_or_create(&DropLabels {
-                tenant: tenant.to_string(),
-                destination: destination.to_string(),
+                tenant: LabelValue::new(tenant),
+                destination: LabelValue::new(destination),
                 reason,
             })
             .inc();
@@ -134,8 +190,8 @@ impl Stats {
     pub fn record_exported(&self, tenant: &str, destination: &str) {
         self.exported
             .get_or_create(&SinkLabels {
-                tenant: tenant.to_string(),
-                destination: destination.to_string(),
+                tenant: LabelValue::new(tenant),
+                destination: LabelValue::new(destination),
             })
             .inc();
     }
@@ -153,5 +209,41 @@ impl Stats {
     /// Losses for one reason, all tenants and destinations together.
     pub fn dropped_by(&self, reason: DropReason) -> u64 {
         self.by_reason[reason as usize].load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_and_cut() {
+        assert_eq!(LabelValue::new("gpt-4o").as_escaped(), "gpt-4o");
+        assert_eq!(
+            LabelValue::new("a\"} 1\nforged{x=\"\\").as_escaped(),
+            r#"a\"} 1\nforged{x=\"\\"#
+        );
+        let long = "é".repeat(100);
+        let cut = LabelValue::new(&long);
+        assert!(cut.as_escaped().ends_with('…'));
+        assert_eq!(cut.as_escaped().len(), MAX_LABEL_BYTES + '…'.len_utf8());
+    }
+
+    #[test]
+    fn a_hostile_destination_name_cannot_forge_a_series() {
+        let stats = Stats::default();
+        stats.record_dropped(
+            "acme",
+            "x\"} 1\nbeacon_fake_total{a=\"",
+            DropReason::Rejected,
+        );
+        let mut registry = Registry::default();
+        stats.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            !text.lines().any(|l| l.starts_with("beacon_fake_total")),
+            "{text}"
+        );
     }
 }

@@ -62,14 +62,44 @@ pub struct ServerConfig {
     /// Proxy threads, each with its own listener (SO_REUSEPORT), event loop and upstream
     /// connection pool; `0` in the file means one per CPU.
     pub workers: usize,
+    /// A connection must deliver a complete request head within this long of being
+    /// accepted (or of its previous response), whether or not it sent a byte.
+    pub header_read_timeout: Duration,
+    /// A request body must arrive in full within this long of its head.
+    pub body_read_timeout: Duration,
+    /// An idle keep-alive connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// A streaming upstream that sends nothing for this long is cut (between chunks).
+    pub upstream_idle_timeout: Duration,
+    /// Open client connections per node; past it, new ones get an immediate 503 and are
+    /// closed, so the connections being served are not starved.
+    pub max_connections: usize,
+    /// After SIGTERM, how long `/readyz` answers 503 while new connections are still
+    /// accepted, so a load balancer notices before the listener closes.
+    pub drain_delay: Duration,
 }
 
 /// `[admin]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AdminConfig {
     /// Operator bearer token for every tenant; without it, only tenants' management keys
     /// reach the admin API.
     pub token: Option<String>,
+    /// Failed authentications from one client address within the window after which its
+    /// admin requests get 429 until the window ends.
+    pub max_failed_auth: u32,
+    /// The window over which failed authentications are counted.
+    pub failed_auth_window: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            max_failed_auth: 10,
+            failed_auth_window: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[store]`.
@@ -100,6 +130,37 @@ pub struct BroadcastConfig {
     pub flush_interval: Duration,
     /// Timeout of one export request.
     pub export_timeout: Duration,
+    /// Bytes of completion records the export path may hold at once (hand-off queue,
+    /// destination queues and batches being sent); a record past it is dropped
+    /// (`queue_full`).
+    pub queue_max_bytes: usize,
+    /// Bytes of records one destination may hold (queued and being sent); past it, its
+    /// copies are dropped (`queue_full`), so one stuck destination cannot take the budget.
+    pub destination_queue_max_bytes: usize,
+    /// Limits on the client's `trace` metadata kept in a record.
+    pub metadata: MetadataLimits,
+}
+
+/// Limits on the `trace` object a client sends, applied before it is kept in a record:
+/// a longer value is cut (and `<key>.truncated` set), keys past the count are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetadataLimits {
+    /// Bytes of one value (strings as text, objects and arrays as their JSON).
+    pub value_bytes: usize,
+    /// Bytes of all keys and values together.
+    pub total_bytes: usize,
+    /// Keys kept.
+    pub keys: usize,
+}
+
+impl Default for MetadataLimits {
+    fn default() -> Self {
+        Self {
+            value_bytes: 4096,
+            total_bytes: 32 * 1024,
+            keys: 64,
+        }
+    }
 }
 
 /// One `[[providers]]` entry: an OpenAI-compatible upstream.

@@ -33,12 +33,20 @@ pub struct RawServer {
     pub connect_timeout_secs: Option<f64>,
     pub shutdown_grace_secs: Option<f64>,
     pub workers: Option<i64>,
+    pub header_read_timeout_secs: Option<f64>,
+    pub body_read_timeout_secs: Option<f64>,
+    pub idle_timeout_secs: Option<f64>,
+    pub upstream_idle_timeout_secs: Option<f64>,
+    pub max_connections: Option<i64>,
+    pub drain_delay_secs: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub token: Option<String>,
+    pub max_failed_auth: Option<i64>,
+    pub failed_auth_window_secs: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +67,11 @@ pub struct RawBroadcast {
     pub max_batch_records: Option<i64>,
     pub flush_interval_secs: Option<f64>,
     pub export_timeout_secs: Option<f64>,
+    pub queue_max_bytes: Option<i64>,
+    pub destination_queue_max_bytes: Option<i64>,
+    pub max_metadata_value_bytes: Option<i64>,
+    pub max_metadata_bytes: Option<i64>,
+    pub max_metadata_keys: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,8 +10,8 @@ use rust_decimal::Decimal;
 use crate::raw::{RawConfig, RawDestination, RawPrice};
 use crate::{
     AdminConfig, ApiKeyConfig, BroadcastConfig, Config, DestinationConfig, DestinationKind,
-    FieldError, Price, ProviderConfig, ServerConfig, StoreConfig, TenantBroadcastConfig,
-    TenantConfig, MAX_DESTINATIONS_PER_TYPE,
+    FieldError, MetadataLimits, Price, ProviderConfig, ServerConfig, StoreConfig,
+    TenantBroadcastConfig, TenantConfig, MAX_DESTINATIONS_PER_TYPE,
 };
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -67,9 +67,58 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
                 1
             }
         },
+        header_read_timeout: secs(
+            raw.server.header_read_timeout_secs,
+            30.0,
+            "server.header_read_timeout_secs",
+            &mut errs,
+        ),
+        body_read_timeout: secs(
+            raw.server.body_read_timeout_secs,
+            30.0,
+            "server.body_read_timeout_secs",
+            &mut errs,
+        ),
+        idle_timeout: secs(
+            raw.server.idle_timeout_secs,
+            30.0,
+            "server.idle_timeout_secs",
+            &mut errs,
+        ),
+        upstream_idle_timeout: secs(
+            raw.server.upstream_idle_timeout_secs,
+            300.0,
+            "server.upstream_idle_timeout_secs",
+            &mut errs,
+        ),
+        max_connections: positive_int(
+            raw.server.max_connections,
+            10_000,
+            "server.max_connections",
+            &mut errs,
+        ),
+        drain_delay: secs_or_zero(
+            raw.server.drain_delay_secs,
+            5.0,
+            "server.drain_delay_secs",
+            &mut errs,
+        ),
     };
 
     let admin = AdminConfig {
+        max_failed_auth: u32::try_from(positive_int(
+            raw.admin.max_failed_auth,
+            10,
+            "admin.max_failed_auth",
+            &mut errs,
+        ))
+        .unwrap_or(u32::MAX),
+        failed_auth_window: secs(
+            raw.admin.failed_auth_window_secs,
+            60.0,
+            "admin.failed_auth_window_secs",
+            &mut errs,
+        ),
         token: match raw.admin.token {
             Some(t) if t.len() < 16 => {
                 errs.push(FieldError::new(
@@ -146,6 +195,38 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             "broadcast.export_timeout_secs",
             &mut errs,
         ),
+        queue_max_bytes: positive_int(
+            raw.broadcast.queue_max_bytes,
+            256 * 1024 * 1024,
+            "broadcast.queue_max_bytes",
+            &mut errs,
+        ),
+        destination_queue_max_bytes: positive_int(
+            raw.broadcast.destination_queue_max_bytes,
+            64 * 1024 * 1024,
+            "broadcast.destination_queue_max_bytes",
+            &mut errs,
+        ),
+        metadata: MetadataLimits {
+            value_bytes: positive_int(
+                raw.broadcast.max_metadata_value_bytes,
+                MetadataLimits::default().value_bytes,
+                "broadcast.max_metadata_value_bytes",
+                &mut errs,
+            ),
+            total_bytes: positive_int(
+                raw.broadcast.max_metadata_bytes,
+                MetadataLimits::default().total_bytes,
+                "broadcast.max_metadata_bytes",
+                &mut errs,
+            ),
+            keys: positive_int(
+                raw.broadcast.max_metadata_keys,
+                MetadataLimits::default().keys,
+                "broadcast.max_metadata_keys",
+                &mut errs,
+            ),
+        },
     };
 
     let mut providers = Vec::new();
@@ -419,6 +500,14 @@ fn positive_int(v: Option<i64>, default: usize, field: &str, errs: &mut Vec<Fiel
             errs.push(FieldError::new(field, "must be a positive integer"));
             default
         }
+    }
+}
+
+/// Like [`secs`], but 0 is allowed (a delay that can be switched off).
+fn secs_or_zero(v: Option<f64>, default: f64, field: &str, errs: &mut Vec<FieldError>) -> Duration {
+    match v {
+        Some(0.0) => Duration::ZERO,
+        other => secs(other, default, field, errs),
     }
 }
 

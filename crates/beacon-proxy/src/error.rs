@@ -24,6 +24,9 @@ pub enum ProxyError {
     /// The body could not be read from the client.
     #[error("Could not read the request body: {0}")]
     BodyRead(String),
+    /// The body did not arrive within `server.body_read_timeout_secs`.
+    #[error("The request body did not arrive within {0} seconds.")]
+    BodyReadTimeout(f64),
     /// The body is not valid JSON (or not a JSON object).
     #[error("We could not parse the JSON body of your request: {0}")]
     InvalidJson(String),
@@ -55,6 +58,16 @@ pub enum ProxyError {
         /// `connect_timeout`, `connect_error`, `tls_error`, ...
         kind: &'static str,
     },
+    /// The upstream answered with a redirect, which a provider API never does.
+    #[error("The upstream provider `{provider}` answered {status} redirecting to {}; check the provider's base_url.", location.as_deref().unwrap_or("nowhere"))]
+    UpstreamRedirect {
+        /// The provider.
+        provider: String,
+        /// The 3xx status.
+        status: u16,
+        /// Its `Location`, when it sent one.
+        location: Option<String>,
+    },
     /// The whole-request upstream timeout elapsed.
     #[error("The upstream provider did not answer within {0} seconds.")]
     UpstreamTimeout(u64),
@@ -75,9 +88,12 @@ impl ProxyError {
             Self::BodyRead(_) | Self::InvalidJson(_) | Self::InvalidField { .. } => {
                 StatusCode::BAD_REQUEST
             }
+            Self::BodyReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::ModelNotFound(_) | Self::UnknownRoute { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::UpstreamUnreachable { .. } | Self::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnreachable { .. }
+            | Self::UpstreamInvalid(_)
+            | Self::UpstreamRedirect { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -89,7 +105,8 @@ impl ProxyError {
             Self::MissingKey | Self::InvalidKey => "invalid_request_error",
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout(_)
-            | Self::UpstreamInvalid(_) => "upstream_error",
+            | Self::UpstreamInvalid(_)
+            | Self::UpstreamRedirect { .. } => "upstream_error",
             Self::ShuttingDown => "server_error",
             _ => "invalid_request_error",
         }
@@ -102,6 +119,7 @@ impl ProxyError {
             Self::InvalidKey => "invalid_api_key",
             Self::BodyTooLarge { .. } => "request_too_large",
             Self::BodyRead(_) => "body_read_error",
+            Self::BodyReadTimeout(_) => "request_timeout",
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidField { .. } => "invalid_type",
             Self::ModelNotFound(_) => "model_not_found",
@@ -110,6 +128,7 @@ impl ProxyError {
             Self::UpstreamUnreachable { kind } => kind,
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamInvalid(_) => "upstream_invalid_response",
+            Self::UpstreamRedirect { .. } => "upstream_redirect",
             Self::ShuttingDown => "shutting_down",
         }
     }

@@ -71,8 +71,15 @@ pub struct App {
     pub max_body_bytes: usize,
     /// `server.upstream_timeout_secs`.
     pub upstream_timeout: Duration,
+    /// `server.body_read_timeout_secs`.
+    pub body_read_timeout: Duration,
+    /// `server.upstream_idle_timeout_secs`.
+    pub upstream_idle_timeout: Duration,
+    /// Limits on the `trace` metadata kept per record.
+    pub metadata_limits: beacon_config::MetadataLimits,
     models: Bytes,
     draining: AtomicBool,
+    cut: tokio_util::sync::CancellationToken,
     mounted: Option<Arc<dyn Mounted>>,
 }
 
@@ -111,8 +118,12 @@ impl App {
             metrics,
             max_body_bytes: config.server.max_body_bytes,
             upstream_timeout: config.server.upstream_timeout,
+            body_read_timeout: config.server.body_read_timeout,
+            upstream_idle_timeout: config.server.upstream_idle_timeout,
+            metadata_limits: config.broadcast.metadata,
             models,
             draining: AtomicBool::new(false),
+            cut: tokio_util::sync::CancellationToken::new(),
             mounted: None,
         })
     }
@@ -131,6 +142,18 @@ impl App {
     /// True once shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Ends the grace period: every stream still running ends with an error chunk and
+    /// `[DONE]`, every request still waiting for its upstream gets a 503, and both are
+    /// recorded with outcome `shutdown`.
+    pub fn cut(&self) {
+        self.cut.cancel();
+    }
+
+    /// Resolves when [`App::cut`] is called.
+    pub fn cut_signal(&self) -> tokio_util::sync::CancellationToken {
+        self.cut.clone()
     }
 
     /// Serves one request. Never fails: errors become OpenAI-shaped responses.

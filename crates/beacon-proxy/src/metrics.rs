@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use beacon_broadcast::record::CompletionRecord;
+use beacon_broadcast::stats::LabelValue;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -56,8 +57,8 @@ struct StreamLabels {
     stream: &'static str,
 }
 
-/// An interned label value: building a label set clones a pointer, not a string.
-type Label = Arc<String>;
+/// An interned, escaped label value: building a label set clones a pointer, not a string.
+type Label = LabelValue;
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [
@@ -83,6 +84,8 @@ pub struct Metrics {
     overhead: Histogram,
     in_flight: Gauge,
     estimates: Family<MethodLabels, Counter>,
+    connections_refused: Counter,
+    idle_closed: Counter,
     models: Mutex<HashMap<String, Label>>,
     tenants: Mutex<HashMap<String, Label>>,
 }
@@ -102,6 +105,18 @@ impl Metrics {
         let overhead = Histogram::new(overhead_buckets());
         let in_flight = Gauge::default();
         let estimates = Family::<MethodLabels, Counter>::default();
+        let connections_refused = Counter::default();
+        let idle_closed = Counter::default();
+        registry.register(
+            "beacon_connections_refused",
+            "Client connections refused with 503 because server.max_connections were open",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "beacon_connections_idle_closed",
+            "Client connections closed for sending no complete request head within server.header_read_timeout_secs, or idling past server.idle_timeout_secs",
+            idle_closed.clone(),
+        );
         registry.register(
             "beacon_requests",
             "Client requests by tenant, model and response status",
@@ -159,6 +174,8 @@ impl Metrics {
             overhead,
             in_flight,
             estimates,
+            connections_refused,
+            idle_closed,
             models: Mutex::new(HashMap::new()),
             tenants: Mutex::new(HashMap::new()),
         })
@@ -168,18 +185,18 @@ impl Metrics {
     /// been seen, `other` after that.
     pub fn model_label(&self, model: &str) -> Label {
         let Ok(mut seen) = self.models.lock() else {
-            return Arc::new("other".into());
+            return LabelValue::new("other");
         };
         if let Some(label) = seen.get(model) {
             return label.clone();
         }
         if seen.len() < MAX_MODEL_LABELS {
-            let label = Arc::new(model.to_string());
+            let label = LabelValue::new(model);
             seen.insert(model.to_string(), label.clone());
             label
         } else {
             seen.entry("other".into())
-                .or_insert_with(|| Arc::new("other".into()))
+                .or_insert_with(|| LabelValue::new("other"))
                 .clone()
         }
     }
@@ -187,13 +204,13 @@ impl Metrics {
     /// The label for `tenant` (tenant ids are operator-defined, so not capped).
     fn tenant_label(&self, tenant: &str) -> Label {
         let Ok(mut seen) = self.tenants.lock() else {
-            return Arc::new(tenant.to_string());
+            return LabelValue::new(tenant);
         };
         match seen.get(tenant) {
             Some(label) => label.clone(),
             None => seen
                 .entry(tenant.to_string())
-                .or_insert_with(|| Arc::new(tenant.to_string()))
+                .or_insert_with(|| LabelValue::new(tenant))
                 .clone(),
         }
     }
@@ -270,6 +287,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a connection refused over `server.max_connections`.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
+    /// Counts a connection closed by the header-read or idle timeout.
+    pub fn connection_idle_closed(&self) {
+        self.idle_closed.inc();
+    }
+
     /// Tracks requests in flight.
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
@@ -293,7 +320,10 @@ mod tests {
     fn labels_are_interned_and_models_capped() {
         let m = Metrics::new(&beacon_broadcast::Stats::default());
         let (a, b) = (m.tenant_label("acme"), m.tenant_label("acme"));
-        assert!(Arc::ptr_eq(&a, &b), "one allocation per distinct label");
+        assert!(
+            std::ptr::eq(a.as_escaped(), b.as_escaped()),
+            "one allocation per distinct label"
+        );
         for i in 0..MAX_MODEL_LABELS + 50 {
             m.observe_response("acme", &format!("model-{i}"), 200);
         }
@@ -313,5 +343,27 @@ mod tests {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         assert_eq!(other, 50.0);
+    }
+
+    #[test]
+    fn a_hostile_model_name_is_escaped_not_a_new_series() {
+        let m = Metrics::new(&beacon_broadcast::Stats::default());
+        let hostile = "x\"} 1\nbeacon_broadcast_dropped_total{tenant=\"acme\"} 999999\n#";
+        m.observe_response("acme", hostile, 200);
+        let text = m.render();
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("beacon_broadcast_dropped_total{tenant=\"acme\"}")),
+            "{text}"
+        );
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("beacon_requests_total{"))
+            .unwrap();
+        assert!(
+            line.contains(r#"model="x\"} 1\nbeacon_broadcast_dropped_total"#),
+            "{line}"
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use beacon_broadcast::record::RequestParams;
+use beacon_config::MetadataLimits;
 use bytes::Bytes;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -17,6 +18,11 @@ use crate::error::ProxyError;
 pub const MAX_USER_LEN: usize = 128;
 /// Longest `session_id` accepted.
 pub const MAX_SESSION_ID_LEN: usize = 256;
+/// Deepest nesting accepted in a field Beacon reads (`trace`, `stream`, `user`, ...).
+pub const MAX_EXTENSION_DEPTH: usize = 32;
+/// Key added to a kept `trace` when keys were dropped over the count or size limit; its
+/// value is how many.
+pub const DROPPED_KEYS: &str = "beacon.dropped_keys";
 
 /// A validated chat completion request.
 #[derive(Debug)]
@@ -74,8 +80,13 @@ fn invalid(param: &'static str, message: impl Into<String>) -> ProxyError {
 }
 
 impl<'a> ChatRequest<'a> {
-    /// Parses and validates `body`. `session_header` is the `x-session-id` header.
-    pub fn parse(body: &'a [u8], session_header: Option<&str>) -> Result<Self, ProxyError> {
+    /// Parses and validates `body`. `session_header` is the `x-session-id` header; `limits`
+    /// bound the `trace` metadata kept for the record.
+    pub fn parse(
+        body: &'a [u8],
+        session_header: Option<&str>,
+        limits: &MetadataLimits,
+    ) -> Result<Self, ProxyError> {
         let trimmed = body.trim_ascii_start();
         if trimmed.first() != Some(&b'{') {
             return Err(ProxyError::InvalidJson(if trimmed.is_empty() {
@@ -87,13 +98,30 @@ impl<'a> ChatRequest<'a> {
         let RawFields(fields) = serde_json::from_slice::<RawFields<'a>>(body)
             .map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
         let get = |k: &str| fields.iter().find(|(key, _)| key == k).map(|(_, v)| *v);
+        // Sampling parameters are read leniently (they are forwarded as sent, and the
+        // upstream judges them); every field that changes what Beacon does is read strictly:
+        // a value that cannot be parsed is a 400, never silently absent.
         let value = |k: &str| -> Option<Value> {
             get(k)
                 .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
                 .filter(|v| !v.is_null())
         };
+        let strict = |k: &'static str| -> Result<Option<Value>, ProxyError> {
+            let Some(raw) = get(k) else { return Ok(None) };
+            if nesting_depth(raw.get().as_bytes()) > MAX_EXTENSION_DEPTH {
+                return Err(invalid(
+                    k,
+                    format!("`{k}` is nested deeper than {MAX_EXTENSION_DEPTH} levels"),
+                ));
+            }
+            match serde_json::from_str::<Value>(raw.get()) {
+                Ok(Value::Null) => Ok(None),
+                Ok(v) => Ok(Some(v)),
+                Err(e) => Err(invalid(k, format!("`{k}` could not be read: {e}"))),
+            }
+        };
 
-        let model = match value("model") {
+        let model = match strict("model")? {
             Some(Value::String(s)) if !s.trim().is_empty() => s,
             Some(Value::String(_)) | None => return Err(invalid("model", "`model` is required")),
             Some(_) => return Err(invalid("model", "`model` must be a string")),
@@ -103,12 +131,12 @@ impl<'a> ChatRequest<'a> {
             Some(_) => return Err(invalid("messages", "`messages` must be an array")),
             None => return Err(invalid("messages", "`messages` is required")),
         };
-        let stream = match value("stream") {
+        let stream = match strict("stream")? {
             None => false,
             Some(Value::Bool(b)) => b,
             Some(_) => return Err(invalid("stream", "`stream` must be a boolean")),
         };
-        let client_wants_usage = match value("stream_options") {
+        let client_wants_usage = match strict("stream_options")? {
             None => false,
             Some(Value::Object(o)) => match o.get("include_usage") {
                 None | Some(Value::Null) => false,
@@ -127,7 +155,7 @@ impl<'a> ChatRequest<'a> {
                 ))
             }
         };
-        let user = match value("user") {
+        let user = match strict("user")? {
             None => None,
             Some(Value::String(s)) if s.chars().count() <= MAX_USER_LEN => Some(s),
             Some(Value::String(_)) => {
@@ -138,7 +166,7 @@ impl<'a> ChatRequest<'a> {
             }
             Some(_) => return Err(invalid("user", "`user` must be a string")),
         };
-        let session_id = match value("session_id") {
+        let session_id = match strict("session_id")? {
             Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_SESSION_ID_LEN => {
                 Some(s)
             }
@@ -164,9 +192,9 @@ impl<'a> ChatRequest<'a> {
                 None => None,
             },
         };
-        let trace = match value("trace") {
+        let trace = match strict("trace")? {
             None => None,
-            Some(Value::Object(o)) => Some(o),
+            Some(Value::Object(o)) => Some(limit_metadata(o, limits)),
             Some(_) => return Err(invalid("trace", "`trace` must be a JSON object")),
         };
         let num = |k: &str| value(k).and_then(|v| v.as_f64());
@@ -244,6 +272,100 @@ impl<'a> ChatRequest<'a> {
     }
 }
 
+/// The deepest nesting of arrays and objects in a JSON text (strings skipped), counted
+/// without recursion, so any depth is measured safely.
+pub fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Bounds a client's `trace` object by bytes before it is kept in a record (and copied into
+/// every span of the completion): a value longer than `limits.value_bytes` (strings as text,
+/// objects and arrays as their JSON) is cut, and `<key>.truncated = true` is added; once
+/// keys and values reach `limits.total_bytes`, later values are cut to what is left; keys past
+/// `limits.keys`, or whose name alone does not fit, are dropped and counted in
+/// [`DROPPED_KEYS`].
+pub fn limit_metadata(
+    trace: serde_json::Map<String, Value>,
+    limits: &MetadataLimits,
+) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    let mut used = 0usize;
+    let (mut kept, mut dropped) = (0usize, 0u64);
+    for (key, value) in trace {
+        if kept >= limits.keys || key.len() > limits.value_bytes {
+            dropped += 1;
+            continue;
+        }
+        let room = limits.total_bytes.saturating_sub(used + key.len());
+        if room == 0 {
+            dropped += 1;
+            continue;
+        }
+        let max = limits.value_bytes.min(room);
+        let (value, cut) = match value {
+            Value::String(text) if text.len() > max => (Value::String(cut_str(&text, max)), true),
+            v @ (Value::Array(_) | Value::Object(_)) => {
+                let json = v.to_string();
+                if json.len() > max {
+                    (Value::String(cut_str(&json, max)), true)
+                } else {
+                    (v, false)
+                }
+            }
+            v => (v, false),
+        };
+        used += key.len() + value_bytes(&value);
+        kept += 1;
+        if cut {
+            out.insert(format!("{key}.truncated"), Value::Bool(true));
+        }
+        out.insert(key, value);
+    }
+    if dropped > 0 {
+        out.insert(DROPPED_KEYS.into(), Value::from(dropped));
+    }
+    out
+}
+
+fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        other => other.to_string().len(),
+    }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn cut_str(text: &str, max: usize) -> String {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
 fn write_str(out: &mut Vec<u8>, s: &str) {
     // Serializing a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
@@ -259,7 +381,7 @@ mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<ChatRequest<'_>, ProxyError> {
-        ChatRequest::parse(body.as_bytes(), None)
+        ChatRequest::parse(body.as_bytes(), None, &MetadataLimits::default())
     }
 
     fn param_of(body: &str) -> Option<&'static str> {
@@ -317,11 +439,17 @@ mod tests {
 
     #[test]
     fn session_header_is_used_when_the_body_has_none() {
-        let r = ChatRequest::parse(br#"{"model":"m","messages":[]}"#, Some("hdr")).unwrap();
+        let r = ChatRequest::parse(
+            br#"{"model":"m","messages":[]}"#,
+            Some("hdr"),
+            &MetadataLimits::default(),
+        )
+        .unwrap();
         assert_eq!(r.session_id.as_deref(), Some("hdr"));
         let r = ChatRequest::parse(
             br#"{"model":"m","messages":[],"session_id":"body"}"#,
             Some("hdr"),
+            &MetadataLimits::default(),
         )
         .unwrap();
         assert_eq!(r.session_id.as_deref(), Some("body"));
@@ -379,6 +507,89 @@ mod tests {
         assert_eq!(
             param_of(r#"{"model":"m","messages":[],"stream_options":1}"#),
             Some("stream_options")
+        );
+    }
+
+    #[test]
+    fn unreadable_extensions_are_rejected_not_dropped() {
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let deep_obj = |n: usize| format!("{}1{}", r#"{"a":"#.repeat(n), "}".repeat(n));
+        // Past serde_json's own recursion limit (128) and past Beacon's (32).
+        for (field, value) in [
+            ("trace", format!(r#"{{"x":{}}}"#, deep(200))),
+            ("trace", format!(r#"{{"x":{}}}"#, deep_obj(40))),
+            ("stream", deep(200)),
+            ("user", deep(40)),
+            ("session_id", deep(40)),
+            ("stream_options", deep_obj(40)),
+        ] {
+            let body = format!(r#"{{"model":"m","messages":[],"{field}":{value}}}"#);
+            assert_eq!(param_of(&body), Some(field), "{field} {}", &value[..20]);
+        }
+        // A lone surrogate cannot be read as text.
+        for field in ["trace", "user", "session_id"] {
+            let value = if field == "trace" {
+                r#"{"k":"\ud800"}"#
+            } else {
+                r#""\udc00x""#
+            };
+            let body = format!(r#"{{"model":"m","messages":[],"{field}":{value}}}"#);
+            assert_eq!(param_of(&body), Some(field), "{field}");
+        }
+        // Nesting up to the limit is fine.
+        let ok = format!(
+            r#"{{"model":"m","messages":[],"trace":{{"x":{}}}}}"#,
+            deep(31)
+        );
+        assert!(parse(&ok).unwrap().trace.is_some());
+    }
+
+    #[test]
+    fn nesting_depth_skips_strings() {
+        assert_eq!(nesting_depth(br#"{"a":"[[[{{{","b":[1,[2]]}"#), 3);
+        assert_eq!(nesting_depth(br#""\"[[""#), 0);
+        assert_eq!(nesting_depth(b"[[[]]]"), 3);
+    }
+
+    #[test]
+    fn metadata_is_bounded_by_bytes_and_keys() {
+        let limits = MetadataLimits {
+            value_bytes: 10,
+            total_bytes: 40,
+            keys: 4,
+        };
+        let trace: serde_json::Map<String, Value> = serde_json::from_str(
+            r#"{"a":"0123456789abcdef","b":{"k":"0123456789"},"c":7,"d":"é0123456789"}"#,
+        )
+        .unwrap();
+        let out = limit_metadata(trace, &limits);
+        assert_eq!(out["a"], "0123456789");
+        assert_eq!(out["a.truncated"], true);
+        assert_eq!(
+            out["b"], r#"{"k":"0123"#,
+            "objects are cut as their JSON text"
+        );
+        assert_eq!(out["b.truncated"], true);
+        assert_eq!(out["c"], 7);
+        assert!(out.get("c.truncated").is_none());
+        // 40 bytes in all: a(1+10) b(1+10) c(1+8) leaves 9, minus the key: 8 bytes of `d`,
+        // cut at a character boundary.
+        assert_eq!(out["d"], "é012345");
+        assert_eq!(out["d.truncated"], true);
+        let many: serde_json::Map<String, Value> =
+            (0..10).map(|i| (format!("k{i}"), Value::from(i))).collect();
+        let out = limit_metadata(many, &limits);
+        assert_eq!(out[DROPPED_KEYS], 6);
+        assert_eq!(out.len(), 5);
+        // A 9.8 MB value is kept as its first `value_bytes`.
+        let huge: serde_json::Map<String, Value> =
+            [("blob".to_string(), Value::String("x".repeat(9_800_000)))]
+                .into_iter()
+                .collect();
+        let out = limit_metadata(huge, &MetadataLimits::default());
+        assert_eq!(
+            out["blob"].as_str().unwrap().len(),
+            MetadataLimits::default().value_bytes
         );
     }
 }

@@ -1,35 +1,216 @@
-//! The listener: accept, set TCP_NODELAY, serve HTTP/1.1 and h2c on each connection, and
-//! shut down gracefully — stop accepting, let in-flight requests and streams finish up to
-//! the grace period, then cut what is left.
+//! The listener: accept, set TCP_NODELAY, serve HTTP/1.1 and h2c on each connection, keep
+//! every connection on a budget, and shut down gracefully.
+//!
+//! Connection hygiene (SPEC §6), each limit an operator setting:
+//! - past `max_connections` open connections (all workers together) a new connection gets an
+//!   immediate `503` and is closed, without reading from it, so the ones being served are not
+//!   starved of file descriptors;
+//! - a connection must deliver a complete request head within `header_read_timeout` of being
+//!   accepted, whether or not it sent a byte (a silent socket is closed too), and an idle
+//!   keep-alive connection is closed after `idle_timeout` — one watchdog timer per connection
+//!   enforces both ([`ConnState`]);
+//! - request bodies have their own timeout, in the handlers (`body_read_timeout`).
+//!
+//! Shutdown: `/readyz` answers 503 at once while the listener keeps accepting for
+//! `drain_delay` (a load balancer sees the node leave before connections are refused); then
+//! the listener closes and in-flight requests get `grace`; at its end the [`App`]'s cut
+//! signal makes every stream still running end with an error chunk and `[DONE]` (outcome
+//! `shutdown`), and what is left after a short flush is closed.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
+use crate::body::ProxyBody;
 use crate::App;
 
-/// How long a client may take to send request headers (slow-loris protection).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long streams cut at the end of the grace period have to flush their final chunk.
+pub const CUT_FLUSH: Duration = Duration::from_secs(1);
 
-/// Serves `app` on `listener` until `shutdown` resolves, then drains for up to `grace`.
+/// The client's address, put in every request's extensions (admin auth throttling uses it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Connection limits and shutdown timing, from `[server]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// In-flight requests may finish for this long after the listener closes.
+    pub grace: Duration,
+    /// `/readyz` answers 503 for this long before the listener closes.
+    pub drain_delay: Duration,
+    /// A complete request head must arrive within this long of accept.
+    pub header_read_timeout: Duration,
+    /// An idle keep-alive connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// Open connections allowed, shared by every worker through `open`.
+    pub max_connections: usize,
+    /// Open connections now, all workers together.
+    pub open: Arc<AtomicUsize>,
+}
+
+impl Settings {
+    /// Settings from the validated config, with a new shared connection count.
+    pub fn from_config(c: &beacon_config::ServerConfig) -> Self {
+        Self {
+            grace: c.shutdown_grace,
+            drain_delay: c.drain_delay,
+            header_read_timeout: c.header_read_timeout,
+            idle_timeout: c.idle_timeout,
+            max_connections: c.max_connections,
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// What the watchdog of one connection knows: requests in progress, whether one has been
+/// served, and since when the connection has been idle.
+#[derive(Debug)]
+pub struct ConnState {
+    accepted: Instant,
+    active: AtomicUsize,
+    served: AtomicBool,
+    /// Milliseconds after `accepted` when the last response ended.
+    idle_since_ms: AtomicU64,
+}
+
+impl ConnState {
+    /// A connection accepted now.
+    pub fn new() -> Self {
+        Self {
+            accepted: Instant::now(),
+            active: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Milliseconds since the connection was accepted, on Tokio's clock.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A request head arrived; the guard marks the end of its response.
+    fn enter(self: &Arc<Self>) -> Active {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Active(self.clone())
+    }
+
+    /// When the watchdog should look again, or `None` if the connection has been idle past
+    /// its limit and must be closed.
+    pub fn next_check(
+        &self,
+        header_read_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Option<Instant> {
+        let now = Instant::now();
+        if self.active.load(Ordering::Relaxed) > 0 {
+            return Some(now + header_read_timeout.min(idle_timeout));
+        }
+        let limit = if self.served.load(Ordering::Relaxed) {
+            idle_timeout
+        } else {
+            header_read_timeout
+        };
+        let idle_for = Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.idle_since_ms.load(Ordering::Relaxed)),
+        );
+        (idle_for < limit).then(|| now + (limit - idle_for))
+    }
+}
+
+impl Default for ConnState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One request in progress on a connection, until its response body is done or dropped.
+#[derive(Debug)]
+struct Active(Arc<ConnState>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let st = &self.0;
+        st.served.store(true, Ordering::Relaxed);
+        if st.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            st.idle_since_ms.store(st.now_ms(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in progress until it ends.
+pub struct TrackedBody {
+    inner: ProxyBody,
+    _active: Active,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts an open connection until dropped.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The answer to a connection over `max_connections`, written without reading anything.
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 143\r\n\r\n{\"error\":{\"message\":\"The gateway has too many open connections; retry shortly.\",\"type\":\"server_error\",\"code\":\"too_many_connections\",\"param\":null}}";
+
+/// Refuses a connection politely: one non-blocking write of a 503, then close.
+fn refuse(stream: TcpStream) {
+    // A socket just accepted has an empty send buffer: the write completes or the peer is
+    // gone; either way nothing waits.
+    let _ = stream.try_write(OVERLOADED);
+    drop(stream);
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains as the module docs say.
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    settings: Settings,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(settings.header_read_timeout)
         .keep_alive(true);
     builder
         .http2()
@@ -38,8 +219,15 @@ pub async fn run(
         .max_concurrent_streams(1024);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
+    let mut drain_until: Option<Instant> = None;
 
     loop {
+        let drain_over = async {
+            match drain_until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -51,34 +239,125 @@ pub async fn run(
                         continue;
                     }
                 };
+                if settings.open.fetch_add(1, Ordering::Relaxed) >= settings.max_connections {
+                    settings.open.fetch_sub(1, Ordering::Relaxed);
+                    app.metrics.connection_refused();
+                    refuse(stream);
+                    continue;
+                }
+                let open = Open(settings.open.clone());
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "set_nodelay failed");
                 }
+                let state = Arc::new(ConnState::new());
+                let metrics = app.metrics.clone();
                 let app = app.clone();
-                let svc = service_fn(move |req| {
+                let st = state.clone();
+                let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                     let app = app.clone();
-                    async move { Ok::<_, Infallible>(app.handle(req).await) }
+                    let active = st.enter();
+                    req.extensions_mut().insert(ClientAddr(peer));
+                    async move {
+                        let inner = app.handle(req).await;
+                        Ok::<_, Infallible>(inner.map(|inner| TrackedBody { inner, _active: active }))
+                    }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);
+                let (header_timeout, idle_timeout) = (settings.header_read_timeout, settings.idle_timeout);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    let _open = open;
+                    tokio::pin!(conn);
+                    let check = tokio::time::sleep(header_timeout);
+                    tokio::pin!(check);
+                    loop {
+                        tokio::select! {
+                            res = conn.as_mut() => {
+                                if let Err(e) = res {
+                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                }
+                                break;
+                            }
+                            () = check.as_mut() => match state.next_check(header_timeout, idle_timeout) {
+                                Some(next) => check.as_mut().reset(next),
+                                None => {
+                                    tracing::debug!(%peer, "closing a connection idle past its limit");
+                                    metrics.connection_idle_closed();
+                                    break;
+                                }
+                            },
+                        }
                     }
                 });
             }
-            () = &mut shutdown => break,
+            () = &mut shutdown, if drain_until.is_none() => {
+                app.start_draining();
+                drain_until = Some(Instant::now() + settings.drain_delay);
+                tracing::info!(
+                    drain_delay_secs = settings.drain_delay.as_secs_f64(),
+                    "shutting down: /readyz answers 503; still accepting during the drain delay"
+                );
+            }
+            () = drain_over => break,
         }
     }
 
-    app.start_draining();
     drop(listener);
     tracing::info!(
-        grace_secs = grace.as_secs_f64(),
-        "shutting down: no new connections; draining in-flight requests"
+        grace_secs = settings.grace.as_secs_f64(),
+        "listener closed; draining in-flight requests"
     );
+    let all_closed = graceful.shutdown();
+    tokio::pin!(all_closed);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+        () = all_closed.as_mut() => {
+            tracing::info!("all connections closed");
+            return;
+        }
+        () = tokio::time::sleep(settings.grace) => {}
+    }
+    // Grace is over: streams still running end with an error chunk and `[DONE]`, requests
+    // still waiting for their upstream get a 503; both are recorded as `shutdown`.
+    tracing::warn!("grace period over; cutting the requests still in flight");
+    app.cut();
+    if tokio::time::timeout(CUT_FLUSH, all_closed).await.is_err() {
+        tracing::warn!("closing connections that did not finish after the cut");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_expires_after_the_header_timeout_from_accept() {
+        let st = Arc::new(ConnState::new());
+        let (header, idle) = (Duration::from_secs(2), Duration::from_secs(5));
+        assert!(st.next_check(header, idle).is_some());
+        tokio::time::advance(Duration::from_millis(1999)).await;
+        assert!(st.next_check(header, idle).is_some(), "not yet");
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(
+            st.next_check(header, idle).is_none(),
+            "no request head in 2 s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_progress_is_never_expired_and_idleness_restarts_after_it() {
+        let st = Arc::new(ConnState::new());
+        let (header, idle) = (Duration::from_secs(2), Duration::from_secs(5));
+        let active = st.enter();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(
+            st.next_check(header, idle).is_some(),
+            "a long stream is not idle"
+        );
+        drop(active);
+        // Served once: the keep-alive idle timeout applies now, from the end of the response.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(st.next_check(header, idle).is_some());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(st.next_check(header, idle).is_none());
     }
 }

@@ -195,7 +195,13 @@ async fn serve(config: Config) -> Result<(), String> {
     ));
     let reload = reloader.clone().spawn_polling();
     let admin = beacon_admin::Admin::new(
-        beacon_admin::Authenticator::new(config.admin.token.as_deref()),
+        beacon_admin::Authenticator::with_throttle(
+            config.admin.token.as_deref(),
+            beacon_admin::auth::Throttle::new(
+                config.admin.max_failed_auth,
+                config.admin.failed_auth_window,
+            ),
+        ),
         destination_manager(&config, store)?,
         pipeline.control(),
         reloader,
@@ -220,8 +226,13 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     drop(sender);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let threads = workers::spawn(listeners, apps, stopped, config.server.shutdown_grace)
-        .map_err(|e| format!("cannot start the proxy threads: {e}"))?;
+    let threads = workers::spawn(
+        listeners,
+        apps,
+        stopped,
+        beacon_proxy::server::Settings::from_config(&config.server),
+    )
+    .map_err(|e| format!("cannot start the proxy threads: {e}"))?;
     tracing::info!(
         addr = %addr,
         version = env!("CARGO_PKG_VERSION"),
@@ -251,7 +262,10 @@ async fn serve(config: Config) -> Result<(), String> {
     if !flushed {
         tracing::warn!("token estimates still running at shutdown; their records are counted as shutdown drops");
     }
-    pipeline.shutdown().await;
+    pipeline
+        .shutdown()
+        .await
+        .map_err(|e| format!("the broadcast pipeline failed at shutdown: {e}"))?;
     tracing::info!("stopped");
     Ok(())
 }

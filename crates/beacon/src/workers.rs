@@ -6,7 +6,6 @@
 //! main runtime; [`OnMainRuntime`] hands admin requests over to it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use beacon_proxy::{App, Mounted, ResponseFuture};
 use http::Request;
@@ -71,16 +70,17 @@ impl Mounted for OnMainRuntime {
 }
 
 /// Starts one worker thread per listener, each serving `apps[i]` until `shutdown` turns
-/// true, then draining for up to `grace`.
+/// true, then draining as `settings` say (the connection limit is shared by all workers).
 pub fn spawn(
     listeners: Vec<std::net::TcpListener>,
     apps: Vec<Arc<App>>,
     shutdown: watch::Receiver<bool>,
-    grace: Duration,
+    settings: beacon_proxy::server::Settings,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut threads = Vec::with_capacity(listeners.len());
     for (i, (listener, app)) in listeners.into_iter().zip(apps).enumerate() {
         let mut shutdown = shutdown.clone();
+        let settings = settings.clone();
         let thread = std::thread::Builder::new()
             .name(format!("beacon-proxy-{i}"))
             .spawn(move || {
@@ -105,7 +105,7 @@ pub fn spawn(
                     let stop = async move {
                         let _ = shutdown.wait_for(|stop| *stop).await;
                     };
-                    beacon_proxy::server::run(listener, app, stop, grace).await;
+                    beacon_proxy::server::run(listener, app, stop, settings).await;
                 });
             })?;
         threads.push(thread);

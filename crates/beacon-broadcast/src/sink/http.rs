@@ -119,6 +119,8 @@ pub enum PostResult {
         retry_after: Option<String>,
         /// `X-Sentry-Rate-Limits`.
         sentry_rate_limits: Option<String>,
+        /// `Location`, on a redirect.
+        location: Option<String>,
         /// Up to 64 KiB of the body.
         body: Bytes,
     },
@@ -155,6 +157,12 @@ pub async fn post(
         };
         let retry_after = header("retry-after");
         let sentry_rate_limits = header("x-sentry-rate-limits");
+        let location = resp
+            .status()
+            .is_redirection()
+            .then(|| header("location"))
+            .flatten()
+            .map(|l| l.chars().take(256).collect());
         let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
@@ -164,6 +172,7 @@ pub async fn post(
             status,
             retry_after,
             sentry_rate_limits,
+            location,
             body,
         })
     };

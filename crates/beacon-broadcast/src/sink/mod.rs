@@ -5,10 +5,16 @@
 //!
 //! Every record that reaches a worker ends as exactly one of: exported, rejected, retries
 //! exhausted, encode error, or shutdown deadline — each counted for its destination.
+//!
+//! A destination holds at most `queue_capacity` records and `max_bytes` bytes of them
+//! (queued or being sent; [`Held`] gives its bytes back when dropped), so one stuck
+//! destination cannot take the export path's whole byte budget. A batch the destination
+//! refuses as too large (413) is split in halves and each half sent again; only a single
+//! record it still refuses is counted as rejected.
 
 pub mod http;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::destination::DestinationSpec;
+use crate::ingress::Queued;
 use crate::record::CompletionRecord;
 use crate::retry::{self, Attempt, Decision};
 use crate::span::{self, RandomIds, SpanSettings};
@@ -30,6 +37,8 @@ pub const MAX_IN_FLIGHT: usize = 2;
 pub struct SinkConfig {
     /// Records buffered per destination before new ones are dropped (`queue_full`).
     pub queue_capacity: usize,
+    /// Bytes of records one destination may hold (queued and being sent).
+    pub max_bytes: usize,
     /// Records per export request.
     pub max_batch: usize,
     /// A partial batch is sent at most this long after its first record.
@@ -42,6 +51,7 @@ impl Default for SinkConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 2048,
+            max_bytes: 64 * 1024 * 1024,
             max_batch: 256,
             flush_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
@@ -60,6 +70,8 @@ pub struct SinkHealth {
     /// The destination asked us to wait (429/503 with `Retry-After` or
     /// `X-Sentry-Rate-Limits`): no batch is sent before this instant.
     rate_limited_until: Mutex<Option<tokio::time::Instant>>,
+    /// Bytes of records this destination holds now (queued and being sent).
+    held_bytes: AtomicUsize,
 }
 
 impl SinkHealth {
@@ -88,6 +100,11 @@ impl SinkHealth {
     pub fn last_success(&self) -> Option<SystemTime> {
         self.last_success.lock().ok().and_then(|g| *g)
     }
+    /// Bytes of records this destination holds now.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes.load(Ordering::Relaxed)
+    }
+
     /// Until when the destination is rate-limited, if it is.
     pub fn rate_limited_until(&self) -> Option<tokio::time::Instant> {
         let until = self.rate_limited_until.lock().ok().and_then(|g| *g)?;
@@ -108,6 +125,38 @@ impl SinkHealth {
     }
 }
 
+/// One destination's copy of a record: counted in the destination's held bytes until
+/// dropped, whichever way its journey ends.
+#[derive(Debug)]
+pub struct Held {
+    record: Arc<Queued>,
+    health: Arc<SinkHealth>,
+}
+
+impl Held {
+    fn new(record: Arc<Queued>, health: Arc<SinkHealth>) -> Self {
+        health
+            .held_bytes
+            .fetch_add(record.bytes(), Ordering::Relaxed);
+        Self { record, health }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.health
+            .held_bytes
+            .fetch_sub(self.record.bytes(), Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = CompletionRecord;
+    fn deref(&self) -> &CompletionRecord {
+        &self.record.record
+    }
+}
+
 /// The pipeline's handle on one destination worker. Dropping every clone closes the
 /// worker's queue, which makes it flush and stop.
 #[derive(Debug, Clone)]
@@ -116,7 +165,8 @@ pub struct Sink {
     pub spec: Arc<DestinationSpec>,
     /// Its export health.
     pub health: Arc<SinkHealth>,
-    tx: mpsc::Sender<Arc<CompletionRecord>>,
+    max_bytes: usize,
+    tx: mpsc::Sender<Held>,
 }
 
 /// What a worker knows of its destination (no queue sender, so it cannot keep itself open).
@@ -137,9 +187,14 @@ impl Target {
 }
 
 impl Sink {
-    /// Offers a record without waiting; a full worker queue drops it (counted).
-    pub fn offer(&self, record: Arc<CompletionRecord>, stats: &Stats) {
-        match self.tx.try_send(record) {
+    /// Offers a record without waiting; a worker queue full by records or by bytes drops
+    /// it (counted).
+    pub fn offer(&self, record: Arc<Queued>, stats: &Stats) {
+        if self.health.held_bytes().saturating_add(record.bytes()) > self.max_bytes {
+            self.drop_one(&record, stats, DropReason::QueueFull);
+            return;
+        }
+        match self.tx.try_send(Held::new(record, self.health.clone())) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(r)) => {
                 self.drop_one(&r, stats, DropReason::QueueFull)
@@ -174,6 +229,7 @@ pub fn spawn(
     let sink = Sink {
         spec: Arc::new(spec),
         health: health.unwrap_or_default(),
+        max_bytes: config.max_bytes,
         tx,
     };
     let worker = Worker {
@@ -199,8 +255,8 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self, mut rx: mpsc::Receiver<Arc<CompletionRecord>>) {
-        let mut batch: Vec<Arc<CompletionRecord>> = Vec::with_capacity(self.config.max_batch);
+    async fn run(self, mut rx: mpsc::Receiver<Held>) {
+        let mut batch: Vec<Held> = Vec::with_capacity(self.config.max_batch);
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut deadline = self.deadline_passed.clone();
         // One timer for the whole life of the worker, re-armed when a batch starts.
@@ -253,7 +309,7 @@ impl Worker {
         while in_flight.join_next().await.is_some() {}
     }
 
-    async fn flush(&self, batch: &mut Vec<Arc<CompletionRecord>>, in_flight: &mut JoinSet<()>) {
+    async fn flush(&self, batch: &mut Vec<Held>, in_flight: &mut JoinSet<()>) {
         if batch.is_empty() {
             return;
         }
@@ -281,32 +337,56 @@ struct Send {
     deadline_passed: watch::Receiver<bool>,
 }
 
+/// How one batch's attempts ended.
+enum Sent {
+    /// Counted: exported, rejected, retries exhausted, encode error or shutdown.
+    Done,
+    /// The destination refused the batch as too large (413): split it and try again.
+    TooLarge,
+}
+
 impl Send {
-    fn drop_all(&self, records: &[Arc<CompletionRecord>], reason: DropReason) {
+    fn drop_all(&self, records: &[Held], reason: DropReason) {
         for r in records {
             self.sink.drop_one(r, &self.stats, reason);
         }
     }
 
-    async fn run(mut self, records: Vec<Arc<CompletionRecord>>) {
-        let spec = &self.sink.spec;
+    async fn run(mut self, records: Vec<Held>) {
+        // Halves of batches refused as too large are sent in order, first half first.
+        let mut pending = vec![records];
+        while let Some(mut batch) = pending.pop() {
+            match self.send(&batch).await {
+                Sent::Done => {}
+                Sent::TooLarge => {
+                    let second = batch.split_off(batch.len() / 2);
+                    tracing::debug!(destination = %self.sink.spec.name, records = batch.len() + second.len(), "destination answered 413; splitting the batch");
+                    pending.push(second);
+                    pending.push(batch);
+                }
+            }
+        }
+    }
+
+    /// Encodes and sends `records`, retrying as [`retry::classify`] decides, and counts how
+    /// each ended — except a multi-record batch refused as too large, returned to be split.
+    async fn send(&mut self, records: &[Held]) -> Sent {
+        let spec = self.sink.spec.clone();
         let settings = SpanSettings {
             privacy_mode: spec.privacy_mode,
             sampling_rate: spec.sampling_rate,
         };
-        let (head, spans) = span::encode_export_parts(
-            records.iter().map(|r| r.as_ref()),
-            &settings,
-            &mut RandomIds,
-        );
+        let (head, spans) =
+            span::encode_export_parts(records.iter().map(|r| &**r), &settings, &mut RandomIds);
         let body = match http::gzip_parts(&[&head, &spans]) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 self.sink.health.set_error(format!("encoding failed: {e}"));
-                self.drop_all(&records, DropReason::EncodeError);
-                return;
+                self.drop_all(records, DropReason::EncodeError);
+                return Sent::Done;
             }
         };
+        drop((head, spans));
         let mut attempt = 1;
         loop {
             // Per-destination rate limit: every batch waits it out, not only the one that hit it.
@@ -314,16 +394,16 @@ impl Send {
                 tokio::select! {
                     () = tokio::time::sleep_until(until) => {}
                     () = wait_true(&mut self.deadline_passed) => {
-                        self.drop_all(&records, DropReason::ShutdownDeadline);
-                        return;
+                        self.drop_all(records, DropReason::ShutdownDeadline);
+                        return Sent::Done;
                     }
                 }
             }
             let result = tokio::select! {
                 r = http::post(&self.client, &spec.endpoint, body.clone(), self.timeout) => r,
                 () = wait_true(&mut self.deadline_passed) => {
-                    self.drop_all(&records, DropReason::ShutdownDeadline);
-                    return;
+                    self.drop_all(records, DropReason::ShutdownDeadline);
+                    return Sent::Done;
                 }
             };
             let (outcome, error) = match &result {
@@ -331,20 +411,29 @@ impl Send {
                     status,
                     retry_after,
                     sentry_rate_limits,
+                    location,
                     body,
-                } => (
-                    Attempt::Response {
-                        status: *status,
-                        retry_after: retry_after.as_deref(),
-                        sentry_rate_limits: sentry_rate_limits.as_deref(),
-                    },
-                    format!("HTTP {status}: {}", http::error_text(body)),
-                ),
+                } => {
+                    let mut error = format!("HTTP {status}: {}", http::error_text(body));
+                    if let Some(location) = location {
+                        error.push_str(&format!(" (redirect to {location}: a destination's endpoint must be its final URL)"));
+                    }
+                    (
+                        Attempt::Response {
+                            status: *status,
+                            retry_after: retry_after.as_deref(),
+                            sentry_rate_limits: sentry_rate_limits.as_deref(),
+                        },
+                        error,
+                    )
+                }
                 http::PostResult::Failed(e) => (Attempt::Failed, e.clone()),
             };
+            // A destination may echo the request (headers included) in its error reply.
+            let error = spec.endpoint.scrub(&error);
             match retry::classify(&outcome, attempt, rand::random::<f64>()) {
                 Decision::Delivered => {
-                    for r in &records {
+                    for r in records {
                         self.stats.record_exported(&r.tenant_id, &spec.name);
                     }
                     self.sink
@@ -354,19 +443,25 @@ impl Send {
                     if let Ok(mut g) = self.sink.health.last_success.lock() {
                         *g = Some(SystemTime::now());
                     }
-                    return;
+                    return Sent::Done;
+                }
+                Decision::Rejected
+                    if records.len() > 1
+                        && matches!(outcome, Attempt::Response { status: 413, .. }) =>
+                {
+                    return Sent::TooLarge;
                 }
                 Decision::Rejected => {
                     tracing::warn!(tenant = %spec.tenant_id, destination = %spec.name, records = records.len(), %error, "destination rejected an export");
                     self.sink.health.set_error(error);
-                    self.drop_all(&records, DropReason::Rejected);
-                    return;
+                    self.drop_all(records, DropReason::Rejected);
+                    return Sent::Done;
                 }
                 Decision::GiveUp => {
                     tracing::warn!(tenant = %spec.tenant_id, destination = %spec.name, records = records.len(), %error, attempts = attempt, "export retries exhausted");
                     self.sink.health.set_error(error);
-                    self.drop_all(&records, DropReason::RetriesExhausted);
-                    return;
+                    self.drop_all(records, DropReason::RetriesExhausted);
+                    return Sent::Done;
                 }
                 Decision::RetryAfter(wait) => {
                     if matches!(
@@ -383,8 +478,8 @@ impl Send {
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         () = wait_true(&mut self.deadline_passed) => {
-                            self.drop_all(&records, DropReason::ShutdownDeadline);
-                            return;
+                            self.drop_all(records, DropReason::ShutdownDeadline);
+                            return Sent::Done;
                         }
                     }
                     attempt += 1;

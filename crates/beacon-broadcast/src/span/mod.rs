@@ -264,6 +264,10 @@ fn error_status(record: &CompletionRecord) -> Option<(&str, &str)> {
             ..
         } => Some((error_type, message)),
         Outcome::Timeout => Some(("timeout", "the upstream timeout elapsed")),
+        Outcome::Shutdown => Some((
+            "gateway_shutdown",
+            "the gateway shut down before the completion finished",
+        )),
         Outcome::Ok | Outcome::ClientCancelled => None,
     }
 }
@@ -359,6 +363,9 @@ fn generation_attributes(
                     "gen_ai.output.messages",
                     &content::output(&c.output_text, &c.output_tool_calls, finish),
                 );
+            }
+            if c.input_truncated || c.output_truncated {
+                a.bool("beacon.content.truncated", true);
             }
         }
     }

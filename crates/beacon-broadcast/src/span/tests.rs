@@ -64,6 +64,7 @@ pub(crate) fn record() -> CompletionRecord {
         trace: None,
         trace_context: None,
         content: Some(Content {
+            input_truncated: false,
             input_messages: Bytes::from(
                 r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"SECRET-PROMPT hello"}]"#,
             ),

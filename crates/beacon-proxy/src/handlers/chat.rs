@@ -12,7 +12,7 @@ use crate::auth::Caller;
 use crate::body::ProxyBody;
 use crate::error::{error_body, json_response, ProxyError};
 use crate::meter::chunk::CompletionView;
-use crate::meter::stream::MeteredSse;
+use crate::meter::stream::{MeteredSse, StreamLimits};
 use crate::meter::{Accounted, Meter, RequestInfo};
 use crate::request::ChatRequest;
 use crate::{trace_context, upstream, App};
@@ -50,6 +50,7 @@ pub async fn handle(
         body,
         parts.headers.get(http::header::CONTENT_LENGTH),
         app.max_body_bytes,
+        app.body_read_timeout,
     )
     .await?;
     let session_header = parts.headers.get("x-session-id").map(|v| {
@@ -59,7 +60,7 @@ pub async fn handle(
         })
     });
     let session_header = session_header.transpose()?;
-    let chat = ChatRequest::parse(&body, session_header)?;
+    let chat = ChatRequest::parse(&body, session_header, &app.metadata_limits)?;
     labels.model.clone_from(&chat.model);
     let route = app
         .router
@@ -75,7 +76,15 @@ pub async fn handle(
     let upstream_req = upstream::chat_request(&route.provider, upstream_body, chat.stream)
         .map_err(|e| ProxyError::UpstreamInvalid(e.to_string()))?;
     meter.upstream_started();
-    let resp = match tokio::time::timeout_at(deadline, app.client.request(upstream_req)).await {
+    let cut = app.cut_signal();
+    let answer = tokio::select! {
+        answer = tokio::time::timeout_at(deadline, app.client.request(upstream_req)) => answer,
+        () = cut.cancelled() => {
+            meter.finish(Outcome::Shutdown);
+            return Err(ProxyError::ShuttingDown);
+        }
+    };
+    let resp = match answer {
         Err(_) => {
             meter.finish(Outcome::Timeout);
             return Err(ProxyError::UpstreamTimeout(timeout_secs));
@@ -104,6 +113,27 @@ pub async fn handle(
         passthrough.insert("x-upstream-request-id", id.clone());
     }
 
+    if status.is_redirection() {
+        // A provider API does not redirect; relaying it would send the client (and its
+        // Beacon key) around the gateway. It is a misconfigured base_url: say so.
+        let location = resp
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|l| l.chars().take(512).collect::<String>());
+        let err = ProxyError::UpstreamRedirect {
+            provider: route.provider.name.clone(),
+            status: status.as_u16(),
+            location,
+        };
+        meter.upstream_done();
+        meter.finish(Outcome::UpstreamError {
+            status: Some(status.as_u16()),
+            error_type: "upstream_redirect".into(),
+            message: err.to_string(),
+        });
+        return Err(err);
+    }
     if !status.is_success() {
         return Ok(upstream_error_response(resp, meter, deadline, request_id, passthrough).await);
     }
@@ -118,8 +148,12 @@ pub async fn handle(
             resp.into_body(),
             meter,
             chat.client_wants_usage,
-            deadline,
-            timeout_secs,
+            StreamLimits {
+                deadline,
+                timeout_secs,
+                idle_timeout: app.upstream_idle_timeout,
+                cut,
+            },
             chat.model.clone(),
         );
         let mut out = Response::new(ProxyBody::Sse(Box::new(body)));
@@ -141,11 +175,16 @@ pub async fn handle(
     }
 
     // Non-streaming: read the whole completion, meter it, add `usage.cost`.
-    let collected = tokio::time::timeout_at(
-        deadline,
-        Limited::new(resp.into_body(), MAX_UPSTREAM_RESPONSE_BYTES).collect(),
-    )
-    .await;
+    let collected = tokio::select! {
+        collected = tokio::time::timeout_at(
+            deadline,
+            Limited::new(resp.into_body(), MAX_UPSTREAM_RESPONSE_BYTES).collect(),
+        ) => collected,
+        () = cut.cancelled() => {
+            meter.finish(Outcome::Shutdown);
+            return Err(ProxyError::ShuttingDown);
+        }
+    };
     meter.upstream_done();
     let bytes = match collected {
         Err(_) => {
@@ -238,10 +277,13 @@ fn estimated_usage(acc: &Accounted, cost: f64) -> serde_json::Value {
     })
 }
 
-async fn read_body(
+/// Reads the request body: at most `limit` bytes (413 beyond), within `timeout` (408 after:
+/// a client trickling its body cannot hold a connection and a buffer indefinitely).
+pub(crate) async fn read_body(
     body: Incoming,
     content_length: Option<&HeaderValue>,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> Result<Bytes, ProxyError> {
     let declared = content_length
         .and_then(|v| v.to_str().ok())
@@ -249,7 +291,11 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
+    let Ok(collected) = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await
+    else {
+        return Err(ProxyError::BodyReadTimeout(timeout.as_secs_f64()));
+    };
+    match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ProxyError::BodyTooLarge { limit })

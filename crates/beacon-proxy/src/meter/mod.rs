@@ -366,9 +366,10 @@ impl Meter {
                 .unwrap_or(u64::MAX)
         };
 
-        let failed_without_response =
-            matches!(outcome, Outcome::UpstreamError { .. } | Outcome::Timeout)
-                && self.upstream_status.is_none_or(|s| s >= 400);
+        let failed_without_response = matches!(
+            outcome,
+            Outcome::UpstreamError { .. } | Outcome::Timeout | Outcome::Shutdown
+        ) && self.upstream_status.is_none_or(|s| s >= 400);
         // Usage now, or an estimate too large for the event loop, finished on the estimator
         // thread (the record is submitted from there).
         let (usage, later) = match (self.reported, self.estimated.take()) {
@@ -410,10 +411,15 @@ impl Meter {
         };
         let mut finish_reasons = std::mem::take(&mut self.finish_reasons);
         finish_reasons.sort_by_key(|(i, _)| *i);
-        let content = info.keep_content.then(|| Content {
-            // Already its own exact-size copy (see handlers::chat): no request buffer is
-            // pinned while the record waits for export.
-            input_messages: info.messages.clone(),
+        let bounded = info
+            .keep_content
+            .then(|| bounded_messages(&info.messages, self.shared.max_content_bytes));
+        let content = bounded.map(|(input_messages, input_truncated)| Content {
+            // Its own exact-size copy (see handlers::chat), or a smaller one: no request
+            // buffer is pinned while the record waits for export, and no more than
+            // `max_content_bytes` of prompt is kept.
+            input_messages,
+            input_truncated,
             output_text: {
                 let mut text = std::mem::take(&mut self.output);
                 text.shrink_to_fit();
@@ -537,6 +543,84 @@ fn emit(shared: &MeterShared, record: CompletionRecord) {
     shared.sender.submit(record);
 }
 
+/// The request's `messages` as kept in a record, at most `max` bytes of JSON: all of them
+/// when they fit; else the most recent messages that fit; and when not even the newest one
+/// fits, that message with every string in it cut to an equal share of `max`. Returns the
+/// JSON and whether anything was left out.
+pub fn bounded_messages(messages: &Bytes, max: usize) -> (Bytes, bool) {
+    if messages.len() <= max {
+        return (messages.clone(), false);
+    }
+    let Ok(list) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(messages) else {
+        return (Bytes::from_static(b"[]"), true);
+    };
+    let budget = max.saturating_sub(2);
+    let mut used = 0usize;
+    let mut first_kept = list.len();
+    for (i, m) in list.iter().enumerate().rev() {
+        let cost = m.get().len() + usize::from(used > 0);
+        if used + cost > budget {
+            break;
+        }
+        used += cost;
+        first_kept = i;
+    }
+    if first_kept < list.len() {
+        let mut out = Vec::with_capacity(used + 2);
+        out.push(b'[');
+        for (n, m) in list[first_kept..].iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(m.get().as_bytes());
+        }
+        out.push(b']');
+        return (Bytes::from(out), true);
+    }
+    // Not even the newest message fits: keep it with its strings cut.
+    let Some(last) = list.last() else {
+        return (Bytes::from_static(b"[]"), true);
+    };
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(last.get()) else {
+        return (Bytes::from_static(b"[]"), true);
+    };
+    let strings = count_strings(&value).max(1);
+    // Room for the message's keys and punctuation, then an equal share per string.
+    let share = budget.saturating_sub(256) / strings;
+    cut_strings(&mut value, share);
+    let mut out = Vec::with_capacity(max);
+    out.push(b'[');
+    if serde_json::to_writer(&mut out, &value).is_err() || out.len() + 1 > max {
+        return (Bytes::from_static(b"[]"), true);
+    }
+    out.push(b']');
+    (Bytes::from(out), true)
+}
+
+fn count_strings(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::String(_) => 1,
+        serde_json::Value::Array(a) => a.iter().map(count_strings).sum(),
+        serde_json::Value::Object(o) => o.values().map(count_strings).sum(),
+        _ => 0,
+    }
+}
+
+fn cut_strings(v: &mut serde_json::Value, max: usize) {
+    match v {
+        serde_json::Value::String(s) if s.len() > max => {
+            let mut end = max;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| cut_strings(x, max)),
+        serde_json::Value::Object(o) => o.values_mut().for_each(|x| cut_strings(x, max)),
+        _ => {}
+    }
+}
+
 fn json_str(v: Option<&serde_json::Value>) -> Option<&str> {
     v.and_then(|x| x.as_str())
 }
@@ -546,5 +630,57 @@ impl Drop for Meter {
         if self.info.is_some() {
             self.finish(Outcome::ClientCancelled);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_that_fit_are_kept_whole() {
+        let m = Bytes::from_static(br#"[{"role":"user","content":"hi"}]"#);
+        assert_eq!(bounded_messages(&m, 1024), (m.clone(), false));
+    }
+
+    #[test]
+    fn the_most_recent_messages_that_fit_are_kept() {
+        let old = "o".repeat(500);
+        let m = serde_json::json!([
+            {"role": "system", "content": old},
+            {"role": "user", "content": "first"},
+            {"role": "user", "content": "second"},
+        ])
+        .to_string();
+        let (kept, cut) = bounded_messages(&Bytes::from(m), 120);
+        assert!(cut);
+        let v: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        assert_eq!(v[1]["content"], "second");
+        assert!(kept.len() <= 120);
+    }
+
+    #[test]
+    fn a_single_huge_message_has_its_text_cut_and_stays_valid_json() {
+        let m = serde_json::json!([{"role": "user", "content": [
+            {"type": "text", "text": "é".repeat(400_000)},
+            {"type": "text", "text": "x".repeat(10)},
+        ]}])
+        .to_string();
+        let (kept, cut) = bounded_messages(&Bytes::from(m), 4096);
+        assert!(cut);
+        assert!(kept.len() <= 4096, "{}", kept.len());
+        let v: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+        assert_eq!(v[0]["role"], "user");
+        assert!(v[0]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("éé"));
+    }
+
+    #[test]
+    fn unreadable_messages_are_dropped() {
+        let m = Bytes::from(vec![b'['; 5000]);
+        assert_eq!(bounded_messages(&m, 100), (Bytes::from_static(b"[]"), true));
     }
 }

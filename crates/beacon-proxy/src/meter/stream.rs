@@ -5,16 +5,23 @@
 //! client's behalf, which is removed when the client did not ask for it. Only the bytes of
 //! an incomplete event are held back. Upstream failures after the first byte end the stream
 //! with an OpenAI-style error chunk and `[DONE]`; the body itself never errors.
+//!
+//! Three clocks bound a stream: the whole-request deadline, the idle timeout between two
+//! upstream frames (a stalled upstream is cut, not waited on until the deadline), and the
+//! gateway's shutdown cut at the end of the grace period (outcome `shutdown`).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use beacon_broadcast::record::Outcome;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::chunk::ChunkView;
 use super::Meter;
@@ -27,6 +34,19 @@ enum State {
     Done,
 }
 
+/// The clocks that bound one stream.
+#[derive(Debug, Clone)]
+pub struct StreamLimits {
+    /// End of the whole-request upstream timeout.
+    pub deadline: Instant,
+    /// The whole-request timeout in seconds, for the error message.
+    pub timeout_secs: u64,
+    /// Longest silence between two upstream frames.
+    pub idle_timeout: Duration,
+    /// The gateway's shutdown cut.
+    pub cut: CancellationToken,
+}
+
 /// See the module docs.
 pub struct MeteredSse {
     upstream: Incoming,
@@ -36,6 +56,12 @@ pub struct MeteredSse {
     client_wants_usage: bool,
     deadline: Pin<Box<tokio::time::Sleep>>,
     timeout_secs: u64,
+    /// Fires `idle_timeout` after the last upstream frame; re-armed lazily (only when it
+    /// fires early), so a chunk costs a clock read, not a timer update.
+    idle: Pin<Box<tokio::time::Sleep>>,
+    idle_timeout: Duration,
+    last_frame: Instant,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
     state: State,
     saw_done: bool,
     upstream_error: Option<String>,
@@ -43,23 +69,27 @@ pub struct MeteredSse {
 }
 
 impl MeteredSse {
-    /// Wraps `upstream`; `deadline` is the end of the whole-request timeout.
+    /// Wraps `upstream`, bounded by `limits`.
     pub fn new(
         upstream: Incoming,
         meter: Meter,
         client_wants_usage: bool,
-        deadline: tokio::time::Instant,
-        timeout_secs: u64,
+        limits: StreamLimits,
         model: String,
     ) -> Self {
+        let now = Instant::now();
         Self {
             upstream,
             parser: SseParser::new(),
             events: Vec::new(),
             meter,
             client_wants_usage,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            timeout_secs,
+            deadline: Box::pin(tokio::time::sleep_until(limits.deadline)),
+            timeout_secs: limits.timeout_secs,
+            idle: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
+            idle_timeout: limits.idle_timeout,
+            last_frame: now,
+            cut: Box::pin(limits.cut.cancelled_owned()),
             state: State::Streaming,
             saw_done: false,
             upstream_error: None,
@@ -117,17 +147,34 @@ impl MeteredSse {
             // The client already has a complete stream; what fails after `[DONE]` is moot.
             return State::Done;
         }
+        // The chunk's id: the upstream's completion id, else Beacon's request id — taken
+        // before `finish`, which consumes the request's facts.
+        let id = match self.meter.response_id.as_deref() {
+            Some(id) => id.to_owned(),
+            None => self.meter.request_id().to_owned(),
+        };
+        let error_type = match outcome {
+            Outcome::Shutdown => "server_error",
+            _ => "upstream_error",
+        };
         self.meter.upstream_done();
         self.meter.finish(outcome);
-        State::Tail(error_tail(
-            self.meter
-                .response_id
-                .as_deref()
-                .unwrap_or(self.meter.request_id()),
-            &self.model,
-            code,
-            message,
-        ))
+        State::Tail(error_tail(&id, &self.model, error_type, code, message))
+    }
+
+    /// Whether the upstream has been silent for the idle timeout (re-arming the timer when
+    /// a frame arrived since it was set).
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.idle.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = self.last_frame + self.idle_timeout;
+            if due <= Instant::now() {
+                return true;
+            }
+            self.idle.as_mut().reset(due);
+        }
     }
 }
 
@@ -140,7 +187,7 @@ fn upstream_error(status: Option<u16>, error_type: &str, message: String) -> Out
 }
 
 /// The chunk that ends a failed stream, followed by `[DONE]`.
-pub fn error_tail(id: &str, model: &str, code: &str, message: &str) -> Bytes {
+pub fn error_tail(id: &str, model: &str, error_type: &str, code: &str, message: &str) -> Bytes {
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -150,7 +197,7 @@ pub fn error_tail(id: &str, model: &str, code: &str, message: &str) -> Bytes {
         "created": created,
         "model": model,
         "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
-        "error": {"message": message, "type": "upstream_error", "code": code, "param": null},
+        "error": {"message": message, "type": error_type, "code": code, "param": null},
     });
     Bytes::from(format!("data: {chunk}\n\ndata: [DONE]\n\n"))
 }
@@ -176,6 +223,11 @@ impl Body for MeteredSse {
                 }
                 State::Streaming => {}
             }
+            if this.cut.as_mut().poll(cx).is_ready() {
+                let msg = "The gateway is shutting down and ended this stream; retry the request.";
+                this.state = this.fail(Outcome::Shutdown, "gateway_shutdown", msg);
+                continue;
+            }
             if this.deadline.as_mut().poll(cx).is_ready() {
                 let msg = format!(
                     "The upstream provider did not finish within {} seconds.",
@@ -184,8 +236,22 @@ impl Body for MeteredSse {
                 this.state = this.fail(Outcome::Timeout, "upstream_timeout", &msg);
                 continue;
             }
+            if this.idle_expired(cx) {
+                let msg = format!(
+                    "The upstream provider sent nothing for {} seconds mid-stream.",
+                    this.idle_timeout.as_secs_f64()
+                );
+                let outcome = upstream_error(
+                    this.meter.upstream_status,
+                    "upstream_idle_timeout",
+                    msg.clone(),
+                );
+                this.state = this.fail(outcome, "upstream_idle_timeout", &msg);
+                continue;
+            }
             match ready!(Pin::new(&mut this.upstream).poll_frame(cx)) {
                 Some(Ok(frame)) => {
+                    this.last_frame = Instant::now();
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
