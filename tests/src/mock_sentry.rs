@@ -34,6 +34,13 @@ pub enum Mode {
     Forbidden = 3,
     /// Never answers.
     Hang = 4,
+    /// 413 for an export of more generation spans than [`MockSentry::set_max_spans`] allows
+    /// (as a receiver does past its body limit); smaller ones are accepted.
+    TooLarge = 5,
+    /// 308 to another URL.
+    Redirect = 6,
+    /// 400 whose body echoes the request's headers (auth included), as some proxies do.
+    EchoHeaders = 7,
 }
 
 /// One accepted export.
@@ -56,6 +63,8 @@ struct State {
     seen_keys: Mutex<std::collections::HashSet<String>>,
     accepted: Mutex<Vec<Export>>,
     requests: AtomicUsize,
+    /// [`Mode::TooLarge`]: exports with more generation spans than this get 413.
+    max_spans: AtomicUsize,
     request_times: Mutex<Vec<std::time::Instant>>,
     refused: AtomicUsize,
 }
@@ -156,6 +165,11 @@ impl MockSentry {
     /// Switches the answer.
     pub fn set_mode(&self, mode: Mode) {
         self.state.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// [`Mode::TooLarge`]: answer 413 to exports of more than `n` generation spans.
+    pub fn set_max_spans(&self, n: usize) {
+        self.state.max_spans.store(n, Ordering::SeqCst);
     }
 
     /// Accepted exports so far.
@@ -352,6 +366,39 @@ async fn handle(
         }
         4 => {
             std::future::pending::<()>().await;
+        }
+        // Every generation span carries the key `gen_ai.request.model` once.
+        5 if protobuf
+            .windows(b"gen_ai.request.model".len())
+            .filter(|w| *w == b"gen_ai.request.model")
+            .count()
+            > state.max_spans.load(Ordering::SeqCst) =>
+        {
+            return Ok(reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                "request body too large",
+            ))
+        }
+        6 => {
+            let mut r = reply(StatusCode::PERMANENT_REDIRECT, "text/plain", "");
+            r.headers_mut().insert(
+                "location",
+                "https://elsewhere.example/v1/traces".parse().expect("loc"),
+            );
+            return Ok(r);
+        }
+        7 => {
+            let echoed: Vec<String> = parts
+                .headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or_default()))
+                .collect();
+            return Ok(reply(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("bad request; you sent: {}", echoed.join("; ")),
+            ));
         }
         _ => {}
     }

@@ -16,6 +16,11 @@
 //! | `endless` | a chunk every 20 ms (500 at most); notes when the client goes away |
 //! | `slow-headers` | answers after 5 s |
 //! | `tool-call` | a `get_weather` tool call (streamed as id/name, then arguments in two pieces) |
+//! | `error-503-empty` | 503 with no body at all |
+//! | `redirect` | 301 with `Location: https://elsewhere.example/v1/chat/completions` |
+//! | `silent-stream` | stream: 200 and SSE headers, then nothing for 10 s |
+//! | `malformed-sse` | stream: a chunk, an event whose data is not JSON, then the rest as usual |
+//! | `oversize-sse` | stream: a chunk, then 9 MiB of `data:` with no event terminator |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -279,6 +284,21 @@ async fn handle(
             ))
         }
         "slow-headers" => tokio::time::sleep(Duration::from_secs(5)).await,
+        "error-503-empty" => {
+            let mut r = full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "");
+            r.headers_mut().remove("content-type");
+            return Ok(r);
+        }
+        "redirect" => {
+            let mut r = full(StatusCode::MOVED_PERMANENTLY, "text/html", "");
+            r.headers_mut().insert(
+                "location",
+                "https://elsewhere.example/v1/chat/completions"
+                    .parse()
+                    .expect("loc"),
+            );
+            return Ok(r);
+        }
         _ => {}
     }
 
@@ -308,12 +328,13 @@ async fn handle(
             let tx = tx.clone();
             async move { tx.send(Ok(Bytes::from(s))).await.is_ok() }
         };
-        let mut ok = send(chunk(
-            &served,
-            json!({"role": "assistant", "content": ""}),
-            None,
-        ))
-        .await;
+        let mut ok = model == "silent-stream"
+            || send(chunk(
+                &served,
+                json!({"role": "assistant", "content": ""}),
+                None,
+            ))
+            .await;
         match model.as_str() {
             "gated" => {
                 ok &= send(chunk(&served, json!({"content": WORDS[0]}), None)).await;
@@ -356,6 +377,31 @@ async fn handle(
                     ok &= send(format!("data: {u}\n\n")).await;
                 }
                 let _ = ok && send("data: [DONE]\n\n".to_string()).await;
+                return;
+            }
+            "silent-stream" => {
+                // Headers went out with the first (role) chunk held back: nothing more.
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                return;
+            }
+            "malformed-sse" => {
+                ok &= send(chunk(&served, json!({"content": WORDS[0]}), None)).await;
+                ok &= send("data: {this is not json\n\n".to_string()).await;
+                for w in &WORDS[1..] {
+                    ok &= send(chunk(&served, json!({"content": w}), None)).await;
+                }
+            }
+            "oversize-sse" => {
+                if !(ok && send(chunk(&served, json!({"content": WORDS[0]}), None)).await) {
+                    return;
+                }
+                let piece = format!("data: {}", "x".repeat(1024 * 1024));
+                for _ in 0..9 {
+                    if !send(piece.clone()).await {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
                 return;
             }
             "drop-mid" => {

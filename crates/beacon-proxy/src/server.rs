@@ -188,15 +188,68 @@ impl Drop for Open {
     }
 }
 
-/// The answer to a connection over `max_connections`, written without reading anything.
-const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 143\r\n\r\n{\"error\":{\"message\":\"The gateway has too many open connections; retry shortly.\",\"type\":\"server_error\",\"code\":\"too_many_connections\",\"param\":null}}";
+/// The body of the answer to a connection over `max_connections`.
+const OVERLOADED_BODY: &str = r#"{"error":{"message":"The gateway has too many open connections; retry shortly.","type":"server_error","code":"too_many_connections","param":null}}"#;
 
-/// Refuses a connection politely: one non-blocking write of a 503, then close.
+/// The whole answer to a connection over `max_connections`.
+fn overloaded() -> Vec<u8> {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{OVERLOADED_BODY}",
+        OVERLOADED_BODY.len()
+    )
+    .into_bytes()
+}
+
+/// Refusals in progress (all workers together); past this many, a refused connection gets
+/// its 503 written at once and is closed without waiting for its request.
+pub const MAX_LINGERING_REFUSALS: usize = 256;
+/// How long a refused connection may take to send its request head.
+const REFUSAL_LINGER: Duration = Duration::from_millis(1000);
+/// Bytes of a refused connection's request read before answering.
+const REFUSAL_READ_BYTES: usize = 16 * 1024;
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
+
+/// Refuses a connection politely: its request head is read (at most
+/// [`REFUSAL_READ_BYTES`], within [`REFUSAL_LINGER`]) and answered with a 503, then the
+/// connection is closed. Answering before the request arrives confuses HTTP clients, and
+/// closing a socket with unread input makes the kernel reset it, so the client would see a
+/// reset instead of the 503. Refusals in progress are bounded by
+/// [`MAX_LINGERING_REFUSALS`]; past it a connection gets the 503 and is closed at once.
 fn refuse(stream: TcpStream) {
-    // A socket just accepted has an empty send buffer: the write completes or the peer is
-    // gone; either way nothing waits.
-    let _ = stream.try_write(OVERLOADED);
-    drop(stream);
+    if LINGERING.fetch_add(1, Ordering::Relaxed) >= MAX_LINGERING_REFUSALS {
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+        // A socket just accepted has an empty send buffer: nothing waits.
+        let _ = stream.try_write(&overloaded());
+        return;
+    }
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let mut buf = vec![0u8; REFUSAL_READ_BYTES];
+        let mut filled = 0;
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            while filled < buf.len() {
+                match stream.read(&mut buf[filled..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => filled += n,
+                }
+                if buf[..filled].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        })
+        .await;
+        if stream.write_all(&overloaded()).await.is_ok() {
+            let _ = stream.shutdown().await;
+            // Whatever body followed the head: read and dropped, briefly, so the close is
+            // a clean one.
+            let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        }
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains as the module docs say.
