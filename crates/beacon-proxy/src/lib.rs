@@ -1,11 +1,13 @@
 //! The proxy: Beacon's hot path, from an accepted connection to the upstream and back.
 //!
 //! ```text
-//! server::run ── accept, TCP_NODELAY, HTTP/1.1 + h2c, graceful shutdown
+//! server::run ── accept (max_connections), TCP_NODELAY, HTTP/1.1 + h2c, head and idle
+//!                timeouts per connection, drain + grace + cut at shutdown
 //!   └─ App::handle ── x-request-id, route by path
 //!        └─ handlers::chat
 //!             auth::Directory        bearer key → tenant (in-memory snapshot)
-//!             request::ChatRequest   JSON parsed, extensions validated and removed
+//!             request::ChatRequest   JSON parsed, extensions validated (strictly) and
+//!                                    removed, `trace` bounded by bytes
 //!             routing::Router        provider/model → provider
 //!             meter::Meter           one record per request (finish, or Drop = cancelled)
 //!             upstream               pooled hyper-util client, rustls
