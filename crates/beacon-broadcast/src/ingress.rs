@@ -15,6 +15,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 
 use crate::record::CompletionRecord;
@@ -25,15 +26,27 @@ use crate::stats::{DropReason, Stats};
 pub struct ByteBudget {
     used: AtomicUsize,
     max: usize,
+    /// `beacon_broadcast_held_bytes`, kept equal to `used` on every change.
+    gauge: Gauge,
 }
 
 impl ByteBudget {
     /// A budget of `max` bytes.
     pub fn new(max: usize) -> Arc<Self> {
+        Self::with_gauge(max, Gauge::default())
+    }
+
+    /// A budget of `max` bytes whose holdings `gauge` shows.
+    pub fn with_gauge(max: usize, gauge: Gauge) -> Arc<Self> {
         Arc::new(Self {
             used: AtomicUsize::new(0),
             max,
+            gauge,
         })
+    }
+
+    fn show(&self, used: usize) {
+        self.gauge.set(i64::try_from(used).unwrap_or(i64::MAX));
     }
 
     /// Bytes held now.
@@ -56,10 +69,11 @@ impl ByteBudget {
                 .compare_exchange_weak(used, next, Ordering::Relaxed, Ordering::Relaxed)
             {
                 Ok(_) => {
+                    self.show(next);
                     return Some(Charge {
                         budget: self.clone(),
                         bytes,
-                    })
+                    });
                 }
                 Err(now) => used = now,
             }
@@ -83,7 +97,8 @@ impl Charge {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+        let before = self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.budget.show(before.saturating_sub(self.bytes));
     }
 }
 
@@ -244,7 +259,8 @@ pub(crate) mod tests {
         let stats = Arc::new(Stats::default());
         let (tx, mut rx) = mpsc::channel(100);
         let one = record("a").approx_bytes();
-        let budget = ByteBudget::new(one * 2 + one / 2);
+        let gauge = Gauge::default();
+        let budget = ByteBudget::with_gauge(one * 2 + one / 2, gauge.clone());
         let sender = RecordSender::new(tx, budget.clone(), stats.clone());
         assert!(sender.submit(record("a")));
         assert!(sender.submit(record("a")));
@@ -262,6 +278,7 @@ pub(crate) mod tests {
         assert_eq!(budget.used(), one * 2, "a destination still holds it");
         drop(copy);
         assert_eq!(budget.used(), one);
+        assert_eq!(gauge.get(), one as i64, "the gauge follows every release");
         assert!(sender.submit(record("a")));
         // A record bigger than the whole budget is refused, not queued.
         let mut big = record("a");

@@ -48,7 +48,7 @@ pub fn start(
     stats: Arc<Stats>,
 ) -> Result<(RecordSender, PipelineHandle), StartError> {
     let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity.max(1));
-    let budget = ingress::ByteBudget::new(config.queue_max_bytes);
-    let handle = pipeline::spawn(config, tenants, rx, stats.clone(), budget.clone())?;
+    let budget = ingress::ByteBudget::with_gauge(config.queue_max_bytes, stats.held_bytes_gauge());
+    let handle = pipeline::spawn(config, tenants, rx, stats.clone())?;
     Ok((RecordSender::new(tx, budget, stats), handle))
 }

@@ -15,7 +15,7 @@ use beacon_config::TenantConfig;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::destination::{DestinationError, DestinationSpec};
-use crate::ingress::{ByteBudget, Queued};
+use crate::ingress::Queued;
 use crate::record_log::RecordLog;
 use crate::sampling;
 use crate::sink::{self, Sink, SinkConfig};
@@ -268,7 +268,6 @@ pub(crate) fn spawn(
     tenants: &[TenantConfig],
     rx: mpsc::Receiver<Queued>,
     stats: Arc<Stats>,
-    budget: Arc<ByteBudget>,
 ) -> Result<PipelineHandle, StartError> {
     // Validate before the export runtime exists: a runtime dropped inside the caller's async
     // context on an error path would panic.
@@ -301,7 +300,6 @@ pub(crate) fn spawn(
     let router = Router {
         routes,
         stats,
-        budget,
         warned: AtomicBool::new(false),
     };
     let task = runtime.spawn(run(config, rx, router, stop_rx, deadline_tx, spawner));
@@ -316,7 +314,6 @@ pub(crate) fn spawn(
 struct Router {
     routes: Arc<ArcSwap<Routes>>,
     stats: Arc<Stats>,
-    budget: Arc<ByteBudget>,
     warned: AtomicBool,
 }
 
@@ -493,7 +490,6 @@ async fn drain(
         any = true;
     }
     router.stats.set_queue_depth(rx.len());
-    router.stats.set_held_bytes(router.budget.used());
     if any {
         if let Some(log) = log.as_mut() {
             log.flush().await;

@@ -168,9 +168,9 @@ impl Stats {
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
-    pub(crate) fn set_held_bytes(&self, bytes: usize) {
-        self.held_bytes
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    /// The gauge of bytes held by the export path (kept by the byte budget).
+    pub(crate) fn held_bytes_gauge(&self) -> Gauge {
+        self.held_bytes.clone()
     }
 
     /// Counts one loss. `destination` is empty for losses before fan-out.

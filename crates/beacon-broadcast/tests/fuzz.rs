@@ -11,8 +11,8 @@ use beacon_broadcast::record::{
 use beacon_broadcast::span::{encode_export, RandomIds, SpanSettings};
 use beacon_config::{DestinationConfig, DestinationKind};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 use serde_json::Value;
 
 fn url_like() -> impl Strategy<Value = String> {
@@ -63,63 +63,67 @@ fn record() -> impl Strategy<Value = CompletionRecord> {
         (text(), text(), any::<bool>()),
         (any::<u64>(), any::<u64>(), any::<u32>()),
     )
-        .prop_map(|((model, tenant, user, session), trace, (prompt, output, failed), (a, b, t))| {
-            let mut trace: serde_json::Map<String, Value> =
-                trace.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-            trace.insert("trace_name".into(), Value::String(model.clone()));
-            CompletionRecord {
-                request_id: "req_1".into(),
-                tenant_id: tenant,
-                key_id: "key_1".into(),
-                provider: "p".into(),
-                requested_model: model.clone(),
-                upstream_model: model,
-                served_model: None,
-                response_id: None,
-                stream: t % 2 == 0,
-                params: RequestParams::default(),
-                usage: TokenUsage {
-                    prompt_tokens: a % 1_000_000,
-                    completion_tokens: b % 1_000_000,
-                    total_tokens: a % 1_000_000 + b % 1_000_000,
-                    ..TokenUsage::default()
-                },
-                cost: Cost::default(),
-                timings: Timings {
-                    received_unix_nanos: a,
-                    last_byte_us: u64::from(t),
-                    ..Timings::default()
-                },
-                finish_reasons: vec!["stop".into()],
-                outcome: if failed {
-                    Outcome::UpstreamError {
-                        status: Some(500),
-                        error_type: "http_500".into(),
-                        message: output.clone(),
-                    }
-                } else {
-                    Outcome::Ok
-                },
-                upstream_status: Some(200),
-                user: Some(user),
-                session_id: session,
-                trace: Some(trace),
-                trace_context: None,
-                content: Some(Content {
-                    input_messages: serde_json::json!([{"role": "user", "content": prompt}])
-                        .to_string()
-                        .into(),
-                    input_truncated: false,
-                    output_text: output,
-                    output_truncated: false,
-                    output_tool_calls: vec![ToolCall {
-                        id: Some("call_1".into()),
-                        name: Some("f".into()),
-                        arguments: "{\"a\":1}".into(),
-                    }],
-                }),
-            }
-        })
+        .prop_map(
+            |((model, tenant, user, session), trace, (prompt, output, failed), (a, b, t))| {
+                let mut trace: serde_json::Map<String, Value> = trace
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect();
+                trace.insert("trace_name".into(), Value::String(model.clone()));
+                CompletionRecord {
+                    request_id: "req_1".into(),
+                    tenant_id: tenant,
+                    key_id: "key_1".into(),
+                    provider: "p".into(),
+                    requested_model: model.clone(),
+                    upstream_model: model,
+                    served_model: None,
+                    response_id: None,
+                    stream: t % 2 == 0,
+                    params: RequestParams::default(),
+                    usage: TokenUsage {
+                        prompt_tokens: a % 1_000_000,
+                        completion_tokens: b % 1_000_000,
+                        total_tokens: a % 1_000_000 + b % 1_000_000,
+                        ..TokenUsage::default()
+                    },
+                    cost: Cost::default(),
+                    timings: Timings {
+                        received_unix_nanos: a,
+                        last_byte_us: u64::from(t),
+                        ..Timings::default()
+                    },
+                    finish_reasons: vec!["stop".into()],
+                    outcome: if failed {
+                        Outcome::UpstreamError {
+                            status: Some(500),
+                            error_type: "http_500".into(),
+                            message: output.clone(),
+                        }
+                    } else {
+                        Outcome::Ok
+                    },
+                    upstream_status: Some(200),
+                    user: Some(user),
+                    session_id: session,
+                    trace: Some(trace),
+                    trace_context: None,
+                    content: Some(Content {
+                        input_messages: serde_json::json!([{"role": "user", "content": prompt}])
+                            .to_string()
+                            .into(),
+                        input_truncated: false,
+                        output_text: output,
+                        output_truncated: false,
+                        output_tool_calls: vec![ToolCall {
+                            id: Some("call_1".into()),
+                            name: Some("f".into()),
+                            arguments: "{\"a\":1}".into(),
+                        }],
+                    }),
+                }
+            },
+        )
 }
 
 proptest! {

@@ -23,7 +23,10 @@ const KEYS: &[(&str, &[&str])] = &[
             "drain_delay_secs",
         ],
     ),
-    ("admin", &["token", "max_failed_auth", "failed_auth_window_secs"]),
+    (
+        "admin",
+        &["token", "max_failed_auth", "failed_auth_window_secs"],
+    ),
     ("store", &["url"]),
     (
         "broadcast",

@@ -168,7 +168,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(3))]
 
     #[test]
-    fn sse_parser_memory_is_bounded(piece in proptest::collection::vec(b'a'..b'z', 1024..65536)) {
+    fn sse_parser_memory_is_bounded(piece in proptest::collection::vec(b'a'..=b'z', 1024..65536)) {
         let mut parser = SseParser::new();
         let mut out = Vec::new();
         let mut fed = 0usize;
