@@ -15,9 +15,7 @@ process); the config uses only keys every build understands.
     python3 bench/memory_attack.py --bin OLD=/path/to/old/beacon --bin NEW=target/release/beacon
 """
 import argparse
-import http.server
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -26,27 +24,9 @@ import threading
 import time
 import urllib.request
 
+from fault_stubs import free_port, start_beacon, start_upstream, status
+
 KEY = "bk-memory-attack-key"
-COMPLETION = json.dumps({
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "echo",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
-}).encode()
-
-
-class Upstream(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", "0")))
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(COMPLETION)))
-        self.end_headers()
-        self.wfile.write(COMPLETION)
-
-    def log_message(self, *args):
-        pass
 
 
 def hanging_destination():
@@ -63,22 +43,6 @@ def hanging_destination():
 
     threading.Thread(target=run, daemon=True).start()
     return srv.getsockname()[1]
-
-
-def status(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def run(binary, up_port, dest_port, requests, metadata_mb, concurrency):
@@ -107,19 +71,8 @@ type = "otlp"
 name = "hanging"
 endpoint = "http://127.0.0.1:{dest_port}/v1/traces"
 """
-    path = os.path.join(tmp, "beacon.toml")
-    with open(path, "w") as f:
-        f.write(config)
-    env = dict(os.environ, BEACON_SECRET_KEY="00" * 32, BEACON_LOG="warn")
-    proc = subprocess.Popen([binary, "serve", "--config", path], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = start_beacon(binary, config, tmp)
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
         time.sleep(0.5)
         before = status(proc.pid, "VmRSS")
         body = json.dumps({
@@ -167,13 +120,12 @@ def main():
     ap.add_argument("--metadata-mb", type=float, default=8.0)
     ap.add_argument("--concurrency", type=int, default=5)
     args = ap.parse_args()
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    up_port = start_upstream()
     dest = hanging_destination()
     results = {}
     for spec in args.bin:
         name, _, binary = spec.partition("=")
-        results[name] = run(binary, upstream.server_address[1], dest, args.requests,
+        results[name] = run(binary, up_port, dest, args.requests,
                             args.metadata_mb, args.concurrency)
         print(name, json.dumps(results[name]), flush=True)
     json.dump(results, sys.stdout)

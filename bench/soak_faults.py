@@ -22,36 +22,15 @@ import http.server
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
 
+from fault_stubs import free_port, start_beacon, start_upstream, status
+
 KEY = "bk-soak-key"
-COMPLETION = json.dumps({
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "echo",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the soak upstream."},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18},
-}).encode()
-
-
-class Upstream(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", "0")))
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(COMPLETION)))
-        self.end_headers()
-        self.wfile.write(COMPLETION)
-
-    def log_message(self, *args):
-        pass
 
 
 class Receiver:
@@ -61,19 +40,11 @@ class Receiver:
 
     def __init__(self):
         self.mode = "up"
-        self.port = self._free_port()
+        self.port = free_port()
         self.server = None
         self.accepted = 0
         self.lock = threading.Lock()
         self._start()
-
-    @staticmethod
-    def _free_port():
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        p = s.getsockname()[1]
-        s.close()
-        return p
 
     def _start(self):
         receiver = self
@@ -115,14 +86,6 @@ class Receiver:
         self.mode = mode
 
 
-def status(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
-
-
 def metrics(port):
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     out = {}
@@ -148,12 +111,10 @@ def main():
     ap.add_argument("--big-mb", type=float, default=1.0)
     args = ap.parse_args()
 
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    upstream.daemon_threads = True
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    up_port = start_upstream()
     receiver = Receiver()
     tmp = tempfile.mkdtemp(prefix="beacon-soak-")
-    port = Receiver._free_port()
+    port = free_port()
     config = f"""
 [server]
 listen = "127.0.0.1:{port}"
@@ -165,7 +126,7 @@ allow_private_destinations = true
 export_timeout_secs = 2
 [[providers]]
 name = "up"
-base_url = "http://127.0.0.1:{upstream.server_address[1]}/v1"
+base_url = "http://127.0.0.1:{up_port}/v1"
 default = true
 [[tenants]]
 id = "acme"
@@ -178,18 +139,7 @@ name = "flapping"
 otlp_endpoint = "http://127.0.0.1:{receiver.port}/api/1/integration/otlp/v1/traces"
 dsn = "http://soakkey@127.0.0.1:{receiver.port}/1"
 """
-    path = os.path.join(tmp, "beacon.toml")
-    with open(path, "w") as f:
-        f.write(config)
-    env = dict(os.environ, BEACON_SECRET_KEY="00" * 32, BEACON_LOG="warn")
-    proc = subprocess.Popen([args.bin, "serve", "--config", path], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "beacon.log"), "w"))
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
+    proc, port = start_beacon(args.bin, config, tmp, log=open(os.path.join(tmp, "beacon.log"), "w"))
 
     small = json.dumps({"model": "up/echo", "messages": [{"role": "user", "content": "hi"}]}).encode()
     big = json.dumps({"model": "up/echo", "messages": [{"role": "user", "content": "hi"}],
