@@ -21,6 +21,9 @@
 //! | `silent-stream` | stream: 200 and SSE headers, then nothing for 10 s |
 //! | `malformed-sse` | stream: a chunk, an event whose data is not JSON, then the rest as usual |
 //! | `oversize-sse` | stream: a chunk, then 9 MiB of `data:` with no event terminator |
+//! | `litellm-usage` | stream: the usage chunk as LiteLLM sends it, `"choices":[{"index":0,"delta":{}}]` |
+//! | `no-done` | stream: every choice finishes, then the stream ends without `[DONE]` |
+//! | `error-event` | stream: two chunks, then `data: {"error":{…}}` (overloaded), then the end, no `[DONE]` |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -433,17 +436,36 @@ async fn handle(
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
+            "error-event" => {
+                for w in &WORDS[..2] {
+                    ok &= send(chunk(&served, json!({"content": w}), None)).await;
+                }
+            }
             _ => {
                 for w in WORDS {
                     ok &= send(chunk(&served, json!({"content": w}), None)).await;
                 }
             }
         }
+        if model == "error-event" {
+            let e = json!({"error": {"message": "The model is overloaded", "type": "server_error",
+                                     "param": null, "code": "overloaded"}});
+            let _ = ok && send(format!("data: {e}\n\n")).await;
+            return;
+        }
         ok &= send(chunk(&served, json!({}), Some("stop"))).await;
         if include_usage && model != "no-usage" {
+            let choices = if model == "litellm-usage" {
+                json!([{"index": 0, "delta": {}}])
+            } else {
+                json!([])
+            };
             let u = json!({"id": "chatcmpl-mock123", "object": "chat.completion.chunk", "created": 1_700_000_000,
-                           "model": served, "system_fingerprint": "fp_mock", "choices": [], "usage": usage()});
+                           "model": served, "system_fingerprint": "fp_mock", "choices": choices, "usage": usage()});
             ok &= send(format!("data: {u}\n\n")).await;
+        }
+        if model == "no-done" {
+            return;
         }
         let _ = ok && send("data: [DONE]\n\n".to_string()).await;
     });

@@ -53,10 +53,14 @@ pub enum ProxyError {
     #[error("Method {0} is not allowed on this route.")]
     MethodNotAllowed(String),
     /// The upstream could not be reached.
-    #[error("The upstream provider could not be reached ({kind}).")]
+    #[error("The upstream provider `{provider}` could not be reached ({kind}): {cause}.")]
     UpstreamUnreachable {
+        /// The provider's name.
+        provider: String,
         /// `connect_timeout`, `connect_error`, `tls_error`, ...
         kind: &'static str,
+        /// What failed, from the error chain (DNS, refused, TLS, timeout); never a key.
+        cause: String,
     },
     /// The upstream answered with a redirect, which a provider API never does.
     #[error("The upstream provider `{provider}` answered {status} redirecting to {}; check the provider's base_url.", location.as_deref().unwrap_or("nowhere"))]
@@ -125,7 +129,7 @@ impl ProxyError {
             Self::ModelNotFound(_) => "model_not_found",
             Self::UnknownRoute { .. } => "unknown_url",
             Self::MethodNotAllowed(_) => "method_not_allowed",
-            Self::UpstreamUnreachable { kind } => kind,
+            Self::UpstreamUnreachable { kind, .. } => kind,
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamInvalid(_) => "upstream_invalid_response",
             Self::UpstreamRedirect { .. } => "upstream_redirect",

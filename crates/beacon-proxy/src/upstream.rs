@@ -86,6 +86,27 @@ pub fn classify_error(e: &hyper_util::client::legacy::Error) -> &'static str {
     }
 }
 
+/// What made a request fail before any response, in words: the innermost errors of the
+/// chain (e.g. `Connection refused (os error 111)`, a DNS or TLS failure). Connect errors
+/// carry no request data, so nothing secret can appear.
+pub fn describe_error(e: &hyper_util::client::legacy::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        // Each layer often repeats the one below it; keep the new words only.
+        if !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    if parts.is_empty() {
+        return e.to_string();
+    }
+    let text = parts.join(": ");
+    text.chars().take(300).collect()
+}
+
 /// Upstream response headers worth passing to the client (rate limits, the upstream's id).
 pub fn passthrough_header(name: &http::HeaderName) -> bool {
     let n = name.as_str();

@@ -91,13 +91,18 @@ pub async fn handle(
         }
         Ok(Err(e)) => {
             let kind = upstream::classify_error(&e);
-            tracing::warn!(request_id, provider = %route.provider.name, error = %e, kind, "upstream request failed");
+            let err = ProxyError::UpstreamUnreachable {
+                provider: route.provider.name.clone(),
+                kind,
+                cause: upstream::describe_error(&e),
+            };
+            tracing::warn!(request_id, provider = %route.provider.name, kind, "{err}");
             meter.finish(Outcome::UpstreamError {
                 status: None,
                 error_type: kind.to_string(),
-                message: format!("upstream request failed: {kind}"),
+                message: err.to_string(),
             });
-            return Err(ProxyError::UpstreamUnreachable { kind });
+            return Err(err);
         }
         Ok(Ok(resp)) => resp,
     };

@@ -27,10 +27,15 @@ pub struct ChunkView {
 }
 
 impl ChunkView {
-    /// True for the extra chunk `stream_options.include_usage` produces: usage and no choices.
+    /// True for the extra chunk `stream_options.include_usage` produces, recognised by what
+    /// it carries (SPEC §2.3): usage, and no choice with content, a tool call, a role, a
+    /// refusal, reasoning or a finish reason. OpenAI and vLLM send `"choices":[]`; LiteLLM
+    /// sends `"choices":[{"index":0,"delta":{}}]`.
     pub fn is_usage_only(&self) -> bool {
         self.usage.as_ref().is_some_and(|u| u.is_object())
-            && self.choices.as_ref().is_none_or(|c| c.is_empty())
+            && self.choices.iter().flatten().all(|c| {
+                c.finish_reason.is_none() && c.delta.as_ref().is_none_or(DeltaView::is_empty)
+            })
     }
 }
 
@@ -57,6 +62,30 @@ pub struct DeltaView {
     /// Tool call increments.
     #[serde(default)]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// `assistant` on a choice's first chunk.
+    #[serde(default)]
+    pub role: Option<serde::de::IgnoredAny>,
+    /// A refusal's text.
+    #[serde(default)]
+    pub refusal: Option<serde::de::IgnoredAny>,
+    /// Reasoning text, as DeepSeek and vLLM name it.
+    #[serde(default)]
+    pub reasoning_content: Option<serde::de::IgnoredAny>,
+    /// Reasoning text, as OpenRouter names it.
+    #[serde(default)]
+    pub reasoning: Option<serde::de::IgnoredAny>,
+}
+
+impl DeltaView {
+    /// True when the increment carries nothing a client would read.
+    pub fn is_empty(&self) -> bool {
+        self.content.as_deref().is_none_or(str::is_empty)
+            && self.tool_calls.as_ref().is_none_or(Vec::is_empty)
+            && self.role.is_none()
+            && self.refusal.is_none()
+            && self.reasoning_content.is_none()
+            && self.reasoning.is_none()
+    }
 }
 
 /// A tool call increment.
@@ -205,5 +234,39 @@ mod tests {
             r#"{"choices":[{"message":{"content":[{"type":"text"}]}}]}"#
         )
         .is_err());
+    }
+
+    fn chunk(json: &str) -> ChunkView {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn the_usage_chunk_is_recognised_by_what_it_carries() {
+        let usage = r#""usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}"#;
+        // OpenAI and vLLM.
+        assert!(chunk(&format!(r#"{{"choices":[],{usage}}}"#)).is_usage_only());
+        // LiteLLM: one choice with an empty delta.
+        assert!(chunk(&format!(
+            r#"{{"choices":[{{"index":0,"delta":{{}}}}],{usage}}}"#
+        ))
+        .is_usage_only());
+        assert!(chunk(&format!(
+            r#"{{"choices":[{{"index":0,"delta":{{"content":"","refusal":null}},"finish_reason":null}}],{usage}}}"#
+        ))
+        .is_usage_only());
+        // Usage riding on a chunk that carries something is not removable.
+        for carries in [
+            r#"{"index":0,"delta":{"content":"hi"}}"#,
+            r#"{"index":0,"delta":{},"finish_reason":"stop"}"#,
+            r#"{"index":0,"delta":{"role":"assistant"}}"#,
+            r#"{"index":0,"delta":{"reasoning_content":"think"}}"#,
+            r#"{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c"}]}}"#,
+        ] {
+            assert!(
+                !chunk(&format!(r#"{{"choices":[{carries}],{usage}}}"#)).is_usage_only(),
+                "{carries}"
+            );
+        }
+        assert!(!chunk(r#"{"choices":[],"usage":null}"#).is_usage_only());
     }
 }

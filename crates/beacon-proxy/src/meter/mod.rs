@@ -472,6 +472,22 @@ impl Meter {
         }
     }
 
+    /// The cost of the usage the upstream has reported so far (what [`Meter::finish`] will
+    /// charge for it), in USD; `None` before any usage, or when nothing prices the model.
+    pub fn reported_cost(&self) -> Option<rust_decimal::Decimal> {
+        let info = self.info.as_ref()?;
+        let reported = self.reported?;
+        let price = self.shared.prices.lookup(
+            &info.provider,
+            &info.upstream_model,
+            self.served_model.as_deref(),
+        );
+        if price.is_none() && reported.cost.is_none() {
+            return None;
+        }
+        Some(pricing::cost(&reported.tokens, price, reported.cost).total)
+    }
+
     /// Makes the estimate [`Meter::finish`] will need, when the upstream reported no usage,
     /// on the estimator thread if it is large: for a caller that needs the accounted usage
     /// back (the non-streaming handler) and can await it.

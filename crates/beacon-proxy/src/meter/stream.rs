@@ -64,7 +64,10 @@ pub struct MeteredSse {
     cut: Pin<Box<WaitForCancellationFutureOwned>>,
     state: State,
     saw_done: bool,
-    upstream_error: Option<String>,
+    /// The upstream's own error event (its type and message), already forwarded.
+    upstream_error: Option<(String, String)>,
+    /// Choice indices seen, and whether each has had its finish reason.
+    choices: Vec<(u32, bool)>,
     model: String,
 }
 
@@ -93,8 +96,47 @@ impl MeteredSse {
             state: State::Streaming,
             saw_done: false,
             upstream_error: None,
+            choices: Vec::new(),
             model,
         }
+    }
+
+    /// Whether every choice the stream opened has finished (and there was one).
+    fn all_choices_finished(&self) -> bool {
+        !self.choices.is_empty() && self.choices.iter().all(|(_, done)| *done)
+    }
+
+    fn track_choices(&mut self, chunk: &ChunkView) {
+        for c in chunk.choices.iter().flatten() {
+            let finished = c.finish_reason.is_some();
+            match self.choices.iter_mut().find(|(i, _)| *i == c.index) {
+                Some(slot) => slot.1 |= finished,
+                None => self.choices.push((c.index, finished)),
+            }
+        }
+    }
+
+    /// The usage chunk with `usage.cost` added (USD), as non-streaming responses carry it;
+    /// unchanged when no cost is known or the chunk cannot be rewritten.
+    fn with_cost(&self, ev: &SseEvent) -> Option<Bytes> {
+        let cost: f64 = self.meter.reported_cost()?.try_into().ok()?;
+        let data = ev.data.as_deref()?;
+        let mut chunk: serde_json::Value = serde_json::from_slice(data).ok()?;
+        chunk
+            .get_mut("usage")?
+            .as_object_mut()?
+            .insert("cost".into(), cost.into());
+        Some(Bytes::from(format!("data: {chunk}\n\n")))
+    }
+
+    /// The upstream ended (or broke) after its own error event: the client has that event,
+    /// so the stream ends with `[DONE]` alone, and the record carries the upstream's error.
+    fn end_after_upstream_error(&mut self, error_type: String, message: String) -> State {
+        self.meter.upstream_done();
+        let status = self.meter.upstream_status;
+        self.meter
+            .finish(upstream_error(status, &error_type, message));
+        State::Tail(Bytes::from_static(b"data: [DONE]\n\n"))
     }
 
     /// Handles one upstream data frame; returns the bytes to forward (possibly empty).
@@ -104,36 +146,56 @@ impl MeteredSse {
             .map_err(|e| e.to_string())?;
         let mut out = BytesMut::new();
         let mut forwarded_data = false;
-        for ev in self.events.drain(..) {
+        // Taken out for the loop (and put back, keeping its allocation), so the loop body
+        // can use `self`.
+        let mut events = std::mem::take(&mut self.events);
+        for ev in events.drain(..) {
             let mut keep = true;
             if ev.is_done() {
                 self.saw_done = true;
             } else if let Some(data) = ev.data.as_deref() {
+                let mut rewritten = None;
                 if let Ok(chunk) = serde_json::from_slice::<ChunkView>(data) {
                     self.meter.observe_chunk(&chunk);
+                    self.track_choices(&chunk);
                     if let Some(err) = &chunk.error {
-                        let msg = err
-                            .get("message")
-                            .and_then(|m| m.as_str())
-                            .unwrap_or("upstream error");
-                        self.upstream_error = Some(msg.to_string());
+                        let field = |k: &str| err.get(k).and_then(|m| m.as_str());
+                        let message = field("message")
+                            .or_else(|| err.as_str())
+                            .unwrap_or("the upstream reported an error mid-stream");
+                        let error_type = field("type")
+                            .or_else(|| field("code"))
+                            .unwrap_or("upstream_stream_error");
+                        self.upstream_error = Some((error_type.to_string(), message.to_string()));
                     }
-                    keep = self.client_wants_usage || !chunk.is_usage_only();
+                    let usage_only = chunk.is_usage_only();
+                    keep = self.client_wants_usage || !usage_only;
+                    if keep && usage_only {
+                        rewritten = self.with_cost(&ev);
+                    }
                 }
                 forwarded_data |= keep;
+                if keep {
+                    match rewritten {
+                        Some(bytes) => out.extend_from_slice(&bytes),
+                        None => out.extend_from_slice(&ev.raw),
+                    }
+                }
+                continue;
             }
             if keep {
                 out.extend_from_slice(&ev.raw);
             }
         }
+        self.events = events;
         if forwarded_data {
             self.meter.chunk_forwarded();
         }
         if self.saw_done {
             self.meter.upstream_done();
             let outcome = match self.upstream_error.take() {
-                Some(message) => {
-                    upstream_error(self.meter.upstream_status, "upstream_stream_error", message)
+                Some((error_type, message)) => {
+                    upstream_error(self.meter.upstream_status, &error_type, message)
                 }
                 None => Outcome::Ok,
             };
@@ -268,6 +330,11 @@ impl Body for MeteredSse {
                         }
                     }
                 }
+                Some(Err(_)) if this.upstream_error.is_some() && !this.saw_done => {
+                    if let Some((error_type, message)) = this.upstream_error.take() {
+                        this.state = this.end_after_upstream_error(error_type, message);
+                    }
+                }
                 Some(Err(e)) => {
                     let msg = format!("The upstream connection failed mid-stream: {e}");
                     let outcome = upstream_error(
@@ -283,6 +350,19 @@ impl Body for MeteredSse {
                         return Poll::Ready(None);
                     }
                     let _ = this.parser.take_remainder();
+                    if let Some((error_type, message)) = this.upstream_error.take() {
+                        this.state = this.end_after_upstream_error(error_type, message);
+                        continue;
+                    }
+                    if this.all_choices_finished() {
+                        // Some servers omit `[DONE]`: every choice finished, so the
+                        // completion is whole; Beacon ends the stream as OpenAI would.
+                        this.meter.upstream_done();
+                        this.meter.finish(Outcome::Ok);
+                        this.saw_done = true;
+                        this.state = State::Tail(Bytes::from_static(b"data: [DONE]\n\n"));
+                        continue;
+                    }
                     let msg = "The upstream stream ended before [DONE].".to_string();
                     let outcome =
                         upstream_error(this.meter.upstream_status, "stream_truncated", msg.clone());
