@@ -23,6 +23,7 @@
 //! | `oversize-sse` | stream: a chunk, then 9 MiB of `data:` with no event terminator |
 //! | `litellm-usage` | stream: the usage chunk as LiteLLM sends it, `"choices":[{"index":0,"delta":{}}]` |
 //! | `no-done` | stream: every choice finishes, then the stream ends without `[DONE]` |
+//! | `reports-cost…` | a completion whose usage carries the upstream's own `cost` (0.5 USD), as OpenRouter's does |
 //! | `error-event` | stream: two chunks, then `data: {"error":{…}}` (overloaded), then the end, no `[DONE]` |
 
 use std::convert::Infallible;
@@ -315,6 +316,9 @@ async fn handle(
         });
         if model == "no-usage" {
             resp.as_object_mut().expect("obj").remove("usage");
+        }
+        if model.starts_with("reports-cost") {
+            resp["usage"]["cost"] = json!(0.5);
         }
         if model == "tool-call" {
             resp["choices"][0]["message"] = json!({"role": "assistant", "content": null, "tool_calls": [

@@ -155,3 +155,104 @@ async fn an_unreachable_provider_gives_a_502_naming_it_and_the_cause() {
     assert!(message.to_lowercase().contains("refused"), "{message}");
     assert!(!message.contains("sk-dead-provider-secret"));
 }
+
+async fn chat(beacon: &Beacon, model: &str) -> Value {
+    sdk(
+        json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "chat",
+               "request": {"model": model, "messages": [{"role": "user", "content": "hi"}]}}),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_with_no_price_has_no_cost_anywhere() {
+    let upstream = MockUpstream::start().await;
+    let collector = beacon_e2e::mock_sentry::MockSentry::start_collector().await;
+    let dest = format!(
+        "\n[tenants.broadcast]\nenabled = true\n[[tenants.broadcast.destinations]]\ntype = \"otlp\"\nname = \"c\"\nendpoint = \"http://{}/v1/traces\"\n",
+        collector.addr
+    );
+    let beacon = Beacon::start(&Beacon::config(&upstream.base_url(), &dest));
+    let out = chat(&beacon, "mock/unpriced").await;
+    let usage = &out["completion"]["usage"];
+    assert_eq!(usage["prompt_tokens"], 12, "{out}");
+    assert!(
+        usage.get("cost").is_none_or(Value::is_null),
+        "no cost, not 0: {usage}"
+    );
+    let rec = beacon.wait_record(&request_id(&out));
+    assert_eq!(rec["cost"], json!({"source": "unknown"}));
+    // A stream's usage chunk carries none either.
+    let out = stream(
+        &beacon,
+        "mock/unpriced",
+        json!({"stream_options": {"include_usage": true}}),
+    )
+    .await;
+    let last = out["chunks"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["usage"]["prompt_tokens"], 12);
+    assert!(
+        last["usage"].get("cost").is_none_or(Value::is_null),
+        "{last}"
+    );
+    // The spans carry tokens and no cost attribute.
+    let spans = collector
+        .wait_spans(2, std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(spans.len(), 2);
+    for s in &spans {
+        let a = &s["attributes"];
+        assert_eq!(a["gen_ai.usage.input_tokens"], 12);
+        assert!(a.get("gen_ai.cost.total_tokens").is_none(), "{a}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_explicit_price_wins_over_the_upstreams_cost_which_wins_over_the_shipped_table() {
+    let upstream = MockUpstream::start().await;
+    // 12 prompt and 6 completion tokens at 1000 and 2000 USD per million: 0.024 USD.
+    let priced = "\n[pricing.\"mock/reports-cost-priced\"]\ninput = 1000.0\noutput = 2000.0\n";
+    let beacon = Beacon::start(&(Beacon::config(&upstream.base_url(), "") + priced));
+    let out = chat(&beacon, "mock/reports-cost-priced").await;
+    assert_eq!(out["completion"]["usage"]["cost"], 0.024, "{out}");
+    let rec = beacon.wait_record(&request_id(&out));
+    assert_eq!(rec["cost"]["total"], "0.024");
+    assert_eq!(rec["cost"]["source"], "price_table");
+    // No operator price: the upstream's own figure is the cost.
+    let out = chat(&beacon, "mock/reports-cost").await;
+    assert_eq!(out["completion"]["usage"]["cost"], 0.5, "{out}");
+    let rec = beacon.wait_record(&request_id(&out));
+    assert_eq!(rec["cost"]["total"], "0.5");
+    assert_eq!(rec["cost"]["source"], "upstream");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn models_show_the_price_that_will_be_charged() {
+    let upstream = MockUpstream::start().await;
+    // A provider listing a dated model id: the meter prices it from the shipped gpt-4o entry.
+    let extra = format!(
+        "\n[[providers]]\nname = \"corp\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o-2024-08-06\", \"house-model\"]\n",
+        upstream.base_url()
+    );
+    let beacon = Beacon::start(&(Beacon::config(&upstream.base_url(), "") + &extra));
+    let out =
+        sdk(json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "models"})).await;
+    let models = out["models"].as_array().unwrap();
+    let find = |id: &str| {
+        models
+            .iter()
+            .find(|m| m["id"] == id)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let dated = find("corp/gpt-4o-2024-08-06");
+    assert_eq!(dated["pricing"]["input"], "2.5", "{dated}");
+    assert!(
+        find("corp/house-model")["pricing"].is_null(),
+        "no price, no made-up one"
+    );
+    // And a completion of it is charged that price.
+    let out = chat(&beacon, "corp/gpt-4o-2024-08-06").await;
+    let rec = beacon.wait_record(&request_id(&out));
+    assert_eq!(rec["cost"]["source"], "price_table", "{rec}");
+}

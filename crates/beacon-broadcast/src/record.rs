@@ -89,8 +89,9 @@ pub struct TokenUsage {
     pub estimated: bool,
 }
 
-/// Cost in USD, with the breakdown Sentry needs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// Cost in USD, with the breakdown Sentry needs. An unknown cost serializes as its source
+/// alone (`{"source":"unknown"}`), never as zeros.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cost {
     /// Prompt side.
     pub input: Decimal,
@@ -102,6 +103,21 @@ pub struct Cost {
     pub source: CostSource,
 }
 
+impl Serialize for Cost {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let known = self.source != CostSource::Unknown;
+        let mut st = s.serialize_struct("Cost", if known { 4 } else { 1 })?;
+        if known {
+            st.serialize_field("input", &self.input)?;
+            st.serialize_field("output", &self.output)?;
+            st.serialize_field("total", &self.total)?;
+        }
+        st.serialize_field("source", &self.source)?;
+        st.end()
+    }
+}
+
 /// Where a cost came from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -110,9 +126,12 @@ pub enum CostSource {
     Upstream,
     /// Computed from Beacon's price table.
     PriceTable,
-    /// No price known for the model: cost is zero.
+    /// No price known for the model and none reported: the cost is unknown — not shown to
+    /// the client nor exported (never 0).
     #[default]
     Unknown,
+    /// The upstream failed before any response: nothing was charged, a known 0.
+    NotCharged,
 }
 
 /// Timings of one completion. Offsets are microseconds after `received_unix_nanos`.

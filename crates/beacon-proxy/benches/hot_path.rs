@@ -73,8 +73,8 @@ fn chunks_and_usage(c: &mut Criterion) {
                 let usage: serde_json::Value =
                     serde_json::from_str(v.usage.unwrap().get()).unwrap();
                 let reported = parse_usage(&usage).unwrap();
-                let body =
-                    add_cost_at(RESPONSE, v.usage, Some(&usage), 0.0025, String::new).unwrap();
+                let body = add_cost_at(RESPONSE, v.usage, Some(&usage), Some(0.0025), String::new)
+                    .unwrap();
                 (reported, body)
             })
         },

@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::record::{CompletionRecord, Outcome};
+use crate::record::{CompletionRecord, CostSource, Outcome};
 
 /// Flags of a span whose parent is remote: `HAS_IS_REMOTE | IS_REMOTE`.
 pub const REMOTE_PARENT_FLAGS: u32 = 0x300;
@@ -336,9 +336,12 @@ fn generation_attributes(
     );
     a.count("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens);
     a.bool("beacon.usage.estimated", u.estimated);
-    a.double("gen_ai.cost.input_tokens", decimal_f64(record.cost.input));
-    a.double("gen_ai.cost.output_tokens", decimal_f64(record.cost.output));
-    a.double("gen_ai.cost.total_tokens", decimal_f64(record.cost.total));
+    // No price for the model: no cost attributes at all, rather than 0 (SPEC §2.3).
+    if record.cost.source != CostSource::Unknown {
+        a.double("gen_ai.cost.input_tokens", decimal_f64(record.cost.input));
+        a.double("gen_ai.cost.output_tokens", decimal_f64(record.cost.output));
+        a.double("gen_ai.cost.total_tokens", decimal_f64(record.cost.total));
+    }
     if let Some(status) = record.upstream_status {
         a.int("http.response.status_code", i64::from(status));
     }

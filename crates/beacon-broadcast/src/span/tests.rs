@@ -278,7 +278,10 @@ fn upstream_failure_without_response() {
     r.upstream_status = None;
     r.served_model = None;
     r.usage = TokenUsage::default();
-    r.cost = Cost::default();
+    r.cost = Cost {
+        source: CostSource::NotCharged,
+        ..Cost::default()
+    };
     r.content.as_mut().unwrap().output_text.clear();
     let spans = build_spans(&r, &settings(), &mut SeqIds(0));
     let g = &spans[0];
@@ -396,4 +399,25 @@ fn random_ids_are_nonzero_and_distinct_across_threads() {
     assert_eq!(traces.len(), all.len(), "trace ids repeat");
     assert_eq!(spans.len(), all.len(), "span ids repeat");
     assert!(all.iter().all(|(t, s)| *t != [0; 16] && *s != [0; 8]));
+}
+
+#[test]
+fn a_model_with_no_price_exports_no_cost_not_zero() {
+    let mut r = record();
+    r.cost = Cost::default();
+    assert_eq!(r.cost.source, CostSource::Unknown);
+    let spans = build_spans(&r, &settings(), &mut SeqIds(0));
+    for key in [
+        "gen_ai.cost.input_tokens",
+        "gen_ai.cost.output_tokens",
+        "gen_ai.cost.total_tokens",
+    ] {
+        assert!(attr(&spans[0], key).is_none(), "{key}");
+    }
+    assert!(attr(&spans[0], "gen_ai.usage.input_tokens").is_some());
+    // And the record says so without numbers.
+    assert_eq!(
+        serde_json::to_value(r.cost).unwrap(),
+        serde_json::json!({"source": "unknown"})
+    );
 }

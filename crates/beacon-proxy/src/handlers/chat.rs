@@ -2,7 +2,7 @@
 
 use std::time::{Instant, SystemTime};
 
-use beacon_broadcast::record::Outcome;
+use beacon_broadcast::record::{CostSource, Outcome};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -242,7 +242,9 @@ pub async fn handle(
     let body = match meter.finish(Outcome::Ok) {
         None => bytes.clone(),
         Some(acc) => {
-            let cost: f64 = acc.cost.total.try_into().unwrap_or(0.0);
+            // No price for the model: no cost is shown, rather than 0 (SPEC §2.3).
+            let cost: Option<f64> = (acc.cost.source != CostSource::Unknown)
+                .then(|| acc.cost.total.try_into().unwrap_or(0.0));
             // The upstream reported nothing: give the client Beacon's estimate, marked so.
             let estimate = || estimated_usage(&acc, cost).to_string();
             let spliced = match &view {
@@ -271,15 +273,19 @@ pub async fn handle(
     Ok(out)
 }
 
-/// Beacon's accounted usage as a `usage` object, marked `"estimated": true`.
-fn estimated_usage(acc: &Accounted, cost: f64) -> serde_json::Value {
-    serde_json::json!({
+/// Beacon's accounted usage as a `usage` object, marked `"estimated": true` (with `cost`
+/// when the model has a price).
+fn estimated_usage(acc: &Accounted, cost: Option<f64>) -> serde_json::Value {
+    let mut usage = serde_json::json!({
         "prompt_tokens": acc.usage.prompt_tokens,
         "completion_tokens": acc.usage.completion_tokens,
         "total_tokens": acc.usage.total_tokens,
-        "cost": cost,
         "estimated": true,
-    })
+    });
+    if let (Some(cost), Some(u)) = (cost, usage.as_object_mut()) {
+        u.insert("cost".into(), cost.into());
+    }
+    usage
 }
 
 /// Reads the request body: at most `limit` bytes (413 beyond), within `timeout` (408 after:

@@ -8,10 +8,21 @@ use serde_json::json;
 use crate::meter::pricing::PriceTable;
 use crate::routing::Router;
 
+fn pricing(price: &beacon_config::Price) -> serde_json::Value {
+    json!({
+        "unit": "usd_per_million_tokens",
+        "input": price.input.to_string(),
+        "cached_input": price.cached_input.unwrap_or(price.input).to_string(),
+        "cache_write": price.cache_write.unwrap_or(price.input).to_string(),
+        "output": price.output.to_string(),
+    })
+}
+
 /// Builds the (static) response body once at start.
 pub fn models_body(router: &Router, prices: &PriceTable) -> Bytes {
     let mut models: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for (id, price) in prices.iter() {
+    for (id, priced) in prices.iter() {
+        let price = &priced.price;
         // List a priced model when its prefix names a configured provider.
         let Some(route) = router.route(id) else {
             continue;
@@ -22,24 +33,20 @@ pub fn models_body(router: &Router, prices: &PriceTable) -> Bytes {
         let owner = route.provider.name.clone();
         models.insert(
             id.clone(),
-            json!({
-                "id": id, "object": "model", "created": 0, "owned_by": owner,
-                "pricing": {
-                    "unit": "usd_per_million_tokens",
-                    "input": price.input.to_string(),
-                    "cached_input": price.cached_input.unwrap_or(price.input).to_string(),
-                    "cache_write": price.cache_write.unwrap_or(price.input).to_string(),
-                    "output": price.output.to_string(),
-                },
-            }),
+            json!({"id": id, "object": "model", "created": 0, "owned_by": owner,
+                   "pricing": pricing(price)}),
         );
     }
+    // Models a provider lists: the price the meter will charge, found by the same lookup
+    // (dates stripped, the bare model id, another provider's entry); null only when
+    // nothing prices it (its completions then have no cost).
     for p in router.providers() {
         for m in &p.models {
             let id = format!("{}/{m}", p.name);
-            models
-                .entry(id.clone())
-                .or_insert_with(|| json!({"id": id, "object": "model", "created": 0, "owned_by": p.name, "pricing": null}));
+            let price = prices.lookup(&p.name, m, None).map(|x| pricing(&x.price));
+            models.entry(id.clone()).or_insert_with(
+                || json!({"id": id, "object": "model", "created": 0, "owned_by": p.name, "pricing": price}),
+            );
         }
     }
     let data: Vec<_> = models.into_values().collect();

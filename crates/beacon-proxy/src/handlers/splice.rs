@@ -1,7 +1,9 @@
 //! Adds Beacon's cost to a non-streaming completion without re-serializing it: the
 //! upstream's bytes go to the client unchanged (key order, number formats, unknown fields),
-//! with `"cost"` inserted into `usage` — or, when the upstream reported no usage, Beacon's
-//! estimate appended as `usage` with `"estimated": true`.
+//! with `"cost"` inserted into `usage` (or the upstream's own `cost` replaced, when an
+//! explicit `[pricing]` entry charged otherwise) — or, when the upstream reported no usage,
+//! Beacon's estimate appended as `usage` with `"estimated": true`. An unknown cost (no price
+//! for the model) adds nothing: no cost is shown rather than 0.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -22,7 +24,11 @@ fn offset(outer: &str, inner: &str) -> Option<usize> {
 /// `body` with `"cost": cost` in its `usage` object, or the JSON object `estimate()` returns
 /// as `usage` when it has none. `None` when the body is not a JSON object this can edit (the
 /// caller then falls back to re-serializing).
-pub fn add_cost(body: &str, cost: f64, estimate: impl FnOnce() -> String) -> Option<String> {
+pub fn add_cost(
+    body: &str,
+    cost: Option<f64>,
+    estimate: impl FnOnce() -> String,
+) -> Option<String> {
     let spans: Spans<'_> = serde_json::from_str(body).ok()?;
     let parsed = match spans.usage {
         Some(u) if u.get().trim_start().starts_with('{') => {
@@ -39,23 +45,38 @@ pub fn add_cost_at(
     body: &str,
     usage: Option<&RawValue>,
     parsed: Option<&serde_json::Value>,
-    cost: f64,
+    cost: Option<f64>,
     estimate: impl FnOnce() -> String,
 ) -> Option<String> {
     if !body.trim_start().starts_with('{') {
         return None;
     }
-    let cost = serde_json::to_string(&cost).ok()?;
     let mut out = String::with_capacity(body.len() + 128);
     match usage.map(RawValue::get) {
         Some(usage) if usage.trim_start().starts_with('{') => {
             let start = offset(body, usage)?;
             let end = start + usage.trim_end().len();
             let parsed = parsed?.as_object()?;
-            if parsed.contains_key("cost") {
-                // The upstream's own cost, which is the one Beacon accounted: keep it.
+            let Some(cost) = cost else {
+                // No price: nothing to add (an upstream's own figure, if any, stays).
                 return Some(body.to_string());
+            };
+            if let Some(theirs) = parsed.get("cost") {
+                if theirs.as_f64() == Some(cost) {
+                    // The upstream's own cost, which is the one Beacon accounted: keep it.
+                    return Some(body.to_string());
+                }
+                // An explicit price charged otherwise: the client sees what was charged.
+                let fields: std::collections::HashMap<&str, &RawValue> =
+                    serde_json::from_str(usage).ok()?;
+                let raw = fields.get("cost")?.get();
+                let at = offset(body, raw)?;
+                out.push_str(&body[..at]);
+                out.push_str(&serde_json::to_string(&cost).ok()?);
+                out.push_str(&body[at + raw.len()..]);
+                return Some(out);
             }
+            let cost = serde_json::to_string(&cost).ok()?;
             let close = start + usage[..end - start].rfind('}')?;
             out.push_str(&body[..close]);
             if !parsed.is_empty() {
@@ -96,7 +117,7 @@ mod tests {
         r#"{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5,"cost":0.5,"estimated":true}"#;
 
     fn check(body: &str) -> Value {
-        let out = add_cost(body, 0.25, || EST.to_string()).unwrap();
+        let out = add_cost(body, Some(0.25), || EST.to_string()).unwrap();
         serde_json::from_str(&out).unwrap()
     }
 
@@ -104,7 +125,7 @@ mod tests {
     fn cost_goes_into_usage_and_everything_else_is_kept_byte_for_byte() {
         let body =
             r#"{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":2},"z":1e-7,"a":[1]}"#;
-        let out = add_cost(body, 0.25, || EST.to_string()).unwrap();
+        let out = add_cost(body, Some(0.25), || EST.to_string()).unwrap();
         assert_eq!(
             out,
             r#"{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":2,"cost":0.25},"z":1e-7,"a":[1]}"#
@@ -114,9 +135,19 @@ mod tests {
     }
 
     #[test]
-    fn an_upstream_cost_is_kept() {
-        let body = r#"{"usage":{"prompt_tokens":1,"cost":0.9}}"#;
-        assert_eq!(add_cost(body, 0.9, || EST.to_string()).unwrap(), body);
+    fn an_upstream_cost_is_kept_unless_an_explicit_price_charged_otherwise() {
+        let body = r#"{"usage":{"prompt_tokens":1,"cost":0.9},"x":1}"#;
+        assert_eq!(add_cost(body, Some(0.9), || EST.to_string()).unwrap(), body);
+        assert_eq!(
+            add_cost(body, Some(0.25), || EST.to_string()).unwrap(),
+            r#"{"usage":{"prompt_tokens":1,"cost":0.25},"x":1}"#
+        );
+    }
+
+    #[test]
+    fn an_unknown_cost_adds_nothing() {
+        let body = r#"{"id":"x","usage":{"prompt_tokens":1}}"#;
+        assert_eq!(add_cost(body, None, || EST.to_string()).unwrap(), body);
     }
 
     #[test]
@@ -132,8 +163,8 @@ mod tests {
 
     #[test]
     fn what_it_cannot_edit_is_refused() {
-        assert!(add_cost(r#"{"usage":[1]}"#, 0.1, || EST.to_string()).is_none());
-        assert!(add_cost("[1]", 0.1, || EST.to_string()).is_none());
-        assert!(add_cost("not json", 0.1, || EST.to_string()).is_none());
+        assert!(add_cost(r#"{"usage":[1]}"#, Some(0.1), || EST.to_string()).is_none());
+        assert!(add_cost("[1]", Some(0.1), || EST.to_string()).is_none());
+        assert!(add_cost("not json", Some(0.1), || EST.to_string()).is_none());
     }
 }

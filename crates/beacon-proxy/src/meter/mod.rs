@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use beacon_broadcast::record::{
-    CompletionRecord, Content, Cost, Outcome, RequestParams, Timings, TokenUsage, ToolCall,
-    TraceContext,
+    CompletionRecord, Content, Cost, CostSource, Outcome, RequestParams, Timings, TokenUsage,
+    ToolCall, TraceContext,
 };
 use beacon_broadcast::RecordSender;
 use bytes::Bytes;
@@ -530,7 +530,10 @@ fn account(
     no_cost: bool,
 ) -> Cost {
     let cost = if no_cost {
-        Cost::default()
+        Cost {
+            source: CostSource::NotCharged,
+            ..Cost::default()
+        }
     } else {
         let price = shared.prices.lookup(
             &record.provider,

@@ -13,13 +13,23 @@ use rust_decimal::Decimal;
 /// The price file compiled into the binary (USD per million tokens).
 const DEFAULT_PRICES: &str = include_str!("default_prices.toml");
 
+/// A price and where it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Priced {
+    /// USD per million tokens.
+    pub price: Price,
+    /// Set by the operator in `[pricing]`: it wins over a cost the upstream reports (the
+    /// operator's price is the price). A shipped default loses to the upstream's figure.
+    pub explicit: bool,
+}
+
 /// Model prices, keyed `provider/model` or by a bare upstream model id.
 #[derive(Debug, Clone, Default)]
 pub struct PriceTable {
-    prices: HashMap<String, Price>,
+    prices: HashMap<String, Priced>,
     /// `provider/model` entries by bare `model`, for providers that serve a known model
     /// under another provider name (proxies, Azure-style deployments).
-    by_model: HashMap<String, Price>,
+    by_model: HashMap<String, Priced>,
 }
 
 impl PriceTable {
@@ -30,11 +40,25 @@ impl PriceTable {
         if let Ok(beacon_config::Config { pricing, .. }) =
             beacon_config::Config::parse(DEFAULT_PRICES, "default_prices.toml", &|_| None)
         {
-            table.prices.extend(pricing);
+            table.prices.extend(pricing.into_iter().map(|(k, price)| {
+                (
+                    k,
+                    Priced {
+                        price,
+                        explicit: false,
+                    },
+                )
+            }));
         }
-        table
-            .prices
-            .extend(overrides.iter().map(|(k, v)| (k.clone(), *v)));
+        table.prices.extend(overrides.iter().map(|(k, v)| {
+            (
+                k.clone(),
+                Priced {
+                    price: *v,
+                    explicit: true,
+                },
+            )
+        }));
         let mut keys: Vec<&String> = table.prices.keys().collect();
         keys.sort();
         let mut by_model = HashMap::new();
@@ -55,7 +79,7 @@ impl PriceTable {
         provider: &str,
         upstream_model: &str,
         served_model: Option<&str>,
-    ) -> Option<&Price> {
+    ) -> Option<&Priced> {
         let mut key = String::with_capacity(provider.len() + 64);
         find(
             &self.prices,
@@ -76,7 +100,7 @@ impl PriceTable {
     }
 
     /// Every priced model id.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Price)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Priced)> {
         self.prices.iter()
     }
 }
@@ -85,12 +109,12 @@ impl PriceTable {
 /// (upstream, then served), `provider/model`, `model`, then both without a date suffix. Keys
 /// are written one at a time into `key`, so a lookup allocates once.
 fn find<'t>(
-    table: &'t HashMap<String, Price>,
+    table: &'t HashMap<String, Priced>,
     key: &mut String,
     provider: &str,
     upstream_model: &str,
     served_model: Option<&str>,
-) -> Option<&'t Price> {
+) -> Option<&'t Priced> {
     for model in std::iter::once(upstream_model).chain(served_model) {
         for m in std::iter::once(model).chain(strip_date_suffix(model)) {
             key.clear();
@@ -120,8 +144,12 @@ fn strip_date_suffix(model: &str) -> Option<&str> {
     ok.then_some(base)
 }
 
-/// Cost of `usage` at `price`, or the upstream's own figure when it reported one.
-pub fn cost(usage: &TokenUsage, price: Option<&Price>, upstream_cost: Option<Decimal>) -> Cost {
+/// Cost of `usage` (SPEC §2.3): an explicit `[pricing]` entry wins, then the upstream's own
+/// figure when it reported one, then the shipped default table; with none of them the cost
+/// is unknown ([`CostSource::Unknown`]: no cost shown or exported, never 0).
+pub fn cost(usage: &TokenUsage, priced: Option<&Priced>, upstream_cost: Option<Decimal>) -> Cost {
+    let upstream_cost = upstream_cost.filter(|_| !priced.is_some_and(|p| p.explicit));
+    let price = priced.map(|p| &p.price);
     let computed = price.map(|p| {
         let per_token = |per_million: Decimal, n: u64| {
             per_million * Decimal::from(n) / Decimal::from(1_000_000u32)
@@ -178,13 +206,16 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn gpt4o() -> Price {
-        Price {
-            input: d("2.5"),
-            cached_input: Some(d("1.25")),
-            cache_write: None,
-            output: d("10"),
-            reasoning: None,
+    fn gpt4o() -> Priced {
+        Priced {
+            price: Price {
+                input: d("2.5"),
+                cached_input: Some(d("1.25")),
+                cache_write: None,
+                output: d("10"),
+                reasoning: None,
+            },
+            explicit: false,
         }
     }
 
@@ -231,6 +262,10 @@ mod tests {
             reasoning_tokens: 4,
             ..Default::default()
         };
+        let p = Priced {
+            price: p,
+            explicit: false,
+        };
         let c = cost(&usage, Some(&p), None);
         // (30×3 + 20×0.3 + 50×3.75)/1e6 ; (6×15 + 4×20)/1e6
         assert_eq!(c.input, d("0.0002835"));
@@ -254,7 +289,30 @@ mod tests {
     }
 
     #[test]
-    fn unknown_model_costs_zero() {
+    fn an_explicit_price_wins_over_the_upstreams_cost() {
+        let usage = TokenUsage {
+            prompt_tokens: 1_000_000,
+            completion_tokens: 1_000_000,
+            ..Default::default()
+        };
+        let explicit = Priced {
+            explicit: true,
+            ..gpt4o()
+        };
+        let c = cost(&usage, Some(&explicit), Some(d("0.01")));
+        assert_eq!(c.total, d("12.5"));
+        assert_eq!(c.source, CostSource::PriceTable);
+        // The shipped default loses to the upstream's figure.
+        assert_eq!(
+            cost(&usage, Some(&gpt4o()), Some(d("0.01"))).total,
+            d("0.01")
+        );
+        let t = PriceTable::with_defaults(&Default::default());
+        assert!(!t.lookup("openai", "gpt-4o", None).unwrap().explicit);
+    }
+
+    #[test]
+    fn an_unknown_model_has_an_unknown_cost() {
         let c = cost(
             &TokenUsage {
                 prompt_tokens: 5,
@@ -296,6 +354,8 @@ mod tests {
             },
         );
         let t = PriceTable::with_defaults(&o);
-        assert_eq!(t.lookup("openai", "gpt-4o", None).unwrap().input, d("1"));
+        let priced = t.lookup("openai", "gpt-4o", None).unwrap();
+        assert_eq!(priced.price.input, d("1"));
+        assert!(priced.explicit);
     }
 }
