@@ -129,19 +129,36 @@ fn find<'t>(
     None
 }
 
-/// `gpt-4o-2024-08-06` → `gpt-4o`.
+/// `gpt-4o-2024-08-06` → `gpt-4o` (OpenAI's dated ids), `claude-3-5-haiku-20241022` →
+/// `claude-3-5-haiku` (Anthropic's).
 fn strip_date_suffix(model: &str) -> Option<&str> {
-    let (base, date) = model.len().checked_sub(11).map(|i| model.split_at(i))?;
-    let date = date.strip_prefix('-')?;
-    let ok = date.len() == 10
-        && date.char_indices().all(|(i, c)| {
-            if i == 4 || i == 7 {
-                c == '-'
-            } else {
-                c.is_ascii_digit()
-            }
-        });
-    ok.then_some(base)
+    let dashed = |date: &str| {
+        date.len() == 10
+            && date.char_indices().all(|(i, c)| {
+                if i == 4 || i == 7 {
+                    c == '-'
+                } else {
+                    c.is_ascii_digit()
+                }
+            })
+    };
+    let compact = |date: &str| date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit());
+    for len in [10, 8] {
+        let Some(at) = model.len().checked_sub(len + 1) else {
+            continue;
+        };
+        if !model.is_char_boundary(at) {
+            continue;
+        }
+        let (base, date) = model.split_at(at);
+        let Some(date) = date.strip_prefix('-') else {
+            continue;
+        };
+        if (len == 10 && dashed(date)) || (len == 8 && compact(date)) {
+            return Some(base);
+        }
+    }
+    None
 }
 
 /// Cost of `usage` (SPEC §2.3): an explicit `[pricing]` entry wins, then the upstream's own
@@ -223,9 +240,32 @@ mod tests {
     fn shipped_price_file_is_valid() {
         let c =
             beacon_config::Config::parse(DEFAULT_PRICES, "default_prices.toml", &|_| None).unwrap();
-        assert!(c.pricing.len() > 10);
+        assert!(c.pricing.len() >= 60, "{} entries", c.pricing.len());
+        // Every entry names its source.
+        let sources = DEFAULT_PRICES
+            .lines()
+            .filter(|l| l.starts_with("# source: https://"))
+            .count();
+        assert_eq!(sources, c.pricing.len());
+        // Cached and cache-write prices where providers have them, embeddings input-only.
+        let cached = c
+            .pricing
+            .values()
+            .filter(|p| p.cached_input.is_some())
+            .count();
+        let writes = c
+            .pricing
+            .values()
+            .filter(|p| p.cache_write.is_some())
+            .count();
+        assert!(
+            cached >= 25 && writes >= 10,
+            "{cached} cached, {writes} cache-write"
+        );
         let t = PriceTable::with_defaults(&Default::default());
         assert!(t.lookup("openai", "gpt-4o", None).is_some());
+        let embedding = t.lookup("openai", "text-embedding-3-small", None).unwrap();
+        assert!(embedding.price.output.is_zero() && !embedding.price.input.is_zero());
     }
 
     #[test]
@@ -330,6 +370,17 @@ mod tests {
         let t = PriceTable::with_defaults(&Default::default());
         assert_eq!(strip_date_suffix("gpt-4o-2024-08-06"), Some("gpt-4o"));
         assert_eq!(strip_date_suffix("gpt-4o"), None);
+        assert_eq!(
+            strip_date_suffix("claude-3-5-haiku-20241022"),
+            Some("claude-3-5-haiku")
+        );
+        assert_eq!(strip_date_suffix("model-1234567"), None);
+        assert_eq!(strip_date_suffix("é-20241022"), Some("é"));
+        assert_eq!(
+            t.lookup("anthropic", "claude-sonnet-4-5-20250929", None)
+                .map(|p| p.price.input),
+            Some(d("3.0"))
+        );
         assert_eq!(
             t.lookup("openai", "gpt-4o-2024-08-06", None),
             t.lookup("openai", "gpt-4o", None)
