@@ -333,14 +333,14 @@ impl Router {
                 continue;
             }
             if !sink.spec.accepts_key(&record.key_id) {
-                sink.drop_one(&record, &self.stats, DropReason::Filtered);
+                sink.drop_one(&self.stats, DropReason::Filtered);
             } else if !sampling::keep(
                 sink.spec.sampling_rate,
                 &sink.spec.id,
                 record.session_id.as_deref(),
                 &record.request_id,
             ) {
-                sink.drop_one(&record, &self.stats, DropReason::SampledOut);
+                sink.drop_one(&self.stats, DropReason::SampledOut);
             } else {
                 let before = sink.health.dropped();
                 sink.offer(record.clone(), &self.stats);

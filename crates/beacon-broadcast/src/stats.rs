@@ -73,6 +73,9 @@ pub struct LabelValue(std::sync::Arc<str>);
 impl LabelValue {
     /// Escapes (and if need be cuts) `raw`.
     pub fn new(raw: &str) -> Self {
+        if raw.len() <= MAX_LABEL_BYTES && !raw.contains(['\\', '"', '\n']) {
+            return Self(raw.into());
+        }
         let mut end = raw.len().min(MAX_LABEL_BYTES);
         while !raw.is_char_boundary(end) {
             end -= 1;
@@ -175,25 +178,46 @@ impl Stats {
 
     /// Counts one loss. `destination` is empty for losses before fan-out.
     pub fn record_dropped(&self, tenant: &str, destination: &str, reason: DropReason) {
+        self.dropped_n(
+            &LabelValue::new(tenant),
+            &LabelValue::new(destination),
+            reason,
+            1,
+        );
+    }
+
+    /// Counts `n` losses of one destination, whose labels its worker made once.
+    pub fn dropped_n(
+        &self,
+        tenant: &LabelValue,
+        destination: &LabelValue,
+        reason: DropReason,
+        n: u64,
+    ) {
         self.dropped
             .get_or_create(&DropLabels {
-                tenant: LabelValue::new(tenant),
-                destination: LabelValue::new(destination),
+                tenant: tenant.clone(),
+                destination: destination.clone(),
                 reason,
             })
-            .inc();
-        self.dropped_total.fetch_add(1, Ordering::Relaxed);
-        self.by_reason[reason as usize].fetch_add(1, Ordering::Relaxed);
+            .inc_by(n);
+        self.dropped_total.fetch_add(n, Ordering::Relaxed);
+        self.by_reason[reason as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts one delivery.
     pub fn record_exported(&self, tenant: &str, destination: &str) {
+        self.exported_n(&LabelValue::new(tenant), &LabelValue::new(destination), 1);
+    }
+
+    /// Counts `n` deliveries to one destination, whose labels its worker made once.
+    pub fn exported_n(&self, tenant: &LabelValue, destination: &LabelValue, n: u64) {
         self.exported
             .get_or_create(&SinkLabels {
-                tenant: LabelValue::new(tenant),
-                destination: LabelValue::new(destination),
+                tenant: tenant.clone(),
+                destination: destination.clone(),
             })
-            .inc();
+            .inc_by(n);
     }
 
     /// Records enqueued so far.

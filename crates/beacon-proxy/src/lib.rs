@@ -116,6 +116,7 @@ impl App {
                 metrics: metrics.clone(),
                 prices,
                 max_content_bytes: config.broadcast.max_content_bytes,
+                cut: AtomicBool::new(false),
             }),
             metrics,
             max_body_bytes: config.server.max_body_bytes,
@@ -147,9 +148,11 @@ impl App {
     }
 
     /// Ends the grace period: every stream still running ends with an error chunk and
-    /// `[DONE]`, every request still waiting for its upstream gets a 503, and both are
-    /// recorded with outcome `shutdown`.
+    /// `[DONE]` (its body watches this signal), and both those and the requests still waiting
+    /// for their upstream — closed with their connection a moment later — are recorded with
+    /// outcome `shutdown`, not `client_cancelled`.
     pub fn cut(&self) {
+        self.meter.cut.store(true, Ordering::Relaxed);
         self.cut.cancel();
     }
 
@@ -158,8 +161,12 @@ impl App {
         self.cut.clone()
     }
 
-    /// Serves one request. Never fails: errors become OpenAI-shaped responses.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// Serves one request from `client`. Never fails: errors become OpenAI-shaped responses.
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        client: Option<std::net::SocketAddr>,
+    ) -> Response<ProxyBody> {
         let received = Instant::now();
         let request_id = new_request_id();
         // A clone of the URI shares its bytes; the path is borrowed from it.
@@ -168,6 +175,11 @@ impl App {
         let method = req.method().clone();
         if let Some(mounted) = &self.mounted {
             if path.starts_with("/admin/") || path == "/console" || path.starts_with("/console/") {
+                // Only the admin routes use the client's address (auth throttling): the
+                // extension map is allocated for them alone, not on the completion path.
+                if let Some(addr) = client {
+                    req.extensions_mut().insert(server::ClientAddr(addr));
+                }
                 return mounted.call(req, request_id).await;
             }
         }

@@ -8,14 +8,15 @@
 //! - a connection must deliver a complete request head within `header_read_timeout` of being
 //!   accepted, whether or not it sent a byte (a silent socket is closed too), and an idle
 //!   keep-alive connection is closed after `idle_timeout` — one watchdog timer per connection
-//!   enforces both ([`ConnState`]);
+//!   enforces both ([`ConnState`]), with two atomic operations per request;
 //! - request bodies have their own timeout, in the handlers (`body_read_timeout`).
 //!
 //! Shutdown: `/readyz` answers 503 at once while the listener keeps accepting for
 //! `drain_delay` (a load balancer sees the node leave before connections are refused); then
 //! the listener closes and in-flight requests get `grace`; at its end the [`App`]'s cut
-//! signal makes every stream still running end with an error chunk and `[DONE]` (outcome
-//! `shutdown`), and what is left after a short flush is closed.
+//! signal makes every stream still running end with an error chunk and `[DONE]`, and what is
+//! left after a short flush (requests still waiting for their upstream) is closed; all of
+//! them are recorded with outcome `shutdown`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -41,7 +42,7 @@ use crate::App;
 /// How long streams cut at the end of the grace period have to flush their final chunk.
 pub const CUT_FLUSH: Duration = Duration::from_secs(1);
 
-/// The client's address, put in every request's extensions (admin auth throttling uses it).
+/// The client's address, put in the extensions of admin requests (auth throttling uses it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
 
@@ -306,12 +307,11 @@ pub async fn run(
                 let metrics = app.metrics.clone();
                 let app = app.clone();
                 let st = state.clone();
-                let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let app = app.clone();
                     let active = st.enter();
-                    req.extensions_mut().insert(ClientAddr(peer));
                     async move {
-                        let inner = app.handle(req).await;
+                        let inner = app.handle(req, Some(peer)).await;
                         Ok::<_, Infallible>(inner.map(|inner| TrackedBody { inner, _active: active }))
                     }
                 });

@@ -27,7 +27,7 @@ use crate::ingress::Queued;
 use crate::record::CompletionRecord;
 use crate::retry::{self, Attempt, Decision};
 use crate::span::{self, RandomIds, SpanSettings};
-use crate::stats::{DropReason, Stats};
+use crate::stats::{DropReason, LabelValue, Stats};
 
 /// Concurrent export requests per destination.
 pub const MAX_IN_FLIGHT: usize = 2;
@@ -165,6 +165,7 @@ pub struct Sink {
     pub spec: Arc<DestinationSpec>,
     /// Its export health.
     pub health: Arc<SinkHealth>,
+    target: Target,
     max_bytes: usize,
     tx: mpsc::Sender<Held>,
 }
@@ -174,14 +175,29 @@ pub struct Sink {
 struct Target {
     spec: Arc<DestinationSpec>,
     health: Arc<SinkHealth>,
+    /// The tenant and destination label values, escaped once for every count.
+    labels: Arc<(LabelValue, LabelValue)>,
 }
 
 impl Target {
-    fn drop_one(&self, record: &CompletionRecord, stats: &Stats, reason: DropReason) {
-        stats.record_dropped(&record.tenant_id, &self.spec.name, reason);
-        self.health.dropped_by[reason as usize].fetch_add(1, Ordering::Relaxed);
+    fn new(spec: Arc<DestinationSpec>, health: Arc<SinkHealth>) -> Self {
+        let labels = Arc::new((
+            LabelValue::new(&spec.tenant_id),
+            LabelValue::new(&spec.name),
+        ));
+        Self {
+            spec,
+            health,
+            labels,
+        }
+    }
+
+    fn drop_n(&self, n: usize, stats: &Stats, reason: DropReason) {
+        let n = n as u64;
+        stats.dropped_n(&self.labels.0, &self.labels.1, reason, n);
+        self.health.dropped_by[reason as usize].fetch_add(n, Ordering::Relaxed);
         if !matches!(reason, DropReason::SampledOut | DropReason::Filtered) {
-            self.health.dropped.fetch_add(1, Ordering::Relaxed);
+            self.health.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
 }
@@ -191,27 +207,21 @@ impl Sink {
     /// it (counted).
     pub fn offer(&self, record: Arc<Queued>, stats: &Stats) {
         if self.health.held_bytes().saturating_add(record.bytes()) > self.max_bytes {
-            self.drop_one(&record, stats, DropReason::QueueFull);
+            self.drop_one(stats, DropReason::QueueFull);
             return;
         }
         match self.tx.try_send(Held::new(record, self.health.clone())) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(r)) => {
-                self.drop_one(&r, stats, DropReason::QueueFull)
-            }
-            Err(mpsc::error::TrySendError::Closed(r)) => {
-                self.drop_one(&r, stats, DropReason::ShutdownDeadline)
+            Err(mpsc::error::TrySendError::Full(_)) => self.drop_one(stats, DropReason::QueueFull),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.drop_one(stats, DropReason::ShutdownDeadline)
             }
         }
     }
 
     /// Counts a record that will not reach this destination.
-    pub fn drop_one(&self, record: &CompletionRecord, stats: &Stats, reason: DropReason) {
-        Target {
-            spec: self.spec.clone(),
-            health: self.health.clone(),
-        }
-        .drop_one(record, stats, reason);
+    pub fn drop_one(&self, stats: &Stats, reason: DropReason) {
+        self.target.drop_n(1, stats, reason);
     }
 }
 
@@ -226,17 +236,18 @@ pub fn spawn(
     deadline_passed: watch::Receiver<bool>,
 ) -> (Sink, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+    let spec = Arc::new(spec);
+    let health = health.unwrap_or_default();
+    let target = Target::new(spec.clone(), health.clone());
     let sink = Sink {
-        spec: Arc::new(spec),
-        health: health.unwrap_or_default(),
+        spec,
+        health,
+        target: target.clone(),
         max_bytes: config.max_bytes,
         tx,
     };
     let worker = Worker {
-        sink: Target {
-            spec: sink.spec.clone(),
-            health: sink.health.clone(),
-        },
+        sink: target,
         client,
         stats,
         config,
@@ -295,14 +306,13 @@ impl Worker {
         // Closed (shutdown): send what is left unless the deadline has already passed.
         tracing::debug!(destination = %self.sink.spec.name, pending = batch.len(), "destination worker closing");
         if *self.deadline_passed.borrow() {
-            for r in batch.drain(..) {
-                self.sink
-                    .drop_one(&r, &self.stats, DropReason::ShutdownDeadline);
+            let mut n = batch.len();
+            batch.clear();
+            while rx.try_recv().is_ok() {
+                n += 1;
             }
-            while let Ok(r) = rx.try_recv() {
-                self.sink
-                    .drop_one(&r, &self.stats, DropReason::ShutdownDeadline);
-            }
+            self.sink
+                .drop_n(n, &self.stats, DropReason::ShutdownDeadline);
         } else {
             self.flush(&mut batch, &mut in_flight).await;
         }
@@ -347,9 +357,7 @@ enum Sent {
 
 impl Send {
     fn drop_all(&self, records: &[Held], reason: DropReason) {
-        for r in records {
-            self.sink.drop_one(r, &self.stats, reason);
-        }
+        self.sink.drop_n(records.len(), &self.stats, reason);
     }
 
     async fn run(mut self, records: Vec<Held>) {
@@ -433,9 +441,9 @@ impl Send {
             let error = spec.endpoint.scrub(&error);
             match retry::classify(&outcome, attempt, rand::random::<f64>()) {
                 Decision::Delivered => {
-                    for r in records {
-                        self.stats.record_exported(&r.tenant_id, &spec.name);
-                    }
+                    let labels = &self.sink.labels;
+                    self.stats
+                        .exported_n(&labels.0, &labels.1, records.len() as u64);
                     self.sink
                         .health
                         .exported

@@ -4,8 +4,8 @@
 //! body feed it what they see (upstream status, chunks, usage); exactly one call to
 //! [`Meter::finish`] builds the [`CompletionRecord`] and hands it to the broadcast queue
 //! without waiting. If the meter is dropped unfinished — the client went away, or the
-//! handler future was cancelled — `Drop` finishes it as `client_cancelled`, with the tokens
-//! seen so far.
+//! handler future was cancelled — `Drop` finishes it as `client_cancelled` (as `shutdown`
+//! once the gateway has cut its in-flight requests), with the tokens seen so far.
 
 pub mod chunk;
 pub mod estimate;
@@ -39,6 +39,9 @@ pub struct MeterShared {
     pub prices: PriceTable,
     /// Output text kept per completion, in bytes.
     pub max_content_bytes: usize,
+    /// Set when the shutdown grace period ends: a meter dropped unfinished after it was cut
+    /// by the gateway, not cancelled by its client.
+    pub cut: std::sync::atomic::AtomicBool,
 }
 
 /// Request-side facts, fixed once the request is routed.
@@ -647,7 +650,12 @@ fn json_str(v: Option<&serde_json::Value>) -> Option<&str> {
 impl Drop for Meter {
     fn drop(&mut self) {
         if self.info.is_some() {
-            self.finish(Outcome::ClientCancelled);
+            let outcome = if self.shared.cut.load(std::sync::atomic::Ordering::Relaxed) {
+                Outcome::Shutdown
+            } else {
+                Outcome::ClientCancelled
+            };
+            self.finish(outcome);
         }
     }
 }
