@@ -557,6 +557,25 @@ async fn sigterm_under_load_drains_streams_and_flushes_with_a_hanging_destinatio
     let streams: Vec<_> = (0..3)
         .map(|_| tokio::spawn(chat(addr, hello("mock/endless", true))))
         .collect();
+    // A non-streaming request whose upstream answers only after 5 s: still waiting at the cut.
+    let (k, v) = auth();
+    let waiting = tokio::spawn(async move {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::post("/v1/chat/completions")
+            .header("host", "x")
+            .header(k, v)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                hello("mock/slow-headers", false).to_string(),
+            )))
+            .unwrap();
+        sender.send_request(req).await.map(|r| r.status().as_u16())
+    });
     let load = tokio::spawn(async move {
         let mut statuses = Vec::new();
         let start = Instant::now();
@@ -593,12 +612,21 @@ async fn sigterm_under_load_drains_streams_and_flushes_with_a_hanging_destinatio
     let logs = beacon.logs();
     assert!(status.is_some_and(|s| s.success()), "{logs}");
     assert!(!logs.contains("panicked"), "{logs}");
+    // The waiting request's connection was closed at the cut, before its upstream answered.
+    assert!(waiting.await.unwrap().is_err(), "closed, not answered");
     let records = beacon.records();
-    let shutdown = records
+    let shutdown: Vec<&Value> = records
         .iter()
         .filter(|r| r["outcome"]["kind"] == "shutdown")
-        .count();
-    assert_eq!(shutdown, 3, "the cut streams are recorded as shutdown");
+        .collect();
+    assert_eq!(
+        shutdown.len(),
+        4,
+        "the cut streams and the waiting request are recorded as shutdown, not client_cancelled"
+    );
+    assert!(shutdown
+        .iter()
+        .any(|r| r["upstream_model"] == "slow-headers"));
     // The good destination got every record; the stuck one's are the dropped total.
     let spans = good.wait_spans(records.len(), Duration::from_secs(5)).await;
     assert_eq!(spans.len(), records.len());
