@@ -205,11 +205,6 @@ impl Stats {
         self.by_reason[reason as usize].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Counts one delivery.
-    pub fn record_exported(&self, tenant: &str, destination: &str) {
-        self.exported_n(&LabelValue::new(tenant), &LabelValue::new(destination), 1);
-    }
-
     /// Counts `n` deliveries to one destination, whose labels its worker made once.
     pub fn exported_n(&self, tenant: &LabelValue, destination: &LabelValue, n: u64) {
         self.exported
