@@ -2,6 +2,7 @@
 //! generated config, a mock OpenAI upstream, and drives Beacon with the official `openai`
 //! Python SDK (or raw HTTP for inputs an SDK would never send).
 
+mod mock_apis;
 pub mod mock_sentry;
 pub mod mock_upstream;
 
@@ -313,10 +314,21 @@ pub fn python() -> PathBuf {
     p
 }
 
-/// Runs `tests/py/client.py` with `args` (JSON) and returns its JSON output.
+/// Runs `tests/py/client.py` (the openai SDK on chat) with `args` (JSON) and returns its
+/// JSON output.
 pub async fn sdk(args: Value) -> Value {
+    run_py("client.py", args).await
+}
+
+/// Runs `tests/py/apis.py` (the openai SDK on Responses, embeddings, completions and model
+/// retrieval; the anthropic SDK on Messages) with `args` and returns its JSON output.
+pub async fn apis(args: Value) -> Value {
+    run_py("apis.py", args).await
+}
+
+async fn run_py(name: &str, args: Value) -> Value {
     use tokio::io::AsyncWriteExt;
-    let script = workspace_root().join("tests/py/client.py");
+    let script = workspace_root().join("tests/py").join(name);
     // The arguments go on stdin: a large prompt exceeds the kernel's per-argument limit.
     let mut child = tokio::process::Command::new(python())
         .arg(script)
@@ -336,12 +348,12 @@ pub async fn sdk(args: Value) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "client.py failed: {}\nstdout: {stdout}\nstderr: {}",
+        "{name} failed: {}\nstdout: {stdout}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("client.py printed no JSON ({e}): {stdout}"))
+        .unwrap_or_else(|e| panic!("{name} printed no JSON ({e}): {stdout}"))
 }
 
 /// A raw HTTP/1.1 response.

@@ -57,15 +57,16 @@ pub struct Received {
     pub body: Value,
 }
 
+/// The mock's shared state.
 #[derive(Default)]
-struct State {
-    received: Mutex<Vec<Received>>,
-    release: Notify,
-    released: AtomicBool,
-    gate_timed_out: AtomicBool,
-    client_gone: AtomicBool,
-    endless_sent: AtomicUsize,
-    connections: AtomicUsize,
+pub(crate) struct State {
+    pub(crate) received: Mutex<Vec<Received>>,
+    pub(crate) release: Notify,
+    pub(crate) released: AtomicBool,
+    pub(crate) gate_timed_out: AtomicBool,
+    pub(crate) client_gone: AtomicBool,
+    pub(crate) endless_sent: AtomicUsize,
+    pub(crate) connections: AtomicUsize,
 }
 
 /// The running mock; stops when dropped.
@@ -165,9 +166,14 @@ impl Body for ChannelBody {
     }
 }
 
-type MockBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+/// The mock's response body.
+pub(crate) type MockBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
-fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<MockBody> {
+pub(crate) fn full(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<MockBody> {
     let mut r = Response::new(
         Full::new(body.into())
             .map_err(|e: Infallible| match e {})
@@ -186,7 +192,7 @@ fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
     r
 }
 
-fn openai_error(
+pub(crate) fn openai_error(
     status: StatusCode,
     message: &str,
     error_type: &str,
@@ -231,7 +237,23 @@ async fn handle(
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    if path != "/v1/chat/completions" {
+    let method = parts.method.clone();
+    if let Some(rest) = path.strip_prefix("/v1/responses/") {
+        state.received.lock().expect("lock").push(Received {
+            path: path.clone(),
+            headers: parts.headers.clone(),
+            body: Value::Null,
+        });
+        return Ok(crate::mock_apis::retrieval(&method, rest));
+    }
+    let known = [
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/embeddings",
+        "/v1/completions",
+        "/v1/messages",
+    ];
+    if !known.contains(&path.as_str()) {
         return Ok(openai_error(
             StatusCode::NOT_FOUND,
             "Unknown request URL",
@@ -248,10 +270,17 @@ async fn handle(
         ));
     };
     state.received.lock().expect("lock").push(Received {
-        path,
+        path: path.clone(),
         headers: parts.headers.clone(),
         body: body.clone(),
     });
+    match path.as_str() {
+        "/v1/responses" => return Ok(crate::mock_apis::responses(state, &body)),
+        "/v1/embeddings" => return Ok(crate::mock_apis::embeddings(&body)),
+        "/v1/completions" => return Ok(crate::mock_apis::completions(&body)),
+        "/v1/messages" => return Ok(crate::mock_apis::messages(state, &parts.headers, &body)),
+        _ => {}
+    }
     let model = body["model"].as_str().unwrap_or_default().to_string();
     let stream = body["stream"].as_bool().unwrap_or(false);
     let include_usage = body["stream_options"]["include_usage"]
@@ -485,4 +514,22 @@ async fn handle(
         "9999".parse().expect("rl"),
     );
     Ok(r)
+}
+
+/// An SSE response whose events `produce` sends on the channel it is given.
+pub(crate) fn stream_response<F, Fut>(produce: F) -> Response<MockBody>
+where
+    F: FnOnce(mpsc::Sender<Result<Bytes, std::io::Error>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(produce(tx));
+    let mut r = Response::new(ChannelBody { rx }.boxed());
+    let h = r.headers_mut();
+    h.insert(
+        "content-type",
+        "text/event-stream; charset=utf-8".parse().expect("ct"),
+    );
+    h.insert("x-request-id", "req_upstream_123".parse().expect("id"));
+    r
 }

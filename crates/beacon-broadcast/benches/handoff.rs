@@ -17,6 +17,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn record(i: u64) -> CompletionRecord {
     CompletionRecord {
+        api: beacon_config::Api::Chat,
         request_id: format!("req_{i:032x}"),
         tenant_id: "acme".into(),
         key_id: "key_0123456789ab".into(),

@@ -13,6 +13,7 @@ use prost::Message;
 
 fn record(with_agent: bool) -> CompletionRecord {
     CompletionRecord {
+        api: beacon_config::Api::Chat,
         request_id: "req_0123456789abcdef0123456789abcdef".into(),
         tenant_id: "acme".into(),
         key_id: "key_0123456789ab".into(),

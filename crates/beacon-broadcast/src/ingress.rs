@@ -211,6 +211,7 @@ pub(crate) mod tests {
 
     pub(crate) fn record(tenant: &str) -> CompletionRecord {
         CompletionRecord {
+            api: beacon_config::Api::Chat,
             request_id: "req_1".into(),
             tenant_id: tenant.into(),
             key_id: "key_1".into(),

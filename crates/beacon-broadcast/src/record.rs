@@ -9,6 +9,8 @@ use serde::Serialize;
 pub struct CompletionRecord {
     /// Beacon's request id, also returned to the client as `x-request-id`.
     pub request_id: String,
+    /// The API the client called (chat, responses, embeddings, completions, messages).
+    pub api: beacon_config::Api,
     /// The tenant that owns the calling key.
     pub tenant_id: String,
     /// Id of the calling key (never the key itself).

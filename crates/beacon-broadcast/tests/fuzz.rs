@@ -71,6 +71,7 @@ fn record() -> impl Strategy<Value = CompletionRecord> {
                     .collect();
                 trace.insert("trace_name".into(), Value::String(model.clone()));
                 CompletionRecord {
+                    api: beacon_config::Api::Chat,
                     request_id: "req_1".into(),
                     tenant_id: tenant,
                     key_id: "key_1".into(),

@@ -168,9 +168,11 @@ impl Default for MetadataLimits {
 pub struct ProviderConfig {
     /// Routing prefix: model `name/x` goes to this provider as `x`.
     pub name: String,
-    /// Base URL ending before `/chat/completions`, without a trailing slash.
+    /// Base URL to which an API's path (`/chat/completions`, `/messages`, ...) is appended,
+    /// without a trailing slash.
     pub base_url: String,
-    /// Provider key sent upstream as a bearer token (never returned to clients).
+    /// Provider key sent upstream (a bearer token, or `x-api-key` for kind `anthropic`;
+    /// never returned to clients).
     pub api_key: Option<String>,
     /// Unmatched models go here unchanged.
     pub default: bool,
@@ -178,6 +180,10 @@ pub struct ProviderConfig {
     pub headers: Vec<(String, String)>,
     /// Models advertised by `GET /v1/models` besides those with a price.
     pub models: Vec<String>,
+    /// How Beacon talks to it (auth headers, default APIs).
+    pub kind: ProviderKind,
+    /// The APIs it serves; a request for another gets 400 `unsupported_api`.
+    pub apis: ApiSet,
 }
 
 /// Prices in USD per million tokens.
@@ -402,7 +408,7 @@ impl Config {
             raw.server.listen = Some(listen);
         }
         let have_openrouter = lookup("OPENROUTER_API_KEY").is_some_and(|k| !k.is_empty());
-        for (name, var, base_url) in WELL_KNOWN_PROVIDERS {
+        for (name, var, base_url, kind) in WELL_KNOWN_PROVIDERS {
             if let Some(key) = lookup(var).filter(|k| !k.is_empty()) {
                 raw.providers.push(raw::RawProvider {
                     name: name.to_string(),
@@ -413,6 +419,8 @@ impl Config {
                     default: (*name == "openrouter") || (*name == "openai" && !have_openrouter),
                     headers: BTreeMap::new(),
                     models: Vec::new(),
+                    kind: Some(kind.as_str().to_string()),
+                    apis: None,
                 });
             }
         }
@@ -424,6 +432,8 @@ impl Config {
                 default: raw.providers.is_empty(),
                 headers: BTreeMap::new(),
                 models: Vec::new(),
+                kind: None,
+                apis: None,
             });
         }
         if let Some(keys) = lookup("BEACON_API_KEYS").filter(|k| !k.is_empty()) {
@@ -451,24 +461,156 @@ impl Config {
     }
 }
 
-/// Providers picked up from the environment by the embedded default: (name, variable, base URL).
-pub const WELL_KNOWN_PROVIDERS: &[(&str, &str, &str)] = &[
-    ("openai", "OPENAI_API_KEY", "https://api.openai.com/v1"),
+/// Providers picked up from the environment by the embedded default: (name, variable,
+/// base URL, kind).
+pub const WELL_KNOWN_PROVIDERS: &[(&str, &str, &str, ProviderKind)] = &[
+    (
+        "openai",
+        "OPENAI_API_KEY",
+        "https://api.openai.com/v1",
+        ProviderKind::OpenAi,
+    ),
+    (
+        "anthropic",
+        "ANTHROPIC_API_KEY",
+        "https://api.anthropic.com/v1",
+        ProviderKind::Anthropic,
+    ),
     (
         "openrouter",
         "OPENROUTER_API_KEY",
         "https://openrouter.ai/api/v1",
+        ProviderKind::OpenAi,
     ),
-    ("groq", "GROQ_API_KEY", "https://api.groq.com/openai/v1"),
+    (
+        "groq",
+        "GROQ_API_KEY",
+        "https://api.groq.com/openai/v1",
+        ProviderKind::OpenAi,
+    ),
     (
         "together",
         "TOGETHER_API_KEY",
         "https://api.together.xyz/v1",
+        ProviderKind::OpenAi,
     ),
-    ("mistral", "MISTRAL_API_KEY", "https://api.mistral.ai/v1"),
+    (
+        "mistral",
+        "MISTRAL_API_KEY",
+        "https://api.mistral.ai/v1",
+        ProviderKind::OpenAi,
+    ),
     (
         "deepseek",
         "DEEPSEEK_API_KEY",
         "https://api.deepseek.com/v1",
+        ProviderKind::OpenAi,
     ),
 ];
+
+/// An API a client calls through Beacon (SPEC §2.1): the route it arrives on and the wire
+/// format Beacon reads and forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/responses` (and its retrieval routes).
+    Responses,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// `POST /v1/completions` (legacy).
+    Completions,
+    /// `POST /v1/messages` (Anthropic Messages).
+    Messages,
+}
+
+impl Api {
+    /// Every API, in a stable order.
+    pub const ALL: [Api; 5] = [
+        Api::Chat,
+        Api::Responses,
+        Api::Embeddings,
+        Api::Completions,
+        Api::Messages,
+    ];
+
+    /// The name used in config (`apis = [...]`), records and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Chat => "chat",
+            Api::Responses => "responses",
+            Api::Embeddings => "embeddings",
+            Api::Completions => "completions",
+            Api::Messages => "messages",
+        }
+    }
+
+    /// The API named `name` in config.
+    pub fn parse(name: &str) -> Option<Api> {
+        Api::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// A bit for [`ApiSet`].
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of [`Api`]s (what a provider serves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ApiSet(u8);
+
+impl ApiSet {
+    /// The set of `apis`.
+    pub fn of(apis: &[Api]) -> Self {
+        Self(apis.iter().fold(0, |bits, a| bits | a.bit()))
+    }
+
+    /// Whether `api` is in the set.
+    pub fn contains(self, api: Api) -> bool {
+        self.0 & api.bit() != 0
+    }
+
+    /// The APIs in the set, in [`Api::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Api> {
+        Api::ALL.into_iter().filter(move |a| self.contains(*a))
+    }
+}
+
+/// How Beacon talks to a provider (SPEC §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible server: `Authorization: Bearer <key>`; serves chat, responses,
+    /// embeddings and completions by default.
+    #[default]
+    OpenAi,
+    /// Anthropic's native API: `x-api-key` and `anthropic-version`; serves messages.
+    Anthropic,
+}
+
+impl ProviderKind {
+    /// The name used in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+        }
+    }
+
+    /// What a provider of this kind serves unless its `apis` says otherwise.
+    pub fn default_apis(self) -> ApiSet {
+        match self {
+            ProviderKind::OpenAi => {
+                ApiSet::of(&[Api::Chat, Api::Responses, Api::Embeddings, Api::Completions])
+            }
+            ProviderKind::Anthropic => ApiSet::of(&[Api::Messages]),
+        }
+    }
+}

@@ -86,6 +86,10 @@ pub struct RawProvider {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub models: Vec<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub apis: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,9 +9,9 @@ use rust_decimal::Decimal;
 
 use crate::raw::{RawConfig, RawDestination, RawPrice};
 use crate::{
-    AdminConfig, ApiKeyConfig, BroadcastConfig, Config, DestinationConfig, DestinationKind,
-    FieldError, MetadataLimits, Price, ProviderConfig, ServerConfig, StoreConfig,
-    TenantBroadcastConfig, TenantConfig, MAX_DESTINATIONS_PER_TYPE,
+    AdminConfig, Api, ApiKeyConfig, ApiSet, BroadcastConfig, Config, DestinationConfig,
+    DestinationKind, FieldError, MetadataLimits, Price, ProviderConfig, ProviderKind, ServerConfig,
+    StoreConfig, TenantBroadcastConfig, TenantConfig, MAX_DESTINATIONS_PER_TYPE,
 };
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -263,6 +263,42 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
                 headers.push((k, v));
             }
         }
+        let kind = match p.kind.as_deref() {
+            None | Some("openai") => ProviderKind::OpenAi,
+            Some("anthropic") => ProviderKind::Anthropic,
+            Some(other) => {
+                errs.push(FieldError::new(
+                    field("kind"),
+                    format!("unknown kind `{other}`; expected `openai` or `anthropic`"),
+                ));
+                ProviderKind::OpenAi
+            }
+        };
+        let apis = match &p.apis {
+            None => kind.default_apis(),
+            Some(list) => {
+                let mut apis = Vec::new();
+                for (j, name) in list.iter().enumerate() {
+                    match Api::parse(name) {
+                        Some(api) => apis.push(api),
+                        None => errs.push(FieldError::new(
+                            field(&format!("apis[{j}]")),
+                            format!(
+                                "unknown API `{name}`; expected one of chat, responses, \
+                                 embeddings, completions, messages"
+                            ),
+                        )),
+                    }
+                }
+                if list.is_empty() {
+                    errs.push(FieldError::new(
+                        field("apis"),
+                        "must name at least one API (or be left out for the kind's default)",
+                    ));
+                }
+                ApiSet::of(&apis)
+            }
+        };
         providers.push(ProviderConfig {
             name: p.name,
             base_url,
@@ -270,6 +306,8 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             default: p.default,
             headers,
             models: p.models,
+            kind,
+            apis,
         });
     }
     if providers.iter().filter(|p| p.default).count() > 1 {

@@ -8,8 +8,8 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+use beacon_proxy::apis::chat::view::{ChunkView, CompletionView};
 use beacon_proxy::handlers::splice::add_cost_at;
-use beacon_proxy::meter::chunk::{ChunkView, CompletionView};
 use beacon_proxy::meter::usage::parse_usage;
 use beacon_proxy::sse::SseParser;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

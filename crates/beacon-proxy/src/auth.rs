@@ -109,6 +109,25 @@ impl Directory {
             .and_then(|v| v.to_str().ok())
             .and_then(bearer)
             .ok_or(ProxyError::MissingKey)?;
+        self.lookup(key)
+    }
+
+    /// Authenticates a request by `Authorization: Bearer <key>`, or else by `x-api-key: <key>`
+    /// (what the Anthropic SDK sends), on every route (SPEC §2.1).
+    pub fn authenticate_headers(&self, headers: &http::HeaderMap) -> Result<Caller, ProxyError> {
+        if let Some(auth) = headers.get(http::header::AUTHORIZATION) {
+            return self.authenticate(Some(auth));
+        }
+        let key = headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or(ProxyError::MissingKey)?;
+        self.lookup(key)
+    }
+
+    fn lookup(&self, key: &str) -> Result<Caller, ProxyError> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let snapshot = self.current.load();
         // The map is keyed by a hash of the key, so lookup time says nothing about the key;

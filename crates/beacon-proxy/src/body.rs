@@ -1,4 +1,5 @@
-//! The response body type: a complete buffer or a metered SSE stream.
+//! The response body type: a complete buffer, a metered SSE stream, or an upstream body
+//! relayed as it is (the unmetered Responses retrieval routes).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -6,16 +7,20 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 
-use crate::meter::stream::MeteredSse;
+/// A metered stream (`meter::stream::MeteredSse` of some API), which never fails: stream
+/// errors become the API's error event.
+pub type SseBody = Pin<Box<dyn Body<Data = Bytes, Error = Infallible> + Send>>;
 
-/// Every response Beacon sends has this body. Neither variant can fail: stream errors are
-/// turned into an SSE error chunk by [`MeteredSse`].
+/// Every response Beacon sends has this body.
 pub enum ProxyBody {
     /// A body sent in one frame.
     Full(Option<Bytes>),
     /// A streamed completion.
-    Sse(Box<MeteredSse>),
+    Sse(SseBody),
+    /// An upstream body relayed frame by frame; an upstream failure aborts the response.
+    Relay(Incoming),
 }
 
 impl ProxyBody {
@@ -32,19 +37,23 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = hyper::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Self::Full(b) => Poll::Ready(
                 b.take()
                     .filter(|b| !b.is_empty())
                     .map(|b| Ok(Frame::data(b))),
             ),
-            Self::Sse(s) => Pin::new(s.as_mut()).poll_frame(cx),
+            Self::Sse(s) => s
+                .as_mut()
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| match e {}))),
+            Self::Relay(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
@@ -52,6 +61,7 @@ impl Body for ProxyBody {
         match self {
             Self::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
             Self::Sse(_) => false,
+            Self::Relay(b) => b.is_end_stream(),
         }
     }
 
@@ -59,6 +69,7 @@ impl Body for ProxyBody {
         match self {
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Sse(_) => SizeHint::default(),
+            Self::Relay(b) => b.size_hint(),
         }
     }
 }

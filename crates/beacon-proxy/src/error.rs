@@ -10,7 +10,7 @@ use crate::body::ProxyBody;
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// No `Authorization: Bearer` header.
-    #[error("Missing API key. Send it as `Authorization: Bearer <key>`.")]
+    #[error("Missing API key. Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.")]
     MissingKey,
     /// A key that no tenant owns.
     #[error("Incorrect API key provided.")]
@@ -41,6 +41,14 @@ pub enum ProxyError {
     /// No provider serves the model.
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
+    /// The provider the model routes to does not serve the route's API.
+    #[error("The provider `{provider}` does not serve the {api} API (its `apis` in Beacon's config); use a model of a provider that does.")]
+    UnsupportedApi {
+        /// The provider.
+        provider: String,
+        /// The API asked for.
+        api: beacon_config::Api,
+    },
     /// Unknown route.
     #[error("Unknown request URL: {method} {path}.")]
     UnknownRoute {
@@ -89,9 +97,10 @@ impl ProxyError {
         match self {
             Self::MissingKey | Self::InvalidKey => StatusCode::UNAUTHORIZED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyRead(_) | Self::InvalidJson(_) | Self::InvalidField { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BodyRead(_)
+            | Self::InvalidJson(_)
+            | Self::InvalidField { .. }
+            | Self::UnsupportedApi { .. } => StatusCode::BAD_REQUEST,
             Self::BodyReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::ModelNotFound(_) | Self::UnknownRoute { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -127,6 +136,7 @@ impl ProxyError {
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidField { .. } => "invalid_type",
             Self::ModelNotFound(_) => "model_not_found",
+            Self::UnsupportedApi { .. } => "unsupported_api",
             Self::UnknownRoute { .. } => "unknown_url",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::UpstreamUnreachable { kind, .. } => kind,
@@ -141,19 +151,31 @@ impl ProxyError {
     pub fn param(&self) -> Option<&'static str> {
         match self {
             Self::InvalidField { param, .. } => Some(param),
-            Self::ModelNotFound(_) => Some("model"),
+            Self::ModelNotFound(_) | Self::UnsupportedApi { .. } => Some("model"),
             _ => None,
         }
     }
 
-    /// The response for this error, with `x-request-id`.
+    /// The response for this error in OpenAI's shape, with `x-request-id`.
     pub fn into_response(self, request_id: &str) -> http::Response<ProxyBody> {
-        let body = error_body(
-            &self.to_string(),
-            self.error_type(),
-            Some(self.code()),
-            self.param(),
-        );
+        self.into_response_as(request_id, ErrorShape::OpenAi)
+    }
+
+    /// The response for this error in the route's `shape`, with `x-request-id`.
+    pub fn into_response_as(
+        self,
+        request_id: &str,
+        shape: ErrorShape,
+    ) -> http::Response<ProxyBody> {
+        let body = match shape {
+            ErrorShape::OpenAi => error_body(
+                &self.to_string(),
+                self.error_type(),
+                Some(self.code()),
+                self.param(),
+            ),
+            ErrorShape::Anthropic => anthropic_error_body(self.status(), &self.to_string()),
+        };
         let mut resp = json_response(self.status(), body, request_id);
         if matches!(self, Self::MissingKey | Self::InvalidKey) {
             resp.headers_mut().insert(
@@ -163,6 +185,38 @@ impl ProxyError {
         }
         resp
     }
+}
+
+/// The shape of a route's error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"error":{"message","type","code","param"}}`.
+    OpenAi,
+    /// `{"type":"error","error":{"type","message"}}` (Anthropic Messages).
+    Anthropic,
+}
+
+/// Anthropic's error `type` for an HTTP status.
+pub fn anthropic_error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 | 503 => "overloaded_error",
+        500..=599 => "api_error",
+        _ => "invalid_request_error",
+    }
+}
+
+/// `{"type":"error","error":{"type","message"}}` as bytes.
+pub fn anthropic_error_body(status: StatusCode, message: &str) -> Bytes {
+    let v = serde_json::json!({
+        "type": "error",
+        "error": { "type": anthropic_error_type(status), "message": message },
+    });
+    Bytes::from(v.to_string())
 }
 
 /// `{"error":{"message","type","code","param"}}` as bytes.

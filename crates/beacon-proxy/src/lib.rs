@@ -4,19 +4,25 @@
 //! server::run ── accept (max_connections), TCP_NODELAY, HTTP/1.1 + h2c, head and idle
 //!                timeouts per connection, drain + grace + cut at shutdown
 //!   └─ App::handle ── x-request-id, route by path
-//!        └─ handlers::chat
-//!             auth::Directory        bearer key → tenant (in-memory snapshot)
-//!             request::ChatRequest   JSON parsed, extensions validated (strictly) and
-//!                                    removed, `trace` bounded by bytes
-//!             routing::Router        provider/model → provider
+//!        └─ handlers::metered::<A: apis::WireApi>   one pipeline for every metered API
+//!             auth::Directory        bearer or x-api-key → tenant (in-memory snapshot)
+//!             apis::{chat, responses, embeddings, completions, messages}
+//!                                    one module per wire format: request parse, response
+//!                                    and stream-event decoding into neutral observations
+//!             request                shared readers: model, stream, extensions (strict),
+//!                                    `trace` bounded by bytes, the upstream body
+//!             routing::Router        provider/model → provider (kind, apis, URLs)
 //!             meter::Meter           one record per request (finish, or Drop = cancelled)
 //!             upstream               pooled hyper-util client, rustls
-//!             meter::stream          SSE parsed as it passes, chunks forwarded at once
+//!             meter::stream          SSE parsed as it passes, events forwarded at once
 //!             meter::{usage, pricing, estimate}   tokens and cost
-//!        └─ error::ProxyError ── the one place failures become OpenAI-shaped responses
+//!        └─ handlers::{models, retrieval, ops}     unmetered routes
+//!        └─ error::ProxyError ── the one place failures become responses, in the route's
+//!                                 shape (OpenAI's, or Anthropic's on /v1/messages)
 //! meter::Meter::finish ── CompletionRecord ──▶ beacon_broadcast::RecordSender (try_send)
 //! ```
 
+pub mod apis;
 pub mod auth;
 pub mod body;
 pub mod error;
@@ -34,7 +40,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -79,7 +84,7 @@ pub struct App {
     pub upstream_idle_timeout: Duration,
     /// Limits on the `trace` metadata kept per record.
     pub metadata_limits: beacon_config::MetadataLimits,
-    models: Bytes,
+    models: handlers::models::Models,
     draining: AtomicBool,
     cut: tokio_util::sync::CancellationToken,
     mounted: Option<Arc<dyn Mounted>>,
@@ -106,7 +111,7 @@ impl App {
     ) -> Result<Self, BuildError> {
         let router = routing::Router::new(&config.providers)?;
         let prices = meter::pricing::PriceTable::with_defaults(&config.pricing);
-        let models = handlers::models::models_body(&router, &prices);
+        let models = handlers::models::Models::new(&router, &prices);
         Ok(Self {
             directory,
             router,
@@ -183,40 +188,68 @@ impl App {
                 return mounted.call(req, request_id).await;
             }
         }
+        use apis::{chat::Chat, completions::Completions, embeddings::Embeddings};
+        use apis::{messages::Messages, responses::Responses};
+        use handlers::metered::handle as metered;
         match (method.clone(), path) {
             (Method::POST, "/v1/chat/completions") => {
-                let mut labels = handlers::chat::Labels::default();
-                let resp =
-                    match handlers::chat::handle(self, req, &request_id, received, &mut labels)
-                        .await
-                    {
-                        Ok(resp) => resp,
-                        Err(e) => {
-                            log_error(&e, &request_id);
-                            e.into_response(&request_id)
-                        }
-                    };
-                self.metrics.observe_response(
-                    &labels.tenant,
-                    &labels.model,
-                    resp.status().as_u16(),
-                );
-                resp
+                metered::<Chat>(self, req, &request_id, received).await
             }
-            (Method::GET, "/v1/models") => match self
-                .directory
-                .authenticate(req.headers().get(http::header::AUTHORIZATION))
+            (Method::POST, "/v1/responses") => {
+                metered::<Responses>(self, req, &request_id, received).await
+            }
+            (Method::POST, "/v1/embeddings") => {
+                metered::<Embeddings>(self, req, &request_id, received).await
+            }
+            (Method::POST, "/v1/completions") => {
+                metered::<Completions>(self, req, &request_id, received).await
+            }
+            (Method::POST, "/v1/messages") => {
+                metered::<Messages>(self, req, &request_id, received).await
+            }
+            (Method::GET, "/v1/models") => match self.directory.authenticate_headers(req.headers())
             {
-                Ok(_) => json_response(StatusCode::OK, self.models.clone(), &request_id),
+                Ok(_) => json_response(StatusCode::OK, self.models.list.clone(), &request_id),
                 Err(e) => e.into_response(&request_id),
             },
+            (Method::GET, p) if p.starts_with("/v1/models/") => {
+                if let Err(e) = self.directory.authenticate_headers(req.headers()) {
+                    return e.into_response(&request_id);
+                }
+                match self.models.get(&p["/v1/models/".len()..]) {
+                    Ok(model) => json_response(StatusCode::OK, model.clone(), &request_id),
+                    Err(id) => ProxyError::ModelNotFound(id).into_response(&request_id),
+                }
+            }
+            (m, p)
+                if p.starts_with("/v1/responses/")
+                    && handlers::retrieval::matches(&m, &p["/v1/responses/".len()..]) =>
+            {
+                let rest = p["/v1/responses/".len()..].to_string();
+                match handlers::retrieval::handle(self, req, &rest, &request_id).await {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        log_error(&e, &request_id);
+                        e.into_response(&request_id)
+                    }
+                }
+            }
             (Method::GET, "/healthz") => handlers::ops::healthz(&request_id),
             (Method::GET, "/readyz") => handlers::ops::readyz(self, &request_id),
             (Method::GET, "/metrics") => handlers::ops::metrics(self),
 
-            (_, "/v1/chat/completions" | "/v1/models" | "/healthz" | "/readyz" | "/metrics") => {
-                ProxyError::MethodNotAllowed(method.to_string()).into_response(&request_id)
-            }
+            (
+                _,
+                "/v1/chat/completions"
+                | "/v1/responses"
+                | "/v1/embeddings"
+                | "/v1/completions"
+                | "/v1/messages"
+                | "/v1/models"
+                | "/healthz"
+                | "/readyz"
+                | "/metrics",
+            ) => ProxyError::MethodNotAllowed(method.to_string()).into_response(&request_id),
             _ => ProxyError::UnknownRoute {
                 method: method.to_string(),
                 path: path.to_string(),
@@ -236,7 +269,7 @@ fn new_request_id() -> String {
     id
 }
 
-fn log_error(e: &ProxyError, request_id: &str) {
+pub(crate) fn log_error(e: &ProxyError, request_id: &str) {
     if e.status().is_server_error() {
         tracing::warn!(
             request_id,

@@ -1,6 +1,9 @@
-//! Where a chat request is parsed: the client's JSON body is split into top-level fields
-//! whose values stay raw (never materialized as a DOM), Beacon's extensions are validated
-//! and removed, and the upstream body is written back with the model rewritten.
+//! Where a client request is parsed, for every API: the JSON body is split into top-level
+//! fields whose values stay raw (never materialized as a DOM), the fields Beacon acts on
+//! (`model`, `stream`, and its extensions `user`, `session_id`, `trace`) are read strictly
+//! and validated, and the upstream body is written back with the model rewritten and the
+//! extensions removed. What differs per API (required fields, where the prompt is, which
+//! fields the upstream defines itself) lives in that API's module under `apis/`.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -24,17 +27,28 @@ pub const MAX_EXTENSION_DEPTH: usize = 32;
 /// value is how many.
 pub const DROPPED_KEYS: &str = "beacon.dropped_keys";
 
-/// A validated chat completion request.
+/// What parsing needs besides the body.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseContext<'h> {
+    /// The `x-session-id` header, when sent.
+    pub session_header: Option<&'h str>,
+    /// Bounds on the `trace` metadata kept for the record.
+    pub limits: &'h MetadataLimits,
+}
+
+/// A validated client request of any API, in the neutral form the pipeline and the meter
+/// use; built by an API module's `parse`.
 #[derive(Debug)]
-pub struct ChatRequest<'a> {
-    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+pub struct ClientRequest<'a> {
+    fields: Fields<'a>,
     /// `model` as the client sent it.
     pub model: String,
     /// `stream`.
     pub stream: bool,
-    /// The client asked for the usage chunk (`stream_options.include_usage`).
+    /// The client asked for the usage chunk (`stream_options.include_usage`; chat and
+    /// completions only).
     pub client_wants_usage: bool,
-    /// `user`.
+    /// `user` (or the API's own user field).
     pub user: Option<String>,
     /// `session_id` from the body, else the `x-session-id` header.
     pub session_id: Option<String>,
@@ -42,18 +56,26 @@ pub struct ChatRequest<'a> {
     pub trace: Option<serde_json::Map<String, Value>>,
     /// Sampling parameters, for the record.
     pub params: RequestParams,
-    /// The raw `messages` array.
-    pub messages: &'a RawValue,
+    /// The prompt as a chat `messages` array (system first), for content export and token
+    /// estimation: the client's own `messages` for chat, a conversion for other APIs.
+    pub input: Bytes,
+    /// Fields removed before the body goes upstream.
+    strip: &'static [&'static str],
+    /// Streams ask the upstream for usage with `stream_options.include_usage` (chat and
+    /// completions; the usage chunk is removed again when the client did not ask for it).
+    request_usage: bool,
 }
 
-/// Top-level fields in order, values raw. Later duplicates replace earlier ones.
-struct RawFields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// Top-level fields of a JSON object in order, values raw. Later duplicates replace
+/// earlier ones.
+#[derive(Debug)]
+pub struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
-impl<'de> serde::Deserialize<'de> for RawFields<'de> {
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = RawFields<'de>;
+            type Value = Fields<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object")
             }
@@ -65,28 +87,24 @@ impl<'de> serde::Deserialize<'de> for RawFields<'de> {
                         None => fields.push((k, v)),
                     }
                 }
-                Ok(RawFields(fields))
+                Ok(Fields(fields))
             }
         }
         d.deserialize_map(V)
     }
 }
 
-fn invalid(param: &'static str, message: impl Into<String>) -> ProxyError {
+/// A 400 naming `param`.
+pub fn invalid(param: &'static str, message: impl Into<String>) -> ProxyError {
     ProxyError::InvalidField {
         param,
         message: message.into(),
     }
 }
 
-impl<'a> ChatRequest<'a> {
-    /// Parses and validates `body`. `session_header` is the `x-session-id` header; `limits`
-    /// bound the `trace` metadata kept for the record.
-    pub fn parse(
-        body: &'a [u8],
-        session_header: Option<&str>,
-        limits: &MetadataLimits,
-    ) -> Result<Self, ProxyError> {
+impl<'a> Fields<'a> {
+    /// Splits `body`, which must be a JSON object, into its top-level fields.
+    pub fn parse(body: &'a [u8]) -> Result<Self, ProxyError> {
         let trimmed = body.trim_ascii_start();
         if trimmed.first() != Some(&b'{') {
             return Err(ProxyError::InvalidJson(if trimmed.is_empty() {
@@ -95,136 +113,204 @@ impl<'a> ChatRequest<'a> {
                 "expected a JSON object".into()
             }));
         }
-        let RawFields(fields) = serde_json::from_slice::<RawFields<'a>>(body)
-            .map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
-        let get = |k: &str| fields.iter().find(|(key, _)| key == k).map(|(_, v)| *v);
-        // Sampling parameters are read leniently (they are forwarded as sent, and the
-        // upstream judges them); every field that changes what Beacon does is read strictly:
-        // a value that cannot be parsed is a 400, never silently absent.
-        let value = |k: &str| -> Option<Value> {
-            get(k)
-                .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
-                .filter(|v| !v.is_null())
-        };
-        let strict = |k: &'static str| -> Result<Option<Value>, ProxyError> {
-            let Some(raw) = get(k) else { return Ok(None) };
-            if nesting_depth(raw.get().as_bytes()) > MAX_EXTENSION_DEPTH {
-                return Err(invalid(
-                    k,
-                    format!("`{k}` is nested deeper than {MAX_EXTENSION_DEPTH} levels"),
-                ));
-            }
-            match serde_json::from_str::<Value>(raw.get()) {
-                Ok(Value::Null) => Ok(None),
-                Ok(v) => Ok(Some(v)),
-                Err(e) => Err(invalid(k, format!("`{k}` could not be read: {e}"))),
-            }
-        };
+        serde_json::from_slice::<Fields<'a>>(body)
+            .map_err(|e| ProxyError::InvalidJson(e.to_string()))
+    }
 
-        let model = match strict("model")? {
-            Some(Value::String(s)) if !s.trim().is_empty() => s,
-            Some(Value::String(_)) | None => return Err(invalid("model", "`model` is required")),
-            Some(_) => return Err(invalid("model", "`model` must be a string")),
+    /// The raw value of field `k`.
+    pub fn get(&self, k: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| *v)
+    }
+
+    /// Field `k` parsed leniently: absent when it cannot be parsed or is null (sampling
+    /// parameters are forwarded as sent and the upstream judges them).
+    pub fn lenient(&self, k: &str) -> Option<Value> {
+        self.get(k)
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+            .filter(|v| !v.is_null())
+    }
+
+    /// Field `k` parsed strictly, for a field that changes what Beacon does: a value that
+    /// cannot be parsed, or is nested deeper than [`MAX_EXTENSION_DEPTH`], is a 400 naming
+    /// it, never silently absent. Null is absent.
+    pub fn strict(&self, k: &'static str) -> Result<Option<Value>, ProxyError> {
+        let Some(raw) = self.get(k) else {
+            return Ok(None);
         };
-        let messages = match get("messages") {
-            Some(raw) if raw.get().trim_start().starts_with('[') => raw,
-            Some(_) => return Err(invalid("messages", "`messages` must be an array")),
-            None => return Err(invalid("messages", "`messages` is required")),
-        };
-        let stream = match strict("stream")? {
-            None => false,
-            Some(Value::Bool(b)) => b,
-            Some(_) => return Err(invalid("stream", "`stream` must be a boolean")),
-        };
-        let client_wants_usage = match strict("stream_options")? {
-            None => false,
+        if nesting_depth(raw.get().as_bytes()) > MAX_EXTENSION_DEPTH {
+            return Err(invalid(
+                k,
+                format!("`{k}` is nested deeper than {MAX_EXTENSION_DEPTH} levels"),
+            ));
+        }
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(Value::Null) => Ok(None),
+            Ok(v) => Ok(Some(v)),
+            Err(e) => Err(invalid(k, format!("`{k}` could not be read: {e}"))),
+        }
+    }
+
+    /// The required `model`, a non-empty string.
+    pub fn model(&self) -> Result<String, ProxyError> {
+        match self.strict("model")? {
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+            Some(Value::String(_)) | None => Err(invalid("model", "`model` is required")),
+            Some(_) => Err(invalid("model", "`model` must be a string")),
+        }
+    }
+
+    /// `stream`, a boolean (false when absent).
+    pub fn stream(&self) -> Result<bool, ProxyError> {
+        match self.strict("stream")? {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(b),
+            Some(_) => Err(invalid("stream", "`stream` must be a boolean")),
+        }
+    }
+
+    /// `stream_options.include_usage` (chat and completions).
+    pub fn include_usage(&self) -> Result<bool, ProxyError> {
+        match self.strict("stream_options")? {
+            None => Ok(false),
             Some(Value::Object(o)) => match o.get("include_usage") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => {
-                    return Err(invalid(
-                        "stream_options",
-                        "`stream_options.include_usage` must be a boolean",
-                    ))
-                }
-            },
-            Some(_) => {
-                return Err(invalid(
+                None | Some(Value::Null) => Ok(false),
+                Some(Value::Bool(b)) => Ok(*b),
+                Some(_) => Err(invalid(
                     "stream_options",
-                    "`stream_options` must be an object",
-                ))
-            }
-        };
-        let user = match strict("user")? {
-            None => None,
-            Some(Value::String(s)) if s.chars().count() <= MAX_USER_LEN => Some(s),
-            Some(Value::String(_)) => {
-                return Err(invalid(
-                    "user",
-                    format!("`user` must be at most {MAX_USER_LEN} characters"),
-                ))
-            }
-            Some(_) => return Err(invalid("user", "`user` must be a string")),
-        };
-        let session_id = match strict("session_id")? {
-            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_SESSION_ID_LEN => {
-                Some(s)
-            }
-            Some(Value::String(_)) => {
-                return Err(invalid(
-                    "session_id",
-                    format!("`session_id` must be 1 to {MAX_SESSION_ID_LEN} characters"),
-                ))
-            }
-            Some(_) => return Err(invalid("session_id", "`session_id` must be a string")),
-            None => match session_header {
-                Some(h) if !h.is_empty() && h.chars().count() <= MAX_SESSION_ID_LEN => {
-                    Some(h.to_string())
-                }
-                Some(_) => {
-                    return Err(invalid(
-                        "session_id",
-                        format!(
-                            "the x-session-id header must be 1 to {MAX_SESSION_ID_LEN} characters"
-                        ),
-                    ))
-                }
-                None => None,
+                    "`stream_options.include_usage` must be a boolean",
+                )),
             },
-        };
-        let trace = match strict("trace")? {
-            None => None,
-            Some(Value::Object(o)) => Some(limit_metadata(o, limits)),
-            Some(_) => return Err(invalid("trace", "`trace` must be a JSON object")),
-        };
-        let num = |k: &str| value(k).and_then(|v| v.as_f64());
-        let int = |k: &str| value(k).and_then(|v| v.as_i64());
-        let params = RequestParams {
-            temperature: num("temperature"),
-            max_tokens: int("max_tokens").or_else(|| int("max_completion_tokens")),
-            top_p: num("top_p"),
-            seed: int("seed"),
-            frequency_penalty: num("frequency_penalty"),
-            presence_penalty: num("presence_penalty"),
-        };
+            Some(_) => Err(invalid(
+                "stream_options",
+                "`stream_options` must be an object",
+            )),
+        }
+    }
+
+    /// The `user` extension (a string of at most [`MAX_USER_LEN`] characters).
+    pub fn user(&self) -> Result<Option<String>, ProxyError> {
+        match self.strict("user")? {
+            None => Ok(None),
+            Some(Value::String(s)) => user_value(s),
+            Some(_) => Err(invalid("user", "`user` must be a string")),
+        }
+    }
+
+    /// `session_id` from the body, else from the `x-session-id` header.
+    pub fn session_id(&self, header: Option<&str>) -> Result<Option<String>, ProxyError> {
+        match self.strict("session_id")? {
+            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_SESSION_ID_LEN => {
+                Ok(Some(s))
+            }
+            Some(Value::String(_)) => Err(invalid(
+                "session_id",
+                format!("`session_id` must be 1 to {MAX_SESSION_ID_LEN} characters"),
+            )),
+            Some(_) => Err(invalid("session_id", "`session_id` must be a string")),
+            None => match header {
+                Some(h) if !h.is_empty() && h.chars().count() <= MAX_SESSION_ID_LEN => {
+                    Ok(Some(h.to_string()))
+                }
+                Some(_) => Err(invalid(
+                    "session_id",
+                    format!("the x-session-id header must be 1 to {MAX_SESSION_ID_LEN} characters"),
+                )),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The `trace` extension, bounded by `limits`.
+    pub fn trace(
+        &self,
+        limits: &MetadataLimits,
+    ) -> Result<Option<serde_json::Map<String, Value>>, ProxyError> {
+        match self.strict("trace")? {
+            None => Ok(None),
+            Some(Value::Object(o)) => Ok(Some(limit_metadata(o, limits))),
+            Some(_) => Err(invalid("trace", "`trace` must be a JSON object")),
+        }
+    }
+
+    /// A number field, leniently.
+    pub fn num(&self, k: &str) -> Option<f64> {
+        self.lenient(k).and_then(|v| v.as_f64())
+    }
+
+    /// An integer field, leniently.
+    pub fn int(&self, k: &str) -> Option<i64> {
+        self.lenient(k).and_then(|v| v.as_i64())
+    }
+}
+
+/// A user id as read from any API's user field.
+pub fn user_value(s: String) -> Result<Option<String>, ProxyError> {
+    if s.chars().count() <= MAX_USER_LEN {
+        Ok(Some(s))
+    } else {
+        Err(invalid(
+            "user",
+            format!("`user` must be at most {MAX_USER_LEN} characters"),
+        ))
+    }
+}
+
+/// How an API module builds its [`ClientRequest`].
+#[derive(Debug)]
+pub struct Parts<'a> {
+    /// The body's fields.
+    pub fields: Fields<'a>,
+    /// `model`.
+    pub model: String,
+    /// `stream`.
+    pub stream: bool,
+    /// `stream_options.include_usage`.
+    pub client_wants_usage: bool,
+    /// The user.
+    pub user: Option<String>,
+    /// Sampling parameters.
+    pub params: RequestParams,
+    /// The prompt in chat `messages` form.
+    pub input: Bytes,
+    /// Fields removed before forwarding (besides `session_id` and `trace`, always removed).
+    pub strip: &'static [&'static str],
+    /// Whether streams ask for usage with `stream_options.include_usage`.
+    pub request_usage: bool,
+}
+
+impl<'a> ClientRequest<'a> {
+    /// Completes an API module's parse with the extensions every API shares (`session_id`
+    /// and `trace`).
+    pub fn new(parts: Parts<'a>, cx: &ParseContext<'_>) -> Result<Self, ProxyError> {
+        let session_id = parts.fields.session_id(cx.session_header)?;
+        let trace = parts.fields.trace(cx.limits)?;
         Ok(Self {
-            fields,
-            model,
-            stream,
-            client_wants_usage,
-            user,
+            model: parts.model,
+            stream: parts.stream,
+            client_wants_usage: parts.client_wants_usage,
+            user: parts.user,
             session_id,
             trace,
-            params,
-            messages,
+            params: parts.params,
+            input: parts.input,
+            strip: parts.strip,
+            request_usage: parts.request_usage,
+            fields: parts.fields,
         })
     }
 
+    /// The raw value of a top-level field of the client's body.
+    pub fn field(&self, k: &str) -> Option<&'a RawValue> {
+        self.fields.get(k)
+    }
+
     /// The body sent upstream: the client's fields in order, with `model` replaced,
-    /// Beacon's extensions (`session_id`, `trace`) removed and, for streams, usage requested.
+    /// Beacon's extensions removed and, for streams of APIs that need it, usage requested.
     pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
+        let ask_usage = self.stream && self.request_usage;
         let size: usize = self
             .fields
+            .0
             .iter()
             .map(|(k, v)| k.len() + v.get().len() + 4)
             .sum();
@@ -237,10 +323,11 @@ impl<'a> ChatRequest<'a> {
             }
             first = false;
         };
-        for (k, v) in &self.fields {
+        for (k, v) in &self.fields.0 {
             match k.as_ref() {
                 "session_id" | "trace" => continue,
-                "stream_options" if self.stream => continue,
+                "stream_options" if ask_usage => continue,
+                k if self.strip.contains(&k) => continue,
                 _ => {}
             }
             sep(&mut out);
@@ -251,16 +338,13 @@ impl<'a> ChatRequest<'a> {
                 out.extend_from_slice(v.get().as_bytes());
             }
         }
-        if self.stream {
+        if ask_usage {
             // Keep the client's other stream options; force include_usage so every stream is
             // metered (the usage chunk is removed again if the client did not ask for it).
             let mut opts = self
                 .fields
-                .iter()
-                .find(|(k, _)| k == "stream_options")
-                .and_then(|(_, v)| {
-                    serde_json::from_str::<serde_json::Map<String, Value>>(v.get()).ok()
-                })
+                .get("stream_options")
+                .and_then(|v| serde_json::from_str::<serde_json::Map<String, Value>>(v.get()).ok())
                 .unwrap_or_default();
             opts.insert("include_usage".into(), Value::Bool(true));
             sep(&mut out);
@@ -380,8 +464,23 @@ fn write_key(out: &mut Vec<u8>, k: &str) {
 mod tests {
     use super::*;
 
-    fn parse(body: &str) -> Result<ChatRequest<'_>, ProxyError> {
-        ChatRequest::parse(body.as_bytes(), None, &MetadataLimits::default())
+    /// Parses a chat request (the API whose parse exercises every shared reader).
+    pub(crate) fn chat<'a>(
+        body: &'a [u8],
+        header: Option<&str>,
+    ) -> Result<ClientRequest<'a>, ProxyError> {
+        let limits = Box::leak(Box::new(MetadataLimits::default()));
+        crate::apis::chat::parse(
+            body,
+            &ParseContext {
+                session_header: header,
+                limits,
+            },
+        )
+    }
+
+    fn parse(body: &str) -> Result<ClientRequest<'_>, ProxyError> {
+        chat(body.as_bytes(), None)
     }
 
     fn param_of(body: &str) -> Option<&'static str> {
@@ -439,17 +538,11 @@ mod tests {
 
     #[test]
     fn session_header_is_used_when_the_body_has_none() {
-        let r = ChatRequest::parse(
-            br#"{"model":"m","messages":[]}"#,
-            Some("hdr"),
-            &MetadataLimits::default(),
-        )
-        .unwrap();
+        let r = chat(br#"{"model":"m","messages":[]}"#, Some("hdr")).unwrap();
         assert_eq!(r.session_id.as_deref(), Some("hdr"));
-        let r = ChatRequest::parse(
+        let r = chat(
             br#"{"model":"m","messages":[],"session_id":"body"}"#,
             Some("hdr"),
-            &MetadataLimits::default(),
         )
         .unwrap();
         assert_eq!(r.session_id.as_deref(), Some("body"));

@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use beacon_config::ProviderConfig;
+use beacon_config::{Api, ApiSet, ProviderConfig, ProviderKind};
+
+/// `anthropic-version` sent to kind `anthropic` providers when the client sends none.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Where a model goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,14 +23,44 @@ pub struct Route {
 pub struct Provider {
     /// Routing prefix.
     pub name: String,
-    /// `{base_url}/chat/completions`, parsed.
-    pub chat_url: http::Uri,
-    /// `Authorization` value sent upstream, if any.
-    pub authorization: Option<http::HeaderValue>,
+    /// How Beacon talks to it.
+    pub kind: ProviderKind,
+    /// The APIs it serves.
+    pub apis: ApiSet,
+    /// `base_url`, without a trailing slash.
+    pub base_url: String,
+    /// `{base_url}{path}` of each API it serves, parsed once, in [`Api::ALL`] order.
+    urls: [Option<http::Uri>; 5],
+    /// Credentials sent upstream: `Authorization: Bearer <key>`, or for kind `anthropic`
+    /// `x-api-key` (and `anthropic-version` unless the client sends its own).
+    pub auth: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Extra headers sent upstream.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Advertised models.
     pub models: Vec<String>,
+}
+
+/// The path of `api` under a provider's `base_url`.
+pub fn api_path(api: Api) -> &'static str {
+    match api {
+        Api::Chat => "/chat/completions",
+        Api::Responses => "/responses",
+        Api::Embeddings => "/embeddings",
+        Api::Completions => "/completions",
+        Api::Messages => "/messages",
+    }
+}
+
+impl Provider {
+    /// Whether it serves `api`.
+    pub fn serves(&self, api: Api) -> bool {
+        self.apis.contains(api)
+    }
+
+    /// `{base_url}{path}` of `api`, when it serves it.
+    pub fn url(&self, api: Api) -> Option<&http::Uri> {
+        self.urls[Api::ALL.iter().position(|a| *a == api)?].as_ref()
+    }
 }
 
 /// The routing table.
@@ -54,20 +87,30 @@ impl Router {
                 name: p.name.clone(),
                 message,
             };
-            let chat_url: http::Uri = format!("{}/chat/completions", p.base_url)
-                .parse()
-                .map_err(|e| err(format!("base_url: {e}")))?;
-            let authorization = match &p.api_key {
-                Some(k) => {
-                    let mut v =
-                        http::HeaderValue::try_from(format!("Bearer {k}")).map_err(|_| {
-                            err("api_key contains characters not allowed in a header".into())
-                        })?;
-                    v.set_sensitive(true);
-                    Some(v)
+            let mut urls: [Option<http::Uri>; 5] = Default::default();
+            for (slot, api) in urls.iter_mut().zip(Api::ALL) {
+                if p.apis.contains(api) {
+                    let url = format!("{}{}", p.base_url, api_path(api));
+                    *slot = Some(url.parse().map_err(|e| err(format!("base_url: {e}")))?);
                 }
-                None => None,
-            };
+            }
+            let mut auth = Vec::new();
+            if let Some(k) = &p.api_key {
+                let bad = |_| err("api_key contains characters not allowed in a header".into());
+                let (name, value) = match p.kind {
+                    ProviderKind::OpenAi => (
+                        http::header::AUTHORIZATION,
+                        http::HeaderValue::try_from(format!("Bearer {k}")).map_err(bad)?,
+                    ),
+                    ProviderKind::Anthropic => (
+                        http::HeaderName::from_static("x-api-key"),
+                        http::HeaderValue::try_from(k.as_str()).map_err(bad)?,
+                    ),
+                };
+                let mut value = value;
+                value.set_sensitive(true);
+                auth.push((name, value));
+            }
             let mut headers = Vec::new();
             for (k, v) in &p.headers {
                 let name = http::HeaderName::try_from(k.as_str())
@@ -78,8 +121,11 @@ impl Router {
             }
             let provider = Arc::new(Provider {
                 name: p.name.clone(),
-                chat_url,
-                authorization,
+                kind: p.kind,
+                apis: p.apis,
+                base_url: p.base_url.clone(),
+                urls,
+                auth,
                 headers,
                 models: p.models.clone(),
             });
@@ -107,6 +153,16 @@ impl Router {
         })
     }
 
+    /// The provider named `name`.
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.by_name.get(name)
+    }
+
+    /// The provider unmatched models go to.
+    pub fn default_provider(&self) -> Option<&Arc<Provider>> {
+        self.default.as_ref()
+    }
+
     /// Providers by name.
     pub fn providers(&self) -> impl Iterator<Item = &Arc<Provider>> {
         self.by_name.values()
@@ -125,6 +181,8 @@ mod tests {
             default,
             headers: vec![],
             models: vec![],
+            kind: ProviderKind::OpenAi,
+            apis: ProviderKind::OpenAi.default_apis(),
         }
     }
 
@@ -137,9 +195,16 @@ mod tests {
             ("openai", "gpt-4o")
         );
         assert_eq!(
-            a.provider.chat_url.to_string(),
+            a.provider.url(Api::Chat).unwrap().to_string(),
             "https://openai.example/v1/chat/completions"
         );
+        assert_eq!(
+            a.provider.url(Api::Responses).unwrap().to_string(),
+            "https://openai.example/v1/responses"
+        );
+        assert!(a.provider.url(Api::Messages).is_none());
+        assert!(!a.provider.serves(Api::Messages));
+        assert_eq!(a.provider.auth[0].0, http::header::AUTHORIZATION);
         // Unknown prefixes go to the default provider unchanged.
         let b = r.route("anthropic/claude-sonnet-4").unwrap();
         assert_eq!(
@@ -155,6 +220,19 @@ mod tests {
         );
         // Empty rest is not a provider route.
         assert_eq!(r.route("openai/").unwrap().provider.name, "openrouter");
+
+        let mut anthropic = provider("anthropic", false);
+        anthropic.kind = ProviderKind::Anthropic;
+        anthropic.apis = ProviderKind::Anthropic.default_apis();
+        let r = Router::new(&[anthropic]).unwrap();
+        let p = r.route("anthropic/claude-sonnet-4-5").unwrap().provider;
+        assert_eq!(
+            p.url(Api::Messages).unwrap().to_string(),
+            "https://anthropic.example/v1/messages"
+        );
+        assert!(!p.serves(Api::Chat));
+        assert_eq!(p.auth[0].0.as_str(), "x-api-key");
+        assert_eq!(p.auth[0].1, "sk");
 
         let no_default = Router::new(&[provider("openai", false)]).unwrap();
         assert!(no_default.route("gpt-4o").is_none());

@@ -10,6 +10,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use beacon_config::ProviderKind;
+
 use crate::routing::Provider;
 
 /// The client type used for every upstream request.
@@ -37,13 +39,16 @@ pub fn build_client(connect_timeout: Duration) -> Result<UpstreamClient, rustls:
         .build(https))
 }
 
-/// The upstream chat request: provider key and headers only, nothing of the client's.
-pub fn chat_request(
+/// An upstream API request: the provider's credentials and headers, the client's headers
+/// the API forwards (`forwarded`, e.g. `anthropic-version`), nothing else of the client's.
+pub fn api_request(
     provider: &Provider,
+    url: &http::Uri,
     body: Bytes,
     stream: bool,
+    forwarded: &[(http::HeaderName, http::HeaderValue)],
 ) -> Result<http::Request<Full<Bytes>>, http::Error> {
-    let mut b = http::Request::post(provider.chat_url.clone())
+    let mut b = http::Request::post(url.clone())
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(
             http::header::ACCEPT,
@@ -57,8 +62,16 @@ pub fn chat_request(
             http::header::USER_AGENT,
             concat!("beacon/", env!("CARGO_PKG_VERSION")),
         );
-    if let Some(auth) = &provider.authorization {
-        b = b.header(http::header::AUTHORIZATION, auth.clone());
+    for (k, v) in &provider.auth {
+        b = b.header(k, v.clone());
+    }
+    for (k, v) in forwarded {
+        b = b.header(k, v.clone());
+    }
+    if provider.kind == ProviderKind::Anthropic
+        && !forwarded.iter().any(|(k, _)| k == "anthropic-version")
+    {
+        b = b.header("anthropic-version", crate::routing::ANTHROPIC_VERSION);
     }
     for (k, v) in &provider.headers {
         b = b.header(k, v.clone());
@@ -111,6 +124,7 @@ pub fn describe_error(e: &hyper_util::client::legacy::Error) -> String {
 pub fn passthrough_header(name: &http::HeaderName) -> bool {
     let n = name.as_str();
     n.starts_with("x-ratelimit-")
+        || n.starts_with("anthropic-ratelimit-")
         || n == "retry-after"
         || n == "retry-after-ms"
         || n == "openai-processing-ms"

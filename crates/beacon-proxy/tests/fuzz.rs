@@ -3,7 +3,13 @@
 //! number of cases (256 by default; docs/reliability.md records the longer runs).
 
 use beacon_config::MetadataLimits;
-use beacon_proxy::request::{limit_metadata, nesting_depth, ChatRequest, DROPPED_KEYS};
+use beacon_proxy::apis::{
+    chat::Chat, completions::Completions, embeddings::Embeddings, messages::Messages,
+    responses::Responses, WireApi,
+};
+use beacon_proxy::request::{
+    limit_metadata, nesting_depth, ClientRequest, ParseContext, DROPPED_KEYS,
+};
 use beacon_proxy::sse::{SseEvent, SseParser, MAX_EVENT_BYTES};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -56,6 +62,22 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// Parses `body` as a request of API number `api` (every API of SPEC §2.1).
+fn parse(api: usize, body: &[u8]) -> Result<ClientRequest<'_>, beacon_proxy::error::ProxyError> {
+    let limits = MetadataLimits::default();
+    let cx = ParseContext {
+        session_header: None,
+        limits: &limits,
+    };
+    match api {
+        0 => Chat::parse(body, &cx),
+        1 => Responses::parse(body, &cx),
+        2 => Embeddings::parse(body, &cx),
+        3 => Completions::parse(body, &cx),
+        _ => Messages::parse(body, &cx),
+    }
+}
+
 proptest! {
     #[test]
     fn sse_events_do_not_depend_on_how_the_stream_is_cut(
@@ -85,8 +107,11 @@ proptest! {
     }
 
     #[test]
-    fn request_parsing_never_panics_on_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-        let _ = ChatRequest::parse(&body, None, &MetadataLimits::default());
+    fn request_parsing_never_panics_on_bytes(
+        body in proptest::collection::vec(any::<u8>(), 0..512),
+        api in 0usize..5,
+    ) {
+        let _ = parse(api, &body);
     }
 
     #[test]
@@ -95,13 +120,17 @@ proptest! {
         trace in proptest::option::of(json_value()),
         stream in proptest::option::of(json_value()),
         model in ".{1,40}",
+        api in 0usize..5,
     ) {
         let mut body = serde_json::Map::new();
         for (k, v) in extra {
             body.insert(k, v);
         }
         body.insert("model".into(), Value::String(model));
+        // What each API requires, so that every one gets past its own checks.
         body.insert("messages".into(), serde_json::json!([{"role": "user", "content": "hi"}]));
+        body.insert("input".into(), serde_json::json!("hi"));
+        body.insert("prompt".into(), serde_json::json!("hi"));
         if let Some(t) = trace {
             body.insert("trace".into(), t);
         }
@@ -109,7 +138,7 @@ proptest! {
             body.insert("stream".into(), s);
         }
         let bytes = Value::Object(body).to_string();
-        if let Ok(req) = ChatRequest::parse(bytes.as_bytes(), None, &MetadataLimits::default()) {
+        if let Ok(req) = parse(api, bytes.as_bytes()) {
             let up: Value = serde_json::from_slice(&req.upstream_body("m")).expect("valid JSON upstream");
             prop_assert!(up.is_object());
             prop_assert!(up.get("trace").is_none() && up.get("session_id").is_none());

@@ -21,6 +21,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::record::{CompletionRecord, CostSource, Outcome};
+use beacon_config::Api;
 
 /// Flags of a span whose parent is remote: `HAS_IS_REMOTE | IS_REMOTE`.
 pub const REMOTE_PARENT_FLAGS: u32 = 0x300;
@@ -276,6 +277,17 @@ fn decimal_f64(d: rust_decimal::Decimal) -> f64 {
     d.try_into().unwrap_or(0.0)
 }
 
+/// `(sentry.op, gen_ai.operation.name)` of a completion of `api` (SPEC §2.1): Anthropic
+/// Messages are chat.
+fn operation(api: Api) -> (&'static str, &'static str) {
+    match api {
+        Api::Chat | Api::Messages => ("gen_ai.chat", "chat"),
+        Api::Responses => ("gen_ai.responses", "responses"),
+        Api::Embeddings => ("gen_ai.embeddings", "embeddings"),
+        Api::Completions => ("gen_ai.text_completion", "text_completion"),
+    }
+}
+
 /// The generation span's own attributes (SPEC §4.1).
 fn generation_attributes(
     record: &CompletionRecord,
@@ -283,8 +295,9 @@ fn generation_attributes(
     description: &str,
     a: &mut impl Attrs,
 ) {
-    a.str("sentry.op", "gen_ai.chat");
-    a.str("gen_ai.operation.name", "chat");
+    let (op, operation) = operation(record.api);
+    a.str("sentry.op", op);
+    a.str("gen_ai.operation.name", operation);
     a.str("sentry.description", description);
     a.str("gen_ai.provider.name", &record.provider);
     a.str("gen_ai.request.model", &record.requested_model);
@@ -357,9 +370,11 @@ fn generation_attributes(
             if let Some(input) = input {
                 a.str("gen_ai.input.messages", &input);
             }
-            if error_status(record).is_none()
-                || !c.output_text.is_empty()
-                || !c.output_tool_calls.is_empty()
+            // Embeddings have no output messages (never the vectors).
+            if record.api != Api::Embeddings
+                && (error_status(record).is_none()
+                    || !c.output_text.is_empty()
+                    || !c.output_tool_calls.is_empty())
             {
                 let finish = record.finish_reasons.first().map(String::as_str);
                 a.str(
@@ -419,7 +434,7 @@ fn plan<'r>(record: &'r CompletionRecord, ids: &mut dyn IdSource) -> Plan<'r> {
     }
     let generation_name = match trace_str(record, "generation_name") {
         Some(n) => n.into(),
-        None => format!("chat {}", record.requested_model).into(),
+        None => format!("{} {}", operation(record.api).1, record.requested_model).into(),
     };
     chain.push((generation_name, Role::Generation));
     let mut spans = Vec::with_capacity(chain.len());

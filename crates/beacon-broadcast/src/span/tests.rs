@@ -18,6 +18,7 @@ impl IdSource for SeqIds {
 
 pub(crate) fn record() -> CompletionRecord {
     CompletionRecord {
+        api: beacon_config::Api::Chat,
         request_id: "req_1".into(),
         tenant_id: "acme".into(),
         key_id: "key_abc".into(),

@@ -1,6 +1,7 @@
-//! Request handlers, one module per route family.
+//! Request handlers: the metered pipeline shared by every API, and the unmetered routes.
 
-pub mod chat;
+pub mod metered;
 pub mod models;
 pub mod ops;
+pub mod retrieval;
 pub mod splice;

@@ -1,6 +1,7 @@
-//! `GET /v1/models`: every routable model Beacon knows of, with its price.
+//! `GET /v1/models` and `GET /v1/models/{id}`: every routable model Beacon knows of, with
+//! its price.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use serde_json::json;
@@ -18,8 +19,40 @@ fn pricing(price: &beacon_config::Price) -> serde_json::Value {
     })
 }
 
-/// Builds the (static) response body once at start.
-pub fn models_body(router: &Router, prices: &PriceTable) -> Bytes {
+/// The model list and each model's object, built once at start.
+#[derive(Debug, Default)]
+pub struct Models {
+    /// `GET /v1/models`.
+    pub list: Bytes,
+    by_id: HashMap<String, Bytes>,
+}
+
+impl Models {
+    /// Builds both from the routing table and the prices.
+    pub fn new(router: &Router, prices: &PriceTable) -> Self {
+        let models = model_objects(router, prices);
+        let by_id = models
+            .iter()
+            .map(|(id, m)| (id.clone(), Bytes::from(m.to_string())))
+            .collect();
+        let data: Vec<_> = models.into_values().collect();
+        Self {
+            list: Bytes::from(json!({"object": "list", "data": data}).to_string()),
+            by_id,
+        }
+    }
+
+    /// The object of model `id` as the path carries it (percent-encoded, e.g.
+    /// `openai%2Fgpt-4o`).
+    pub fn get(&self, encoded_id: &str) -> Result<&Bytes, String> {
+        let id = percent_encoding::percent_decode_str(encoded_id)
+            .decode_utf8_lossy()
+            .into_owned();
+        self.by_id.get(&id).ok_or(id)
+    }
+}
+
+fn model_objects(router: &Router, prices: &PriceTable) -> BTreeMap<String, serde_json::Value> {
     let mut models: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     for (id, priced) in prices.iter() {
         let price = &priced.price;
@@ -49,6 +82,5 @@ pub fn models_body(router: &Router, prices: &PriceTable) -> Bytes {
             );
         }
     }
-    let data: Vec<_> = models.into_values().collect();
-    Bytes::from(json!({"object": "list", "data": data}).to_string())
+    models
 }

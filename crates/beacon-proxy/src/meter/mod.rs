@@ -7,7 +7,6 @@
 //! handler future was cancelled — `Drop` finishes it as `client_cancelled` (as `shutdown`
 //! once the gateway has cut its in-flight requests), with the tokens seen so far.
 
-pub mod chunk;
 pub mod estimate;
 pub mod pricing;
 pub mod stream;
@@ -24,7 +23,6 @@ use beacon_broadcast::RecordSender;
 use bytes::Bytes;
 
 use crate::metrics::Metrics;
-use chunk::{ChunkView, CompletionView};
 use pricing::PriceTable;
 use usage::ReportedUsage;
 
@@ -49,6 +47,8 @@ pub struct MeterShared {
 pub struct RequestInfo {
     /// Beacon's request id.
     pub request_id: String,
+    /// The API called.
+    pub api: beacon_config::Api,
     /// Calling tenant.
     pub tenant_id: String,
     /// Calling key's id.
@@ -71,7 +71,7 @@ pub struct RequestInfo {
     pub trace: Option<serde_json::Map<String, serde_json::Value>>,
     /// Trace context from headers.
     pub trace_context: Option<TraceContext>,
-    /// The request's `messages` array, raw (for content export and estimation).
+    /// The prompt as a chat `messages` array (for content export and estimation).
     pub messages: Bytes,
     /// Whether some destination may export content (not every one is in privacy mode).
     pub keep_content: bool,
@@ -161,142 +161,72 @@ impl Meter {
         self.upstream_done.get_or_insert_with(Instant::now);
     }
 
-    /// A chunk with data is being forwarded to the client.
+    /// An event carrying output is being forwarded to the client (the first one is the
+    /// time to first chunk).
     pub fn chunk_forwarded(&mut self) {
         self.first_chunk.get_or_insert_with(Instant::now);
     }
 
-    /// Observes one parsed stream chunk.
-    pub fn observe_chunk(&mut self, c: &ChunkView) {
+    /// The response's id and served model, as the upstream names them (the first ones
+    /// seen are kept).
+    pub fn set_response(&mut self, id: Option<&str>, model: Option<&str>) {
         if self.response_id.is_none() {
-            self.response_id.clone_from(&c.id);
+            self.response_id = id.map(String::from);
         }
         if self.served_model.is_none() {
-            self.served_model.clone_from(&c.model);
-        }
-        if let Some(u) = c.usage.as_ref().and_then(usage::parse_usage) {
-            self.reported = Some(u);
-        }
-        for choice in c.choices.iter().flatten() {
-            if let Some(reason) = &choice.finish_reason {
-                self.set_finish_reason(choice.index, reason);
-            }
-            if choice.index == 0 {
-                if let Some(delta) = &choice.delta {
-                    if let Some(text) = &delta.content {
-                        self.append_output(text);
-                    }
-                    if let Some(calls) = &delta.tool_calls {
-                        for (n, call) in calls.iter().enumerate() {
-                            let f = call.function.as_ref();
-                            self.tool_call_piece(
-                                call.index.unwrap_or(n as u32),
-                                call.id.as_deref(),
-                                f.and_then(|f| f.name.as_deref()),
-                                f.and_then(|f| f.arguments.as_deref()),
-                            );
-                        }
-                    }
-                }
-            }
+            self.served_model = model.map(String::from);
         }
     }
 
-    /// Observes a complete (non-streaming) chat completion read through the typed view;
-    /// `usage` is its `usage` object, parsed.
-    pub fn observe_completion(
-        &mut self,
-        v: &CompletionView<'_>,
-        usage: Option<&serde_json::Value>,
-    ) {
-        self.response_id = v.id.as_deref().map(String::from);
-        self.served_model = v.model.as_deref().map(String::from);
-        if let Some(u) = usage.and_then(usage::parse_usage) {
-            self.reported = Some(u);
-        }
-        for (i, choice) in v.choices.iter().flatten().enumerate() {
-            let message = choice.message.as_ref();
-            let calls = message.and_then(|m| m.tool_calls.as_ref());
-            self.observe_choice(
-                choice.index.unwrap_or(i as u32),
-                choice.finish_reason.as_deref(),
-                message.and_then(|m| m.content.as_deref()),
-                calls.into_iter().flatten().map(|c| {
-                    let f = c.function.as_ref();
-                    (
-                        c.id.as_deref(),
-                        f.and_then(|f| f.name.as_deref()),
-                        f.and_then(|f| f.arguments.as_deref()),
-                    )
-                }),
-            );
+    /// The usage the upstream reported (the latest report replaces earlier ones).
+    pub fn set_usage(&mut self, usage: ReportedUsage) {
+        self.reported = Some(usage);
+    }
+
+    /// The usage reported so far.
+    pub fn reported_usage(&self) -> Option<ReportedUsage> {
+        self.reported
+    }
+
+    /// The upstream's response id, once seen.
+    pub fn response_id(&self) -> Option<&str> {
+        self.response_id.as_deref()
+    }
+
+    /// The upstream's HTTP status, once its headers arrived.
+    pub fn upstream_status(&self) -> Option<u16> {
+        self.upstream_status
+    }
+
+    /// Why output `index` (a choice, or the only output) stopped.
+    pub fn finish_reason(&mut self, index: u32, reason: &str) {
+        match self.finish_reasons.iter_mut().find(|(i, _)| *i == index) {
+            Some(slot) => slot.1 = reason.to_string(),
+            None => self.finish_reasons.push((index, reason.to_string())),
         }
     }
 
-    /// Observes a complete (non-streaming) chat completion response that did not fit the
-    /// typed view (fields of unexpected types), read generically.
-    pub fn observe_response(&mut self, v: &serde_json::Value) {
-        self.response_id = v.get("id").and_then(|x| x.as_str()).map(String::from);
-        self.served_model = v.get("model").and_then(|x| x.as_str()).map(String::from);
-        if let Some(u) = v.get("usage").and_then(usage::parse_usage) {
-            self.reported = Some(u);
-        }
-        for (i, choice) in v
-            .get("choices")
-            .and_then(|c| c.as_array())
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let index = choice
-                .get("index")
-                .and_then(|x| x.as_u64())
-                .unwrap_or(i as u64) as u32;
-            let msg = choice.get("message");
-            let calls = msg
-                .and_then(|m| m.get("tool_calls"))
-                .and_then(|c| c.as_array());
-            self.observe_choice(
-                index,
-                choice.get("finish_reason").and_then(|x| x.as_str()),
-                msg.and_then(|m| m.get("content")).and_then(|x| x.as_str()),
-                calls.into_iter().flatten().map(|call| {
-                    let f = call.get("function");
-                    (
-                        json_str(call.get("id")),
-                        json_str(f.and_then(|f| f.get("name"))),
-                        json_str(f.and_then(|f| f.get("arguments"))),
-                    )
-                }),
-            );
-        }
-    }
-
-    /// One choice of a complete response: its finish reason, and for the first choice its
-    /// text and tool calls (id, name, arguments).
-    fn observe_choice<'v>(
-        &mut self,
-        index: u32,
-        finish_reason: Option<&str>,
-        content: Option<&str>,
-        calls: impl Iterator<Item = (Option<&'v str>, Option<&'v str>, Option<&'v str>)>,
-    ) {
-        if let Some(reason) = finish_reason {
-            self.set_finish_reason(index, reason);
-        }
-        if index == 0 {
-            if let Some(text) = content {
-                self.append_output(text);
+    /// Text of the first output, kept up to `max_content_bytes` (counted beyond).
+    pub fn output_text(&mut self, text: &str) {
+        self.output_bytes += text.len();
+        let room = self
+            .shared
+            .max_content_bytes
+            .saturating_sub(self.output.len() + self.tool_bytes);
+        if room >= text.len() {
+            self.output.push_str(text);
+        } else if room > 0 {
+            let mut end = room;
+            while !text.is_char_boundary(end) {
+                end -= 1;
             }
-            for (n, (id, name, arguments)) in calls.enumerate() {
-                self.tool_call_piece(n as u32, id, name, arguments);
-            }
+            self.output.push_str(&text[..end]);
         }
     }
 
     /// Adds a piece of tool call `index` of the first choice (streams send the id and name
     /// once, then the arguments in pieces).
-    fn tool_call_piece(
+    pub fn tool_call_piece(
         &mut self,
         index: u32,
         id: Option<&str>,
@@ -329,30 +259,6 @@ impl Meter {
             }
             call.arguments.push_str(&args[..end]);
             self.tool_bytes += end;
-        }
-    }
-
-    fn set_finish_reason(&mut self, index: u32, reason: &str) {
-        match self.finish_reasons.iter_mut().find(|(i, _)| *i == index) {
-            Some(slot) => slot.1 = reason.to_string(),
-            None => self.finish_reasons.push((index, reason.to_string())),
-        }
-    }
-
-    fn append_output(&mut self, text: &str) {
-        self.output_bytes += text.len();
-        let room = self
-            .shared
-            .max_content_bytes
-            .saturating_sub(self.output.len() + self.tool_bytes);
-        if room >= text.len() {
-            self.output.push_str(text);
-        } else if room > 0 {
-            let mut end = room;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            self.output.push_str(&text[..end]);
         }
     }
 
@@ -436,6 +342,7 @@ impl Meter {
         });
         let mut record = CompletionRecord {
             request_id: info.request_id,
+            api: info.api,
             tenant_id: info.tenant_id,
             key_id: info.key_id,
             provider: info.provider,
@@ -641,10 +548,6 @@ fn cut_strings(v: &mut serde_json::Value, max: usize) {
         serde_json::Value::Object(o) => o.values_mut().for_each(|x| cut_strings(x, max)),
         _ => {}
     }
-}
-
-fn json_str(v: Option<&serde_json::Value>) -> Option<&str> {
-    v.and_then(|x| x.as_str())
 }
 
 impl Drop for Meter {

@@ -1,5 +1,6 @@
-//! Typed views of the parts of a `chat.completion.chunk` and of a `chat.completion` the
-//! meter reads; everything else is skipped by the deserializer without being materialized.
+//! Typed views of the parts of a `chat.completion.chunk` and of a `chat.completion` (and of
+//! the legacy `text_completion`, whose choices carry `text`) the meter reads; everything
+//! else is skipped by the deserializer without being materialized.
 
 use std::borrow::Cow;
 
@@ -34,7 +35,9 @@ impl ChunkView {
     pub fn is_usage_only(&self) -> bool {
         self.usage.as_ref().is_some_and(|u| u.is_object())
             && self.choices.iter().flatten().all(|c| {
-                c.finish_reason.is_none() && c.delta.as_ref().is_none_or(DeltaView::is_empty)
+                c.finish_reason.is_none()
+                    && c.delta.as_ref().is_none_or(DeltaView::is_empty)
+                    && c.text.as_deref().is_none_or(str::is_empty)
             })
     }
 }
@@ -48,6 +51,9 @@ pub struct ChoiceView {
     /// The increment.
     #[serde(default)]
     pub delta: Option<DeltaView>,
+    /// The increment of a legacy completion (`/v1/completions`).
+    #[serde(default)]
+    pub text: Option<String>,
     /// Set on the choice's last chunk.
     #[serde(default)]
     pub finish_reason: Option<String>,
@@ -134,7 +140,7 @@ pub struct CompletionView<'a> {
 }
 
 fn raw_including_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
+    crate::apis::raw_including_null(d)
 }
 
 /// One choice of a completion.
@@ -146,6 +152,9 @@ pub struct CompletionChoice<'a> {
     /// The assistant message.
     #[serde(default, borrow)]
     pub message: Option<MessageView<'a>>,
+    /// The text of a legacy completion (`/v1/completions`).
+    #[serde(default, borrow)]
+    pub text: Option<Cow<'a, str>>,
     /// Why generation stopped.
     #[serde(default, borrow)]
     pub finish_reason: Option<Cow<'a, str>>,

@@ -1,0 +1,506 @@
+//! Every metered route (SPEC §2.1), one pipeline generic over the API's wire format:
+//!
+//! 1. **admit** — authenticate, read the body (bounded in bytes and time), parse it with
+//!    the API's module, route the model, check the provider serves the API. Nothing has
+//!    reached routing yet, so a failure here produces no record.
+//! 2. **meter** — a [`Meter`] is created; from here on exactly one record is produced.
+//! 3. **exchange** — the upstream request, its response headers, and for a non-streaming
+//!    reply its whole body. It returns a [`Reply`] or a [`Failure`]; the failure's outcome
+//!    is finished in one place, [`serve`].
+//! 4. **relay** — a stream is handed to `MeteredSse`, which owns the meter from then on
+//!    and finishes it once; a complete reply is observed by the API's module, finished,
+//!    and given `usage.cost`.
+//!
+//! A client that goes away drops the meter unfinished: its `Drop` records the cancel.
+
+use std::time::{Instant, SystemTime};
+
+use beacon_broadcast::record::{CostSource, Outcome};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::apis::WireApi;
+use crate::auth::Caller;
+use crate::body::ProxyBody;
+use crate::error::{anthropic_error_body, error_body, json_response, ErrorShape, ProxyError};
+use crate::meter::stream::{MeteredSse, StreamLimits};
+use crate::meter::{Meter, RequestInfo};
+use crate::request::{ClientRequest, ParseContext};
+use crate::routing::Route;
+use crate::{trace_context, upstream, App};
+
+/// Largest upstream error body read (the rest is discarded).
+const MAX_UPSTREAM_ERROR_BYTES: usize = 1024 * 1024;
+/// Largest non-streaming upstream response accepted.
+const MAX_UPSTREAM_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Labels of the response for `beacon_requests_total`.
+#[derive(Debug, Default)]
+pub struct Labels {
+    /// Tenant id, once authenticated.
+    pub tenant: String,
+    /// Requested model, once parsed.
+    pub model: String,
+}
+
+/// Serves one request of API `A`; errors are answered in `A`'s shape.
+pub async fn handle<A: WireApi>(
+    app: &App,
+    req: Request<Incoming>,
+    request_id: &str,
+    received: Instant,
+) -> Response<ProxyBody> {
+    let mut labels = Labels::default();
+    let resp = match serve::<A>(app, req, request_id, received, &mut labels).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            crate::log_error(&e, request_id);
+            e.into_response_as(request_id, A::SHAPE)
+        }
+    };
+    app.metrics
+        .observe_response(&labels.tenant, &labels.model, resp.status().as_u16());
+    resp
+}
+
+/// What the upstream answered, before the relay.
+enum Reply {
+    /// A stream: relayed by `MeteredSse`.
+    Stream(Incoming),
+    /// A complete 2xx body.
+    Complete(Bytes),
+    /// An upstream error status, with its body (bounded).
+    Error(StatusCode, Bytes),
+}
+
+/// An exchange that failed: the record's outcome and the client's error.
+struct Failure {
+    outcome: Outcome,
+    error: ProxyError,
+}
+
+async fn serve<A: WireApi>(
+    app: &App,
+    req: Request<Incoming>,
+    request_id: &str,
+    received: Instant,
+    labels: &mut Labels,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // 1. Admit.
+    let received_wall = SystemTime::now();
+    let caller = app.directory.authenticate_headers(req.headers())?;
+    labels.tenant.clone_from(&caller.tenant.id);
+    let (parts, body) = req.into_parts();
+    let body = read_body(
+        body,
+        parts.headers.get(http::header::CONTENT_LENGTH),
+        app.max_body_bytes,
+        app.body_read_timeout,
+    )
+    .await?;
+    let session_header = match parts.headers.get("x-session-id") {
+        Some(v) => Some(v.to_str().map_err(|_| ProxyError::InvalidField {
+            param: "session_id",
+            message: "the x-session-id header must be visible ASCII".into(),
+        })?),
+        None => None,
+    };
+    let cx = ParseContext {
+        session_header,
+        limits: &app.metadata_limits,
+    };
+    let request = A::parse(&body, &cx)?;
+    labels.model.clone_from(&request.model);
+    let route = app
+        .router
+        .route(&request.model)
+        .ok_or_else(|| ProxyError::ModelNotFound(request.model.clone()))?;
+    let Some(url) = route.provider.url(A::API) else {
+        return Err(ProxyError::UnsupportedApi {
+            provider: route.provider.name.clone(),
+            api: A::API,
+        });
+    };
+
+    // 2. Meter.
+    let info = request_info::<A>(&caller, request_id, &route, &request, &parts.headers);
+    let mut meter = Meter::new(info, app.meter.clone(), received, received_wall);
+    let deadline = tokio::time::Instant::from_std(received) + app.upstream_timeout;
+
+    // 3. Exchange.
+    let forwarded: Vec<_> = A::FORWARDED_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let v = parts.headers.get(*name)?;
+            Some((http::HeaderName::from_static(name), v.clone()))
+        })
+        .collect();
+    let upstream_req = upstream::api_request(
+        &route.provider,
+        url,
+        request.upstream_body(&route.upstream_model),
+        request.stream,
+        &forwarded,
+    );
+    let exchanged = match upstream_req {
+        Ok(upstream_req) => {
+            exchange(
+                app,
+                &route,
+                upstream_req,
+                request.stream,
+                deadline,
+                &mut meter,
+            )
+            .await
+        }
+        Err(e) => Err(Failure {
+            outcome: upstream_failure(None, "invalid_request", e.to_string()),
+            error: ProxyError::UpstreamInvalid(e.to_string()),
+        }),
+    };
+    let (reply, passthrough) = match exchanged {
+        Ok(ok) => ok,
+        Err(Failure { outcome, error }) => {
+            meter.finish(outcome);
+            return Err(error);
+        }
+    };
+
+    // 4. Relay.
+    match reply {
+        Reply::Stream(body) => {
+            let body = MeteredSse::new(
+                body,
+                meter,
+                A::decoder(&request),
+                StreamLimits {
+                    deadline,
+                    timeout_secs: app.upstream_timeout.as_secs(),
+                    idle_timeout: app.upstream_idle_timeout,
+                    cut: app.cut_signal(),
+                },
+            );
+            Ok(sse_response(Box::pin(body), passthrough, request_id))
+        }
+        Reply::Error(status, body) => {
+            let (outcome, out) = relay_error(status, &body, A::SHAPE);
+            meter.finish(outcome);
+            let mut out = json_response(status, out, request_id);
+            out.headers_mut().extend(passthrough);
+            Ok(out)
+        }
+        Reply::Complete(bytes) => {
+            let body = complete::<A>(&bytes, meter).await?;
+            let mut out = json_response(StatusCode::OK, body, request_id);
+            out.headers_mut().extend(passthrough);
+            Ok(out)
+        }
+    }
+}
+
+/// Sends the request and reads what the relay needs: the response headers, and the whole
+/// body of a non-streaming reply or an error status.
+async fn exchange(
+    app: &App,
+    route: &Route,
+    upstream_req: http::Request<http_body_util::Full<Bytes>>,
+    stream: bool,
+    deadline: tokio::time::Instant,
+    meter: &mut Meter,
+) -> Result<(Reply, http::HeaderMap), Failure> {
+    let timeout_secs = app.upstream_timeout.as_secs();
+    let timed_out = || Failure {
+        outcome: Outcome::Timeout,
+        error: ProxyError::UpstreamTimeout(timeout_secs),
+    };
+    meter.upstream_started();
+    // Cut at the end of the shutdown grace period while waiting here, the request is closed
+    // with its connection and the meter's Drop records it as `shutdown` (no per-request
+    // cancellation future: registering one cost ~2,000 instructions per request).
+    let answer = tokio::time::timeout_at(deadline, app.client.request(upstream_req)).await;
+    let resp = match answer {
+        Err(_) => return Err(timed_out()),
+        Ok(Err(e)) => {
+            let kind = upstream::classify_error(&e);
+            let error = ProxyError::UpstreamUnreachable {
+                provider: route.provider.name.clone(),
+                kind,
+                cause: upstream::describe_error(&e),
+            };
+            tracing::warn!(request_id = meter.request_id(), provider = %route.provider.name, kind, "{error}");
+            return Err(Failure {
+                outcome: upstream_failure(None, kind, error.to_string()),
+                error,
+            });
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    let status = resp.status();
+    meter.upstream_headers(status.as_u16());
+    let mut passthrough = http::HeaderMap::new();
+    for (k, v) in resp.headers() {
+        if upstream::passthrough_header(k) {
+            passthrough.append(k.clone(), v.clone());
+        }
+    }
+    if let Some(id) = resp
+        .headers()
+        .get("x-request-id")
+        .or_else(|| resp.headers().get("request-id"))
+    {
+        passthrough.insert("x-upstream-request-id", id.clone());
+    }
+
+    if status.is_redirection() {
+        // A provider API does not redirect; relaying it would send the client (and its
+        // Beacon key) around the gateway. It is a misconfigured base_url: say so.
+        let location = resp
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|l| l.chars().take(512).collect::<String>());
+        let error = ProxyError::UpstreamRedirect {
+            provider: route.provider.name.clone(),
+            status: status.as_u16(),
+            location,
+        };
+        meter.upstream_done();
+        return Err(Failure {
+            outcome: upstream_failure(
+                Some(status.as_u16()),
+                "upstream_redirect",
+                error.to_string(),
+            ),
+            error,
+        });
+    }
+    if !status.is_success() {
+        let body = tokio::time::timeout_at(
+            deadline,
+            Limited::new(resp.into_body(), MAX_UPSTREAM_ERROR_BYTES).collect(),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+        meter.upstream_done();
+        return Ok((Reply::Error(status, body), passthrough));
+    }
+    let is_sse = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    if stream && is_sse {
+        return Ok((Reply::Stream(resp.into_body()), passthrough));
+    }
+    let collected = tokio::time::timeout_at(
+        deadline,
+        Limited::new(resp.into_body(), MAX_UPSTREAM_RESPONSE_BYTES).collect(),
+    )
+    .await;
+    meter.upstream_done();
+    match collected {
+        Err(_) => Err(timed_out()),
+        Ok(Err(e)) => {
+            let message = format!("reading the upstream response failed: {e}");
+            Err(Failure {
+                outcome: upstream_failure(
+                    Some(status.as_u16()),
+                    "body_read_error",
+                    message.clone(),
+                ),
+                error: ProxyError::UpstreamInvalid(message),
+            })
+        }
+        Ok(Ok(c)) => Ok((Reply::Complete(c.to_bytes()), passthrough)),
+    }
+}
+
+/// A complete 2xx reply: observed by the API's module, finished, and given `usage.cost`
+/// (or Beacon's estimate when the upstream reported no usage).
+async fn complete<A: WireApi>(bytes: &Bytes, mut meter: Meter) -> Result<Bytes, ProxyError> {
+    let observed = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| Some((text, A::observe(text, &mut meter)?)));
+    let Some((text, observed)) = observed else {
+        let message = "the upstream answered 2xx with a body that is not this API's response";
+        meter.finish(upstream_failure(
+            meter.upstream_status(),
+            "invalid_response",
+            message.to_string(),
+        ));
+        return Err(ProxyError::UpstreamInvalid(message.to_string()));
+    };
+    // No usage from the upstream: a large estimate is made off the event loop.
+    meter.estimate_off_loop().await;
+    let Some(acc) = meter.finish(Outcome::Ok) else {
+        return Ok(bytes.clone());
+    };
+    // No price for the model: no cost is shown, rather than 0 (SPEC §2.3).
+    let cost: Option<f64> =
+        (acc.cost.source != CostSource::Unknown).then(|| acc.cost.total.try_into().unwrap_or(0.0));
+    let estimate = || A::estimated_usage(&acc, cost).to_string();
+    let spliced = super::splice::add_cost_at(
+        text,
+        observed.usage_raw,
+        observed.usage.as_ref(),
+        cost,
+        estimate,
+    );
+    Ok(match spliced {
+        Some(spliced) => Bytes::from(spliced),
+        // A `usage` the splice cannot edit: re-serialize with Beacon's usage.
+        None => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(mut json) => {
+                if let Some(obj) = json.as_object_mut() {
+                    obj.insert("usage".into(), A::estimated_usage(&acc, cost));
+                }
+                Bytes::from(json.to_string())
+            }
+            Err(_) => bytes.clone(),
+        },
+    })
+}
+
+fn upstream_failure(status: Option<u16>, error_type: &str, message: String) -> Outcome {
+    Outcome::UpstreamError {
+        status,
+        error_type: error_type.to_string(),
+        message,
+    }
+}
+
+fn sse_response(
+    body: std::pin::Pin<
+        Box<dyn http_body::Body<Data = Bytes, Error = std::convert::Infallible> + Send>,
+    >,
+    passthrough: http::HeaderMap,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let mut out = Response::new(ProxyBody::Sse(body));
+    let h = out.headers_mut();
+    h.extend(passthrough);
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(crate::REQUEST_ID_HEADER, v);
+    }
+    out
+}
+
+/// Reads the request body: at most `limit` bytes (413 beyond), within `timeout` (408 after:
+/// a client trickling its body cannot hold a connection and a buffer indefinitely).
+pub(crate) async fn read_body(
+    body: Incoming,
+    content_length: Option<&HeaderValue>,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ProxyError> {
+    let declared = content_length
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    let Ok(collected) = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await
+    else {
+        return Err(ProxyError::BodyReadTimeout(timeout.as_secs_f64()));
+    };
+    match collected {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ProxyError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(ProxyError::BodyRead(e.to_string())),
+    }
+}
+
+fn request_info<A: WireApi>(
+    caller: &Caller,
+    request_id: &str,
+    route: &Route,
+    request: &ClientRequest<'_>,
+    headers: &http::HeaderMap,
+) -> RequestInfo {
+    RequestInfo {
+        request_id: request_id.to_string(),
+        api: A::API,
+        tenant_id: caller.tenant.id.clone(),
+        key_id: caller.key_id.clone(),
+        provider: route.provider.name.clone(),
+        requested_model: request.model.clone(),
+        upstream_model: route.upstream_model.clone(),
+        stream: request.stream,
+        params: request.params.clone(),
+        user: request.user.clone(),
+        session_id: request.session_id.clone(),
+        trace: request.trace.clone(),
+        trace_context: trace_context::from_headers(headers),
+        messages: request.input.clone(),
+        keep_content: caller.tenant.keep_content,
+    }
+}
+
+/// An upstream error status relayed in the route's shape: a body already in that shape
+/// passes through unchanged; anything else is wrapped. Returns the record's outcome (the
+/// upstream's message) and the body.
+fn relay_error(status: StatusCode, body: &Bytes, shape: ErrorShape) -> (Outcome, Bytes) {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let error = parsed.as_ref().and_then(|v| v.get("error"));
+    let upstream_message = error
+        .and_then(|e| {
+            e.get("message")
+                .and_then(|m| m.as_str())
+                .or_else(|| e.as_str())
+        })
+        .map(String::from);
+    let shaped = match shape {
+        ErrorShape::OpenAi => error.is_some_and(|e| e.is_object()),
+        ErrorShape::Anthropic => {
+            parsed
+                .as_ref()
+                .and_then(|v| v.get("type"))
+                .and_then(|t| t.as_str())
+                == Some("error")
+                && error.is_some_and(|e| e.is_object())
+        }
+    };
+    let message = upstream_message.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(body);
+        let snippet: String = text.chars().take(200).collect();
+        format!("The upstream provider answered {status}: {snippet}")
+    });
+    let out = if shaped {
+        body.clone()
+    } else {
+        match shape {
+            ErrorShape::OpenAi => {
+                let error_type = if status.is_server_error() {
+                    "upstream_error"
+                } else {
+                    "invalid_request_error"
+                };
+                error_body(&message, error_type, Some("upstream_error"), None)
+            }
+            ErrorShape::Anthropic => anthropic_error_body(status, &message),
+        }
+    };
+    let outcome = upstream_failure(
+        Some(status.as_u16()),
+        &format!("http_{}", status.as_u16()),
+        message,
+    );
+    (outcome, out)
+}
