@@ -48,7 +48,13 @@ WEATHER_TOOL = {
 
 def run(args, out):
     mode = args["mode"]
-    req = args.get("request", {})
+    req = dict(args.get("request", {}))
+    # Beacon's extensions are not SDK parameters: they go in the body through extra_body
+    # (as with `user` on Messages, which Anthropic's API does not define).
+    extensions = ["session_id", "trace"] + (["user"] if mode.startswith("messages") else [])
+    extra = {k: req.pop(k) for k in extensions if k in req}
+    if extra:
+        req["extra_body"] = extra
     if mode == "responses":
         raw = openai_client(args).responses.with_raw_response.create(**req)
         resp = raw.parse()

@@ -2,6 +2,9 @@
 //! `chat.completion` JSON, SSE framing (`data: …\n\n`, `[DONE]`), the usage chunk only when
 //! `stream_options.include_usage` is true, OpenAI error bodies, rate-limit headers.
 //!
+//! The same server speaks the other APIs of SPEC §2.1 (Responses, embeddings, legacy
+//! completions, Anthropic Messages, the Responses retrieval routes): see `mock_apis`.
+//!
 //! The upstream model name picks the behaviour:
 //!
 //! | model | behaviour |

@@ -407,7 +407,8 @@ impl Config {
         if let Some(listen) = lookup("BEACON_LISTEN").filter(|t| !t.is_empty()) {
             raw.server.listen = Some(listen);
         }
-        let have_openrouter = lookup("OPENROUTER_API_KEY").is_some_and(|k| !k.is_empty());
+        let have = |var: &str| lookup(var).is_some_and(|k| !k.is_empty());
+        let (have_openrouter, have_openai) = (have("OPENROUTER_API_KEY"), have("OPENAI_API_KEY"));
         for (name, var, base_url, kind) in WELL_KNOWN_PROVIDERS {
             if let Some(key) = lookup(var).filter(|k| !k.is_empty()) {
                 raw.providers.push(raw::RawProvider {
@@ -415,8 +416,10 @@ impl Config {
                     base_url: base_url.to_string(),
                     api_key: Some(key),
                     // OpenRouter understands every `vendor/model` name, so it is the best
-                    // catch-all; otherwise plain model names go to OpenAI.
-                    default: (*name == "openrouter") || (*name == "openai" && !have_openrouter),
+                    // catch-all; otherwise plain model names go to OpenAI, else Anthropic.
+                    default: (*name == "openrouter")
+                        || (*name == "openai" && !have_openrouter)
+                        || (*name == "anthropic" && !have_openrouter && !have_openai),
                     headers: BTreeMap::new(),
                     models: Vec::new(),
                     kind: Some(kind.as_str().to_string()),

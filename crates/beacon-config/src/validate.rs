@@ -681,6 +681,91 @@ name = "k"
     }
 
     #[test]
+    fn provider_kind_and_apis() {
+        use crate::{Api, ProviderKind};
+        let c = Config::parse(
+            r#"
+[[providers]]
+name = "openai"
+base_url = "https://api.openai.com/v1"
+[[providers]]
+name = "anthropic"
+kind = "anthropic"
+base_url = "https://api.anthropic.com/v1"
+[[providers]]
+name = "openrouter"
+base_url = "https://openrouter.ai/api/v1"
+apis = ["chat", "responses", "messages"]
+"#,
+            "t.toml",
+            &env,
+        )
+        .unwrap();
+        let (openai, anthropic, openrouter) = (&c.providers[0], &c.providers[1], &c.providers[2]);
+        assert_eq!(openai.kind, ProviderKind::OpenAi);
+        assert_eq!(
+            openai.apis.iter().collect::<Vec<_>>(),
+            [Api::Chat, Api::Responses, Api::Embeddings, Api::Completions]
+        );
+        assert_eq!(anthropic.kind, ProviderKind::Anthropic);
+        assert_eq!(anthropic.apis.iter().collect::<Vec<_>>(), [Api::Messages]);
+        assert!(
+            openrouter.apis.contains(Api::Messages) && !openrouter.apis.contains(Api::Embeddings)
+        );
+
+        let e = errors(
+            r#"
+[[providers]]
+name = "a"
+base_url = "http://a"
+kind = "gemini"
+[[providers]]
+name = "b"
+base_url = "http://b"
+apis = ["chat", "images"]
+[[providers]]
+name = "c"
+base_url = "http://c"
+apis = []
+"#,
+        )
+        .join("\n");
+        for needle in [
+            "providers[0].kind: unknown kind `gemini`",
+            "providers[1].apis[1]: unknown API `images`",
+            "providers[2].apis: must name at least one API",
+        ] {
+            assert!(e.contains(needle), "missing {needle} in:\n{e}");
+        }
+    }
+
+    #[test]
+    fn anthropic_api_key_is_a_preset_of_kind_anthropic() {
+        let lookup = |name: &str| (name == "ANTHROPIC_API_KEY").then(|| "sk-ant".to_string());
+        let c = Config::from_env(&lookup).unwrap();
+        let p = &c.providers[0];
+        assert_eq!(
+            (p.name.as_str(), p.kind, p.base_url.as_str()),
+            (
+                "anthropic",
+                crate::ProviderKind::Anthropic,
+                "https://api.anthropic.com/v1"
+            )
+        );
+        assert!(p.apis.contains(crate::Api::Messages));
+        // Alone, it takes the unprefixed model names; beside OpenAI, OpenAI does.
+        assert!(p.default);
+        let both = |name: &str| {
+            matches!(name, "ANTHROPIC_API_KEY" | "OPENAI_API_KEY").then(|| "k".to_string())
+        };
+        let c = Config::from_env(&both).unwrap();
+        assert_eq!(
+            c.default_provider().map(|p| p.name.as_str()),
+            Some("openai")
+        );
+    }
+
+    #[test]
     fn workers_default_to_one_per_cpu_and_are_bounded() {
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         let c = Config::parse("[server]\nworkers = 0", "t.toml", &env).unwrap();

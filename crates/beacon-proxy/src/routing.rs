@@ -1,5 +1,7 @@
 //! Model routing (SPEC §2): `P/REST` goes to provider `P` as `REST`; anything else goes to
-//! the default provider unchanged; otherwise the model is not found.
+//! the default provider unchanged — or, for an API the default provider does not serve, to
+//! the one provider that serves it (so Claude Code's bare `claude-…` model names reach the
+//! Anthropic provider when OpenAI is the default); otherwise the model is not found.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,6 +70,9 @@ impl Provider {
 pub struct Router {
     by_name: HashMap<String, Arc<Provider>>,
     default: Option<Arc<Provider>>,
+    /// Per API (in [`Api::ALL`] order), where unprefixed models go when the default
+    /// provider does not serve that API: the only provider that does, if exactly one does.
+    sole: [Option<Arc<Provider>>; 5],
 }
 
 /// A provider entry that passed config validation but still cannot be used.
@@ -134,11 +139,19 @@ impl Router {
             }
             router.by_name.insert(p.name.clone(), provider);
         }
+        if router.default.is_some() {
+            for (slot, api) in router.sole.iter_mut().zip(Api::ALL) {
+                let mut serving = router.by_name.values().filter(|p| p.serves(api));
+                if let (Some(only), None) = (serving.next(), serving.next()) {
+                    *slot = Some(only.clone());
+                }
+            }
+        }
         Ok(router)
     }
 
-    /// Routes a model as the client sent it.
-    pub fn route(&self, model: &str) -> Option<Route> {
+    /// Routes a model as the client sent it on `api`'s route.
+    pub fn route(&self, model: &str, api: Api) -> Option<Route> {
         if let Some((prefix, rest)) = model.split_once('/') {
             if let Some(p) = self.by_name.get(prefix).filter(|_| !rest.is_empty()) {
                 return Some(Route {
@@ -147,8 +160,13 @@ impl Router {
                 });
             }
         }
-        self.default.as_ref().map(|p| Route {
-            provider: p.clone(),
+        let default = self.default.as_ref()?;
+        let provider = match &self.sole[Api::ALL.iter().position(|a| *a == api)?] {
+            Some(sole) if !default.serves(api) => sole,
+            _ => default,
+        };
+        Some(Route {
+            provider: provider.clone(),
             upstream_model: model.to_string(),
         })
     }
@@ -189,7 +207,7 @@ mod tests {
     #[test]
     fn prefix_default_and_not_found() {
         let r = Router::new(&[provider("openai", false), provider("openrouter", true)]).unwrap();
-        let a = r.route("openai/gpt-4o").unwrap();
+        let a = r.route("openai/gpt-4o", Api::Chat).unwrap();
         assert_eq!(
             (a.provider.name.as_str(), a.upstream_model.as_str()),
             ("openai", "gpt-4o")
@@ -206,26 +224,34 @@ mod tests {
         assert!(!a.provider.serves(Api::Messages));
         assert_eq!(a.provider.auth[0].0, http::header::AUTHORIZATION);
         // Unknown prefixes go to the default provider unchanged.
-        let b = r.route("anthropic/claude-sonnet-4").unwrap();
+        let b = r.route("anthropic/claude-sonnet-4", Api::Chat).unwrap();
         assert_eq!(
             (b.provider.name.as_str(), b.upstream_model.as_str()),
             ("openrouter", "anthropic/claude-sonnet-4")
         );
-        let c = r.route("gpt-4o").unwrap();
+        let c = r.route("gpt-4o", Api::Chat).unwrap();
         assert_eq!(c.upstream_model, "gpt-4o");
         // Models may contain more slashes.
         assert_eq!(
-            r.route("openai/ft:gpt-4o/x").unwrap().upstream_model,
+            r.route("openai/ft:gpt-4o/x", Api::Chat)
+                .unwrap()
+                .upstream_model,
             "ft:gpt-4o/x"
         );
         // Empty rest is not a provider route.
-        assert_eq!(r.route("openai/").unwrap().provider.name, "openrouter");
+        assert_eq!(
+            r.route("openai/", Api::Chat).unwrap().provider.name,
+            "openrouter"
+        );
 
         let mut anthropic = provider("anthropic", false);
         anthropic.kind = ProviderKind::Anthropic;
         anthropic.apis = ProviderKind::Anthropic.default_apis();
         let r = Router::new(&[anthropic]).unwrap();
-        let p = r.route("anthropic/claude-sonnet-4-5").unwrap().provider;
+        let p = r
+            .route("anthropic/claude-sonnet-4-5", Api::Messages)
+            .unwrap()
+            .provider;
         assert_eq!(
             p.url(Api::Messages).unwrap().to_string(),
             "https://anthropic.example/v1/messages"
@@ -234,8 +260,26 @@ mod tests {
         assert_eq!(p.auth[0].0.as_str(), "x-api-key");
         assert_eq!(p.auth[0].1, "sk");
 
+        // Bare model names on an API the default provider does not serve go to the one
+        // provider that serves it.
+        let mut claude = provider("claude", false);
+        claude.kind = ProviderKind::Anthropic;
+        claude.apis = ProviderKind::Anthropic.default_apis();
+        let r = Router::new(&[provider("openai", true), claude]).unwrap();
+        let m = r
+            .route("claude-sonnet-4-5-20250929", Api::Messages)
+            .unwrap();
+        assert_eq!(
+            (m.provider.name.as_str(), m.upstream_model.as_str()),
+            ("claude", "claude-sonnet-4-5-20250929")
+        );
+        assert_eq!(
+            r.route("gpt-4o", Api::Chat).unwrap().provider.name,
+            "openai"
+        );
+
         let no_default = Router::new(&[provider("openai", false)]).unwrap();
-        assert!(no_default.route("gpt-4o").is_none());
-        assert!(no_default.route("other/gpt-4o").is_none());
+        assert!(no_default.route("gpt-4o", Api::Chat).is_none());
+        assert!(no_default.route("other/gpt-4o", Api::Chat).is_none());
     }
 }

@@ -115,7 +115,7 @@ async fn serve<A: WireApi>(
     labels.model.clone_from(&request.model);
     let route = app
         .router
-        .route(&request.model)
+        .route(&request.model, A::API)
         .ok_or_else(|| ProxyError::ModelNotFound(request.model.clone()))?;
     let Some(url) = route.provider.url(A::API) else {
         return Err(ProxyError::UnsupportedApi {

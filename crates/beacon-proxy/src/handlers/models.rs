@@ -57,7 +57,7 @@ fn model_objects(router: &Router, prices: &PriceTable) -> BTreeMap<String, serde
     for (id, priced) in prices.iter() {
         let price = &priced.price;
         // List a priced model when its prefix names a configured provider.
-        let Some(route) = router.route(id) else {
+        let Some(route) = router.route(id, beacon_config::Api::Chat) else {
             continue;
         };
         if !id.starts_with(&format!("{}/", route.provider.name)) {
