@@ -9,7 +9,8 @@
 //! - OpenAI embeddings `POST /v1/embeddings`: one vector per input, as floats or (what the
 //!   SDK asks for by default) base64 of little-endian float32.
 //! - OpenAI legacy completions `POST /v1/completions`: `text_completion` objects and chunks.
-//! - Anthropic Messages `POST /v1/messages`: requires `x-api-key` and `anthropic-version`
+//! - Anthropic Messages `POST /v1/messages`: requires `x-api-key` (or a bearer token, as
+//!   OpenRouter's Messages endpoint takes) and `anthropic-version`
 //!   (401 / 400 in Anthropic's error shape otherwise); a `message`, or `message_start`,
 //!   `content_block_start`, `ping`, `content_block_delta`, `content_block_stop`,
 //!   `message_delta` (cumulative `usage.output_tokens`), `message_stop`.
@@ -363,7 +364,12 @@ fn anthropic_error(status: StatusCode, error_type: &str, message: &str) -> Respo
 
 /// `POST /v1/messages`.
 pub fn messages(state: Arc<State>, headers: &http::HeaderMap, body: &Value) -> Response<MockBody> {
-    if headers.get("x-api-key").is_none_or(|k| k.is_empty()) {
+    // Anthropic's key header, or a bearer token as OpenRouter's Messages endpoint takes.
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "));
+    if headers.get("x-api-key").is_none_or(|k| k.is_empty()) && !bearer {
         return anthropic_error(
             StatusCode::UNAUTHORIZED,
             "authentication_error",

@@ -49,6 +49,12 @@ kind = "anthropic"
 base_url = "{}"
 api_key = "{ANTHROPIC_KEY}"
 
+[[providers]]
+name = "router"
+base_url = "{}"
+api_key = "{PROVIDER_KEY}"
+apis = ["chat", "messages"]
+
 [pricing."mock/gpt-4o"]
 input = 2.5
 cached_input = 1.25
@@ -66,6 +72,7 @@ output = 15.0
 "#,
         sentry_dest(&full, "full", ""),
         sentry_dest(&private, "private", "privacy_mode = true"),
+        upstream.base_url(),
         upstream.base_url(),
     );
     let beacon = Beacon::start(&Beacon::config(&upstream.base_url(), &extra));
@@ -510,6 +517,71 @@ async fn messages_stream_and_a_tool_use_round_trip() {
         input.contains("tool_call_response") && input.contains("toolu_mock1"),
         "{input}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_error_event_and_a_provider_whose_apis_include_messages() {
+    let s = setup().await;
+    let out = call(
+        &s,
+        "messages_stream",
+        json!({"model": "claude/error-event", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert!(out["error"].is_object(), "{out}");
+    assert_eq!(
+        out["error"]["body"]["error"]["type"], "overloaded_error",
+        "{out}"
+    );
+    let rec = s.beacon.wait_record_where(|r| {
+        r["api"] == "messages" && r["requested_model"] == "claude/error-event"
+    });
+    assert_eq!(rec["outcome"]["kind"], "upstream_error");
+    assert_eq!(rec["outcome"]["error_type"], "overloaded_error");
+    assert_eq!(rec["outcome"]["message"], "Overloaded");
+    assert_eq!(
+        rec["usage"]["prompt_tokens"], 130,
+        "message_start's usage is kept"
+    );
+    let auth = format!("Bearer {TENANT_KEY}");
+    let raw = raw_request(
+        s.beacon.addr,
+        "POST",
+        "/v1/messages",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        json!({"model": "claude/error-event", "max_tokens": 64, "stream": true,
+               "messages": [{"role": "user", "content": "hi"}]})
+        .to_string(),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&raw.body);
+    assert_eq!(text.matches("event: error").count(), 1, "{text}");
+    let span = span_of(&s.full, rec["request_id"].as_str().unwrap()).await;
+    assert_eq!(attr(&span, "error.type"), "overloaded_error");
+
+    // An OpenAI-kind provider with `messages` in its apis (OpenRouter's Messages endpoint):
+    // the native API at {base_url}/messages with its bearer key.
+    let out = call(
+        &s,
+        "messages",
+        json!({"model": "router/claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert!(out.get("error").is_none(), "{out}");
+    let sent = s.upstream.received().last().unwrap().clone();
+    assert_eq!(sent.path, "/v1/messages");
+    assert_eq!(
+        sent.headers["authorization"],
+        format!("Bearer {PROVIDER_KEY}").as_str()
+    );
+    assert!(sent.headers.get("x-api-key").is_none());
+    assert_eq!(s.beacon.wait_record(&rid(&out))["provider"], "router");
+    // ... and not the APIs left out of it.
+    let r = post(&s, "/v1/embeddings", r#"{"model":"router/e","input":"x"}"#).await;
+    assert_eq!(r.json()["error"]["code"], "unsupported_api");
 }
 
 #[tokio::test(flavor = "multi_thread")]
