@@ -20,7 +20,8 @@ pub enum ProxyBody {
     /// A streamed completion.
     Sse(SseBody),
     /// An upstream body relayed frame by frame; an upstream failure aborts the response.
-    Relay(Incoming),
+    /// Boxed: the variant is rare, and every response moves a `ProxyBody` several times.
+    Relay(Box<Incoming>),
 }
 
 impl ProxyBody {
@@ -53,7 +54,7 @@ impl Body for ProxyBody {
                 .as_mut()
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|e| match e {}))),
-            Self::Relay(b) => Pin::new(b).poll_frame(cx),
+            Self::Relay(b) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 

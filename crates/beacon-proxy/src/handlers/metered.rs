@@ -193,7 +193,7 @@ async fn serve<A: WireApi>(
             Ok(out)
         }
         Reply::Complete(bytes) => {
-            let body = complete::<A>(&bytes, meter).await?;
+            let body = complete::<A>(&bytes, &mut meter).await?;
             let mut out = json_response(StatusCode::OK, body, request_id);
             out.headers_mut().extend(passthrough);
             Ok(out)
@@ -246,11 +246,13 @@ async fn exchange(
             passthrough.append(k.clone(), v.clone());
         }
     }
-    if let Some(id) = resp
-        .headers()
-        .get("x-request-id")
-        .or_else(|| resp.headers().get("request-id"))
-    {
+    // The upstream's own request id: OpenAI-compatible servers name it `x-request-id`,
+    // Anthropic `request-id` (one lookup: a custom header name costs a parse and a hash).
+    let id_header = match route.provider.kind {
+        beacon_config::ProviderKind::OpenAi => "x-request-id",
+        beacon_config::ProviderKind::Anthropic => "request-id",
+    };
+    if let Some(id) = resp.headers().get(id_header) {
         passthrough.insert("x-upstream-request-id", id.clone());
     }
 
@@ -323,10 +325,10 @@ async fn exchange(
 
 /// A complete 2xx reply: observed by the API's module, finished, and given `usage.cost`
 /// (or Beacon's estimate when the upstream reported no usage).
-async fn complete<A: WireApi>(bytes: &Bytes, mut meter: Meter) -> Result<Bytes, ProxyError> {
+async fn complete<A: WireApi>(bytes: &Bytes, meter: &mut Meter) -> Result<Bytes, ProxyError> {
     let observed = std::str::from_utf8(bytes)
         .ok()
-        .and_then(|text| Some((text, A::observe(text, &mut meter)?)));
+        .and_then(|text| Some((text, A::observe(text, meter)?)));
     let Some((text, observed)) = observed else {
         let message = "the upstream answered 2xx with a body that is not this API's response";
         meter.finish(upstream_failure(

@@ -131,7 +131,7 @@ pub async fn handle(
         });
     }
     let (up, body) = resp.into_parts();
-    let mut out = Response::new(ProxyBody::Relay(body));
+    let mut out = Response::new(ProxyBody::Relay(Box::new(body)));
     *out.status_mut() = status;
     let h = out.headers_mut();
     for (k, v) in &up.headers {
