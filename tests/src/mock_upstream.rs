@@ -28,6 +28,9 @@
 //! | `no-done` | stream: every choice finishes, then the stream ends without `[DONE]` |
 //! | `reports-cost…` | a completion whose usage carries the upstream's own `cost` (0.5 USD), as OpenRouter's does |
 //! | `error-event` | stream: two chunks, then `data: {"error":{…}}` (overloaded), then the end, no `[DONE]` |
+//! | `error-400` | 400 with an OpenAI error body (a client error: never failed over) |
+//! | `flaky-429` | every other request: 429 with `retry-after: 1`, then a normal completion |
+//! | `stream-dies-early` | stream: 200 and SSE headers, then the connection breaks before any event |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -70,6 +73,7 @@ pub(crate) struct State {
     pub(crate) client_gone: AtomicBool,
     pub(crate) endless_sent: AtomicUsize,
     pub(crate) connections: AtomicUsize,
+    pub(crate) flaky: AtomicUsize,
 }
 
 /// The running mock; stops when dropped.
@@ -311,6 +315,35 @@ async fn handle(
             r.headers_mut()
                 .insert("x-ratelimit-remaining-requests", "0".parse().expect("rl"));
             return Ok(r);
+        }
+        "error-400" => {
+            return Ok(openai_error(
+                StatusCode::BAD_REQUEST,
+                "Invalid value for 'temperature'.",
+                "invalid_request_error",
+                Some("invalid_value"),
+            ))
+        }
+        "flaky-429" if state.flaky.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) => {
+            let mut r = openai_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit reached for requests",
+                "requests",
+                Some("rate_limit_exceeded"),
+            );
+            r.headers_mut()
+                .insert("retry-after", "1".parse().expect("ra"));
+            return Ok(r);
+        }
+        "stream-dies-early" if stream => {
+            return Ok(stream_response(|tx| async move {
+                let _ = tx
+                    .send(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "upstream died before its first event",
+                    )))
+                    .await;
+            }));
         }
         "html-502" => {
             return Ok(full(

@@ -39,6 +39,7 @@ fn record(i: u64) -> CompletionRecord {
         finish_reasons: vec!["stop".into()],
         outcome: Outcome::Ok,
         upstream_status: Some(200),
+        attempts: Vec::new(),
         user: None,
         session_id: None,
         trace: None,

@@ -30,6 +30,7 @@ fn record(with_agent: bool) -> CompletionRecord {
         finish_reasons: vec!["stop".into()],
         outcome: Outcome::Ok,
         upstream_status: Some(200),
+        attempts: Vec::new(),
         user: Some("user-123".into()),
         session_id: Some("session-abc".into()),
         trace: with_agent.then(|| {

@@ -228,6 +228,7 @@ pub(crate) mod tests {
             finish_reasons: vec![],
             outcome: Outcome::Ok,
             upstream_status: Some(200),
+            attempts: Vec::new(),
             user: None,
             session_id: None,
             trace: None,

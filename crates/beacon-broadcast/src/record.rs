@@ -41,6 +41,10 @@ pub struct CompletionRecord {
     pub outcome: Outcome,
     /// The upstream's HTTP status, when a response arrived.
     pub upstream_status: Option<u16>,
+    /// Every upstream attempt that failed before the one that served (SPEC §2.2), oldest
+    /// first; empty when the first attempt served. The served (or last) attempt is the
+    /// record itself: its provider, model and status.
+    pub attempts: Vec<Attempt>,
     /// The request's `user` field.
     pub user: Option<String>,
     /// The request's `session_id` (body) or `x-session-id` (header).
@@ -158,6 +162,23 @@ impl Timings {
     pub fn total_us(&self) -> u64 {
         self.last_byte_us
     }
+}
+
+/// One failed upstream attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// The provider tried.
+    pub provider: String,
+    /// The model sent to it.
+    pub model: String,
+    /// Its HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// Why it failed: `http_503`, `connect_error`, `attempt_timeout`, ...
+    pub error_type: String,
+    /// When it started, in microseconds after the request was received.
+    pub start_us: u64,
+    /// How long it took, in microseconds.
+    pub duration_us: u64,
 }
 
 /// How a completion ended.

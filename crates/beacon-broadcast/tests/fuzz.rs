@@ -105,6 +105,7 @@ fn record() -> impl Strategy<Value = CompletionRecord> {
                         Outcome::Ok
                     },
                     upstream_status: Some(200),
+                    attempts: Vec::new(),
                     user: Some(user),
                     session_id: session,
                     trace: Some(trace),

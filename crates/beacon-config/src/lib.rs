@@ -44,6 +44,65 @@ pub struct Config {
     pub pricing: BTreeMap<String, Price>,
     /// Tenants declared in the file.
     pub tenants: Vec<TenantConfig>,
+    /// How attempts fail over (SPEC §2.2).
+    pub routing: RoutingConfig,
+    /// Model aliases with weighted targets and fallbacks (SPEC §2.2).
+    pub models: Vec<ModelAlias>,
+}
+
+/// `[routing]`: the attempt policy (SPEC §2.2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoutingConfig {
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// No attempt starts after this long from the request's arrival.
+    pub deadline: Duration,
+    /// An attempt without response headers within this long fails over.
+    pub attempt_timeout: Duration,
+    /// The longest `Retry-After` honoured by waiting; a longer one fails over.
+    pub max_retry_after: Duration,
+    /// The first wait before retrying the same target (doubled each time).
+    pub retry_backoff: Duration,
+    /// Consecutive failures after which a target cools down.
+    pub cooldown_failures: u32,
+    /// How long a target cools down.
+    pub cooldown: Duration,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            deadline: Duration::from_secs(120),
+            attempt_timeout: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(10),
+            retry_backoff: Duration::from_millis(500),
+            cooldown_failures: 3,
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One `[[models]]` alias.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelAlias {
+    /// The model name clients send.
+    pub name: String,
+    /// Load-balanced targets.
+    pub targets: Vec<AliasTarget>,
+    /// Tried in order when every target failed: `provider/model` or another alias.
+    pub fallbacks: Vec<String>,
+}
+
+/// One target of an alias.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasTarget {
+    /// A configured provider.
+    pub provider: String,
+    /// The model sent to it.
+    pub model: String,
+    /// Relative share of requests (> 0).
+    pub weight: f64,
 }
 
 /// `[server]`.

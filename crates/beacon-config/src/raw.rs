@@ -22,6 +22,40 @@ pub struct RawConfig {
     pub pricing: BTreeMap<String, RawPrice>,
     #[serde(default)]
     pub tenants: Vec<RawTenant>,
+    #[serde(default)]
+    pub routing: RawRouting,
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    pub max_attempts: Option<i64>,
+    pub deadline_secs: Option<f64>,
+    pub attempt_timeout_secs: Option<f64>,
+    pub max_retry_after_secs: Option<f64>,
+    pub retry_backoff_secs: Option<f64>,
+    pub cooldown_failures: Option<i64>,
+    pub cooldown_secs: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub name: String,
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub provider: String,
+    pub model: String,
+    pub weight: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

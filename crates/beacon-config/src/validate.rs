@@ -9,9 +9,10 @@ use rust_decimal::Decimal;
 
 use crate::raw::{RawConfig, RawDestination, RawPrice};
 use crate::{
-    AdminConfig, Api, ApiKeyConfig, ApiSet, BroadcastConfig, Config, DestinationConfig,
-    DestinationKind, FieldError, MetadataLimits, Price, ProviderConfig, ProviderKind, ServerConfig,
-    StoreConfig, TenantBroadcastConfig, TenantConfig, MAX_DESTINATIONS_PER_TYPE,
+    AdminConfig, AliasTarget, Api, ApiKeyConfig, ApiSet, BroadcastConfig, Config,
+    DestinationConfig, DestinationKind, FieldError, MetadataLimits, ModelAlias, Price,
+    ProviderConfig, ProviderKind, RoutingConfig, ServerConfig, StoreConfig, TenantBroadcastConfig,
+    TenantConfig, MAX_DESTINATIONS_PER_TYPE,
 };
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -317,6 +318,9 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         ));
     }
 
+    let routing = routing_of(&raw.routing, &mut errs);
+    let models = models_of(raw.models, &providers, &mut errs);
+
     let mut pricing = BTreeMap::new();
     for (model, price) in raw.pricing {
         if let Some(p) = price_of(&price, &format!("pricing.\"{model}\""), &mut errs) {
@@ -421,6 +425,8 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             providers,
             pricing,
             tenants,
+            routing,
+            models,
         })
     } else {
         Err(errs)
@@ -521,6 +527,158 @@ fn price_of(p: &RawPrice, path: &str, errs: &mut Vec<FieldError>) -> Option<Pric
         reasoning: p.reasoning.map(|v| dec(v, "reasoning")),
     };
     (errs.len() == before).then_some(price)
+}
+
+fn routing_of(r: &crate::raw::RawRouting, errs: &mut Vec<FieldError>) -> RoutingConfig {
+    let d = RoutingConfig::default();
+    let count = |v: Option<i64>, default: u32, field: &str, errs: &mut Vec<FieldError>| {
+        u32::try_from(positive_int(v, default as usize, field, errs).min(100)).unwrap_or(default)
+    };
+    RoutingConfig {
+        max_attempts: count(r.max_attempts, d.max_attempts, "routing.max_attempts", errs),
+        deadline: secs(
+            r.deadline_secs,
+            d.deadline.as_secs_f64(),
+            "routing.deadline_secs",
+            errs,
+        ),
+        attempt_timeout: secs(
+            r.attempt_timeout_secs,
+            d.attempt_timeout.as_secs_f64(),
+            "routing.attempt_timeout_secs",
+            errs,
+        ),
+        max_retry_after: secs_or_zero(
+            r.max_retry_after_secs,
+            d.max_retry_after.as_secs_f64(),
+            "routing.max_retry_after_secs",
+            errs,
+        ),
+        retry_backoff: secs_or_zero(
+            r.retry_backoff_secs,
+            d.retry_backoff.as_secs_f64(),
+            "routing.retry_backoff_secs",
+            errs,
+        ),
+        cooldown_failures: count(
+            r.cooldown_failures,
+            d.cooldown_failures,
+            "routing.cooldown_failures",
+            errs,
+        ),
+        cooldown: secs_or_zero(
+            r.cooldown_secs,
+            d.cooldown.as_secs_f64(),
+            "routing.cooldown_secs",
+            errs,
+        ),
+    }
+}
+
+/// `[[models]]`: names unique and not shadowed by a provider prefix, targets on configured
+/// providers with positive weights, fallbacks that route somewhere and never loop back.
+fn models_of(
+    raw: Vec<crate::raw::RawModel>,
+    providers: &[ProviderConfig],
+    errs: &mut Vec<FieldError>,
+) -> Vec<ModelAlias> {
+    let provider = |name: &str| providers.iter().any(|p| p.name == name);
+    let has_default = providers.iter().any(|p| p.default);
+    let names: Vec<String> = raw.iter().map(|m| m.name.clone()).collect();
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, m) in raw.into_iter().enumerate() {
+        let field = |k: &str| format!("models[{i}].{k}");
+        if m.name.trim().is_empty() || m.name.len() > 256 {
+            errs.push(FieldError::new(
+                field("name"),
+                "must be 1 to 256 characters",
+            ));
+        } else if !seen.insert(m.name.clone()) {
+            errs.push(FieldError::new(
+                field("name"),
+                format!("duplicate model alias `{}`", m.name),
+            ));
+        } else if let Some((prefix, _)) = m.name.split_once('/').filter(|(p, _)| provider(p)) {
+            errs.push(FieldError::new(
+                field("name"),
+                format!("`{}` would shadow provider `{prefix}`'s models", m.name),
+            ));
+        }
+        if m.targets.is_empty() {
+            errs.push(FieldError::new(
+                field("targets"),
+                "must list at least one { provider, model } target",
+            ));
+        }
+        let mut targets = Vec::new();
+        for (j, t) in m.targets.into_iter().enumerate() {
+            if !provider(&t.provider) {
+                errs.push(FieldError::new(
+                    field(&format!("targets[{j}].provider")),
+                    format!("unknown provider `{}`", t.provider),
+                ));
+            }
+            if t.model.trim().is_empty() {
+                errs.push(FieldError::new(
+                    field(&format!("targets[{j}].model")),
+                    "must not be empty",
+                ));
+            }
+            let weight = t.weight.unwrap_or(1.0);
+            if !(weight.is_finite() && weight > 0.0) {
+                errs.push(FieldError::new(
+                    field(&format!("targets[{j}].weight")),
+                    "must be a number greater than 0",
+                ));
+            }
+            targets.push(AliasTarget {
+                provider: t.provider,
+                model: t.model,
+                weight,
+            });
+        }
+        for (j, f) in m.fallbacks.iter().enumerate() {
+            let routes = names.contains(f)
+                || f.split_once('/')
+                    .is_some_and(|(p, rest)| provider(p) && !rest.is_empty())
+                || has_default;
+            if !routes {
+                errs.push(FieldError::new(
+                    field(&format!("fallbacks[{j}]")),
+                    format!(
+                        "`{f}` is neither an alias nor `provider/model` of a configured provider"
+                    ),
+                ));
+            }
+        }
+        out.push(ModelAlias {
+            name: m.name,
+            targets,
+            fallbacks: m.fallbacks,
+        });
+    }
+    // A fallback chain that comes back to an alias would loop.
+    for (i, m) in out.iter().enumerate() {
+        let mut stack: Vec<&str> = m.fallbacks.iter().map(String::as_str).collect();
+        let mut visited = HashSet::new();
+        while let Some(next) = stack.pop() {
+            if next == m.name {
+                errs.push(FieldError::new(
+                    format!("models[{i}].fallbacks"),
+                    format!("`{}` falls back to itself through its fallbacks", m.name),
+                ));
+                break;
+            }
+            if !visited.insert(next) {
+                continue;
+            }
+            if let Some(alias) = out.iter().find(|a| a.name == next) {
+                stack.extend(alias.fallbacks.iter().map(String::as_str));
+            }
+        }
+    }
+    out
 }
 
 fn valid_name(s: &str) -> bool {
@@ -734,6 +892,82 @@ apis = []
             "providers[0].kind: unknown kind `gemini`",
             "providers[1].apis[1]: unknown API `images`",
             "providers[2].apis: must name at least one API",
+        ] {
+            assert!(e.contains(needle), "missing {needle} in:\n{e}");
+        }
+    }
+
+    #[test]
+    fn routing_and_model_aliases() {
+        let c = Config::parse(
+            r#"
+[routing]
+max_attempts = 4
+deadline_secs = 30
+cooldown_secs = 0
+[[providers]]
+name = "a"
+base_url = "http://a"
+[[providers]]
+name = "b"
+base_url = "http://b"
+[[models]]
+name = "smart"
+targets = [{ provider = "a", model = "m", weight = 3 }, { provider = "b", model = "m" }]
+fallbacks = ["cheap", "b/other"]
+[[models]]
+name = "cheap"
+targets = [{ provider = "b", model = "small" }]
+"#,
+            "t.toml",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.routing.max_attempts, 4);
+        assert_eq!(c.routing.deadline, std::time::Duration::from_secs(30));
+        assert!(c.routing.cooldown.is_zero());
+        assert_eq!(
+            c.routing.attempt_timeout,
+            std::time::Duration::from_secs(60)
+        );
+        assert_eq!(c.models[0].targets[0].weight, 3.0);
+        assert_eq!(c.models[0].targets[1].weight, 1.0);
+        assert_eq!(c.models[0].fallbacks, ["cheap", "b/other"]);
+
+        let e = errors(
+            r#"
+[routing]
+attempt_timeout_secs = -1
+[[providers]]
+name = "a"
+base_url = "http://a"
+[[models]]
+name = "x"
+targets = [{ provider = "zz", model = "m", weight = -2 }]
+fallbacks = ["y", "nowhere/m"]
+[[models]]
+name = "y"
+targets = []
+fallbacks = ["x"]
+[[models]]
+name = "y"
+targets = [{ provider = "a", model = "" }]
+[[models]]
+name = "a/shadow"
+targets = [{ provider = "a", model = "m" }]
+"#,
+        )
+        .join("\n");
+        for needle in [
+            "routing.attempt_timeout_secs",
+            "models[0].targets[0].provider: unknown provider `zz`",
+            "models[0].targets[0].weight",
+            "models[0].fallbacks[1]",
+            "models[0].fallbacks: `x` falls back to itself",
+            "models[1].targets: must list at least one",
+            "models[2].name: duplicate model alias `y`",
+            "models[2].targets[0].model",
+            "models[3].name",
         ] {
             assert!(e.contains(needle), "missing {needle} in:\n{e}");
         }

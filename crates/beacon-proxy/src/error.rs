@@ -80,6 +80,15 @@ pub enum ProxyError {
         /// Its `Location`, when it sent one.
         location: Option<String>,
     },
+    /// An attempt got no response headers within `routing.attempt_timeout_secs` and no
+    /// other attempt followed.
+    #[error("The upstream provider `{provider}` sent no response within {secs} seconds.")]
+    UpstreamAttemptTimeout {
+        /// The provider.
+        provider: String,
+        /// `routing.attempt_timeout_secs`.
+        secs: f64,
+    },
     /// The whole-request upstream timeout elapsed.
     #[error("The upstream provider did not answer within {0} seconds.")]
     UpstreamTimeout(u64),
@@ -107,7 +116,9 @@ impl ProxyError {
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamInvalid(_)
             | Self::UpstreamRedirect { .. } => StatusCode::BAD_GATEWAY,
-            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamTimeout(_) | Self::UpstreamAttemptTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -118,6 +129,7 @@ impl ProxyError {
             Self::MissingKey | Self::InvalidKey => "invalid_request_error",
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout(_)
+            | Self::UpstreamAttemptTimeout { .. }
             | Self::UpstreamInvalid(_)
             | Self::UpstreamRedirect { .. } => "upstream_error",
             Self::ShuttingDown => "server_error",
@@ -141,6 +153,7 @@ impl ProxyError {
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::UpstreamUnreachable { kind, .. } => kind,
             Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::UpstreamAttemptTimeout { .. } => "attempt_timeout",
             Self::UpstreamInvalid(_) => "upstream_invalid_response",
             Self::UpstreamRedirect { .. } => "upstream_redirect",
             Self::ShuttingDown => "shutting_down",

@@ -84,6 +84,10 @@ pub struct App {
     pub upstream_idle_timeout: Duration,
     /// Limits on the `trace` metadata kept per record.
     pub metadata_limits: beacon_config::MetadataLimits,
+    /// The attempt policy (`[routing]`).
+    pub routing: beacon_config::RoutingConfig,
+    /// Consecutive failures and cooldowns per target, shared by the node's proxy threads.
+    pub health: Arc<routing::plan::Health>,
     models: handlers::models::Models,
     draining: AtomicBool,
     cut: tokio_util::sync::CancellationToken,
@@ -109,7 +113,7 @@ impl App {
         metrics: Arc<metrics::Metrics>,
         directory: Arc<auth::Directory>,
     ) -> Result<Self, BuildError> {
-        let router = routing::Router::new(&config.providers)?;
+        let router = routing::Router::new(&config.providers, &config.models)?;
         let prices = meter::pricing::PriceTable::with_defaults(&config.pricing);
         let models = handlers::models::Models::new(&router, &prices);
         Ok(Self {
@@ -129,11 +133,22 @@ impl App {
             body_read_timeout: config.server.body_read_timeout,
             upstream_idle_timeout: config.server.upstream_idle_timeout,
             metadata_limits: config.broadcast.metadata,
+            routing: config.routing,
+            health: Arc::new(routing::plan::Health::new(
+                config.routing.cooldown_failures,
+                config.routing.cooldown,
+            )),
             models,
             draining: AtomicBool::new(false),
             cut: tokio_util::sync::CancellationToken::new(),
             mounted: None,
         })
+    }
+
+    /// Shares `health` (one per node) instead of this App's own.
+    pub fn with_health(mut self, health: Arc<routing::plan::Health>) -> Self {
+        self.health = health;
+        self
     }
 
     /// Serves `/admin/…` and `/console…` with `routes`.

@@ -57,6 +57,22 @@ struct StreamLabels {
     stream: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AttemptLabels {
+    provider: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
 /// An interned, escaped label value: building a label set clones a pointer, not a string.
 type Label = LabelValue;
 
@@ -86,6 +102,10 @@ pub struct Metrics {
     estimates: Family<MethodLabels, Counter>,
     connections_refused: Counter,
     idle_closed: Counter,
+    attempts: Family<AttemptLabels, Counter>,
+    failovers: Family<ReasonLabels, Counter>,
+    cooldowns: Family<ProviderLabels, Counter>,
+    cooling: Family<ProviderLabels, Gauge>,
     models: Mutex<HashMap<String, Label>>,
     tenants: Mutex<HashMap<String, Label>>,
 }
@@ -162,8 +182,36 @@ impl Metrics {
             "Completions whose tokens were estimated (the upstream reported no usage), by method: tokenizer, or coarse (bytes / 4) while the estimator was saturated",
             estimates.clone(),
         );
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        let failovers = Family::<ReasonLabels, Counter>::default();
+        let cooldowns = Family::<ProviderLabels, Counter>::default();
+        let cooling = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "beacon_upstream_attempts",
+            "Upstream attempts by provider and outcome (served, http_<status>, unreachable, attempt_timeout, stream_failed)",
+            attempts.clone(),
+        );
+        registry.register(
+            "beacon_failovers",
+            "Attempts that failed and were followed by another (a fallback target or the same after a wait), by reason",
+            failovers.clone(),
+        );
+        registry.register(
+            "beacon_upstream_cooldowns",
+            "Targets that started a cooldown after routing.cooldown_failures consecutive failures, by provider",
+            cooldowns.clone(),
+        );
+        registry.register(
+            "beacon_upstream_cooling_targets",
+            "Targets (provider/model) cooling down now, by provider",
+            cooling.clone(),
+        );
         broadcast.register(&mut registry);
         Arc::new(Self {
+            attempts,
+            failovers,
+            cooldowns,
+            cooling,
             registry,
             requests,
             completions,
@@ -300,6 +348,45 @@ impl Metrics {
     /// Tracks requests in flight.
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    /// One upstream attempt on `provider` ended with `outcome`.
+    pub fn observe_attempt(&self, provider: &str, outcome: &str) {
+        self.attempts
+            .get_or_create(&AttemptLabels {
+                provider: provider.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// A failed attempt was followed by another.
+    pub fn observe_failover(&self, reason: &str) {
+        self.failovers
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// A target of `provider` started cooling down.
+    pub fn observe_cooldown(&self, provider: &str) {
+        self.cooldowns
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_string(),
+            })
+            .inc();
+    }
+
+    /// Targets cooling down now, per provider (every provider given, 0 when none).
+    pub fn set_cooling<'a>(&self, counts: impl Iterator<Item = (&'a str, i64)>) {
+        for (provider, n) in counts {
+            self.cooling
+                .get_or_create(&ProviderLabels {
+                    provider: provider.to_string(),
+                })
+                .set(n);
+        }
     }
 
     /// Renders the Prometheus text exposition.

@@ -21,6 +21,8 @@ use crate::error::ProxyError;
 pub const MAX_USER_LEN: usize = 128;
 /// Longest `session_id` accepted.
 pub const MAX_SESSION_ID_LEN: usize = 256;
+/// Most fallback models accepted in a request's `models` list.
+pub const MAX_FALLBACK_MODELS: usize = 8;
 /// Deepest nesting accepted in a field Beacon reads (`trace`, `stream`, `user`, ...).
 pub const MAX_EXTENSION_DEPTH: usize = 32;
 /// Key added to a kept `trace` when keys were dropped over the count or size limit; its
@@ -56,6 +58,9 @@ pub struct ClientRequest<'a> {
     pub trace: Option<serde_json::Map<String, Value>>,
     /// Sampling parameters, for the record.
     pub params: RequestParams,
+    /// The body's `models` list (OpenRouter's field): fallback models, in order, after
+    /// `model`. Consumed by Beacon, never forwarded.
+    pub models: Vec<String>,
     /// The prompt as a chat `messages` array (system first), for content export and token
     /// estimation: the client's own `messages` for chat, a conversion for other APIs.
     pub input: Bytes,
@@ -232,6 +237,35 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The `models` list: at most [`MAX_FALLBACK_MODELS`] non-empty strings.
+    pub fn models(&self) -> Result<Vec<String>, ProxyError> {
+        let list = match self.strict("models")? {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(list)) => list,
+            Some(_) => {
+                return Err(invalid(
+                    "models",
+                    "`models` must be an array of model names",
+                ))
+            }
+        };
+        if list.len() > MAX_FALLBACK_MODELS {
+            return Err(invalid(
+                "models",
+                format!("`models` lists at most {MAX_FALLBACK_MODELS} models"),
+            ));
+        }
+        list.into_iter()
+            .map(|m| match m {
+                Value::String(s) if !s.trim().is_empty() && s.len() <= 256 => Ok(s),
+                _ => Err(invalid(
+                    "models",
+                    "`models` must be an array of model names (strings of 1 to 256 bytes)",
+                )),
+            })
+            .collect()
+    }
+
     /// A number field, leniently.
     pub fn num(&self, k: &str) -> Option<f64> {
         self.lenient(k).and_then(|v| v.as_f64())
@@ -284,6 +318,7 @@ impl<'a> ClientRequest<'a> {
     pub fn new(parts: Parts<'a>, cx: &ParseContext<'_>) -> Result<Self, ProxyError> {
         let session_id = parts.fields.session_id(cx.session_header)?;
         let trace = parts.fields.trace(cx.limits)?;
+        let models = parts.fields.models()?;
         Ok(Self {
             model: parts.model,
             stream: parts.stream,
@@ -292,6 +327,7 @@ impl<'a> ClientRequest<'a> {
             session_id,
             trace,
             params: parts.params,
+            models,
             input: parts.input,
             strip: parts.strip,
             request_usage: parts.request_usage,
@@ -325,7 +361,7 @@ impl<'a> ClientRequest<'a> {
         };
         for (k, v) in &self.fields.0 {
             match k.as_ref() {
-                "session_id" | "trace" => continue,
+                "session_id" | "trace" | "models" => continue,
                 "stream_options" if ask_usage => continue,
                 k if self.strip.contains(&k) => continue,
                 _ => {}

@@ -217,10 +217,16 @@ async fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let mut apps = Vec::with_capacity(listeners.len());
+    // Cooldowns are per node: every proxy thread sees the same targets' health.
+    let health = Arc::new(beacon_proxy::routing::plan::Health::new(
+        config.routing.cooldown_failures,
+        config.routing.cooldown,
+    ));
     for _ in &listeners {
         let app =
             beacon_proxy::App::new(&config, sender.clone(), metrics.clone(), directory.clone())
                 .map_err(|e| e.to_string())?
+                .with_health(health.clone())
                 .mount(admin.clone());
         apps.push(Arc::new(app));
     }

@@ -395,6 +395,8 @@ enum Role {
     Agent,
     Function,
     Generation,
+    /// A failed upstream attempt (its index in `record.attempts`), a child of the generation.
+    Attempt(usize),
 }
 
 /// One span before its attributes are produced.
@@ -404,14 +406,14 @@ struct PlannedSpan<'r> {
     span_id: [u8; 8],
     parent: Option<[u8; 8]>,
     flags: u32,
+    start: u64,
+    end: u64,
+    status: Option<(i32, &'r str)>,
 }
 
 /// Everything about a completion's spans except the attributes.
 struct Plan<'r> {
     trace_id: [u8; 16],
-    start: u64,
-    end: u64,
-    status: Option<(i32, &'r str)>,
     id_metadata: Vec<(&'static str, String)>,
     spans: Vec<PlannedSpan<'r>>,
 }
@@ -452,14 +454,31 @@ fn plan<'r>(record: &'r CompletionRecord, ids: &mut dyn IdSource) -> Plan<'r> {
             span_id,
             parent: parent_id,
             flags,
+            start,
+            end,
+            status,
         });
         parent_id = Some(span_id);
     }
+    // Failed attempts (SPEC §2.2): children of the generation span, timed as they ran.
+    for (i, attempt) in record.attempts.iter().enumerate() {
+        let at = start.saturating_add(attempt.start_us.saturating_mul(1000));
+        spans.push(PlannedSpan {
+            name: format!("attempt {}/{}", attempt.provider, attempt.model).into(),
+            role: Role::Attempt(i),
+            span_id: ids.span_id(),
+            parent: parent_id,
+            flags: 0,
+            start: at,
+            end: at.saturating_add(attempt.duration_us.saturating_mul(1000)),
+            status: Some((
+                status::StatusCode::Error as i32,
+                attempt.error_type.as_str(),
+            )),
+        });
+    }
     Plan {
         trace_id,
-        start,
-        end,
-        status,
         id_metadata,
         spans,
     }
@@ -484,13 +503,27 @@ fn span_attributes(
             a.str("sentry.description", &span.name);
         }
         Role::Generation => generation_attributes(record, settings, &span.name, a),
+        Role::Attempt(i) => {
+            if let Some(attempt) = record.attempts.get(i) {
+                a.str("sentry.op", "http.client");
+                a.str("sentry.description", &span.name);
+                a.str("gen_ai.provider.name", &attempt.provider);
+                a.str("gen_ai.request.model", &attempt.model);
+                if let Some(status) = attempt.status {
+                    a.int("http.response.status_code", i64::from(status));
+                }
+                a.str("error.type", &attempt.error_type);
+                a.int("beacon.attempt", i as i64 + 1);
+                a.str("beacon.request_id", &record.request_id);
+            }
+        }
     }
     common_attributes(record, settings, &plan.id_metadata, a);
 }
 
 fn kind(role: Role) -> span::SpanKind {
     match role {
-        Role::Generation => span::SpanKind::Client,
+        Role::Generation | Role::Attempt(_) => span::SpanKind::Client,
         Role::Agent | Role::Function => span::SpanKind::Internal,
     }
 }
@@ -514,10 +547,10 @@ pub fn build_spans(
                 flags: sp.flags,
                 name: sp.name.to_string(),
                 kind: kind(sp.role) as i32,
-                start_time_unix_nano: plan.start,
-                end_time_unix_nano: plan.end,
+                start_time_unix_nano: sp.start,
+                end_time_unix_nano: sp.end,
                 attributes,
-                status: plan.status.map(|(code, message)| Status {
+                status: sp.status.map(|(code, message)| Status {
                     message: message.to_string(),
                     code,
                 }),
@@ -587,8 +620,8 @@ pub fn encode_export_parts<'a>(
                 }
                 w.string(5, &sp.name);
                 w.uint(6, kind(sp.role) as u64);
-                w.fixed64(7, plan.start);
-                w.fixed64(8, plan.end);
+                w.fixed64(7, sp.start);
+                w.fixed64(8, sp.end);
                 span_attributes(
                     record,
                     settings,
@@ -599,7 +632,7 @@ pub fn encode_export_parts<'a>(
                         field: 9,
                     },
                 );
-                if let Some((code, message)) = plan.status {
+                if let Some((code, message)) = sp.status {
                     w.message(15, 1, |w| {
                         w.string(2, message);
                         w.uint(3, code as u64);

@@ -60,6 +60,7 @@ pub(crate) fn record() -> CompletionRecord {
         finish_reasons: vec!["stop".into()],
         outcome: Outcome::Ok,
         upstream_status: Some(200),
+        attempts: Vec::new(),
         user: Some("user-1".into()),
         session_id: Some("sess-1".into()),
         trace: None,
@@ -361,6 +362,7 @@ fn direct_encoding_equals_the_prost_messages() {
     cancelled.outcome = Outcome::ClientCancelled;
     cancelled.finish_reasons.clear();
     records.push(cancelled);
+    records.push(failed_over());
 
     for settings in [
         settings(),
@@ -383,6 +385,72 @@ fn direct_encoding_equals_the_prost_messages() {
         // Canonical encoding, byte for byte the same as prost's.
         assert_eq!(bytes, expected.encode_to_vec());
     }
+}
+
+/// A completion served by its third attempt, after a 503 and a refused connection.
+fn failed_over() -> CompletionRecord {
+    let mut r = record();
+    r.attempts = vec![
+        crate::record::Attempt {
+            provider: "primary".into(),
+            model: "gpt-4o".into(),
+            status: Some(503),
+            error_type: "http_503".into(),
+            start_us: 100,
+            duration_us: 2_000,
+        },
+        crate::record::Attempt {
+            provider: "secondary".into(),
+            model: "gpt-4o".into(),
+            status: None,
+            error_type: "unreachable".into(),
+            start_us: 2_200,
+            duration_us: 300,
+        },
+    ];
+    r
+}
+
+#[test]
+fn failed_attempts_are_error_children_of_the_generation_span() {
+    let r = failed_over();
+    let spans = build_spans(&r, &settings(), &mut SeqIds(0));
+    assert_eq!(spans.len(), 3);
+    let generation = &spans[0];
+    assert_eq!(
+        generation.status.as_ref().unwrap().code,
+        status::StatusCode::Ok as i32
+    );
+    for (sp, (name, code)) in spans[1..].iter().zip([
+        ("attempt primary/gpt-4o", Some(503)),
+        ("attempt secondary/gpt-4o", None),
+    ]) {
+        assert_eq!(sp.name, name);
+        assert_eq!(sp.parent_span_id, generation.span_id);
+        assert_eq!(sp.kind, span::SpanKind::Client as i32);
+        assert_eq!(
+            sp.status.as_ref().unwrap().code,
+            status::StatusCode::Error as i32
+        );
+        assert!(
+            matches!(attr(sp, "sentry.op"), Some(any_value::Value::StringValue(v)) if v == "http.client")
+        );
+        match code {
+            Some(c) => assert!(
+                matches!(attr(sp, "http.response.status_code"), Some(any_value::Value::IntValue(v)) if *v == c)
+            ),
+            None => assert!(attr(sp, "http.response.status_code").is_none()),
+        }
+        // No tokens or cost: the served attempt (the generation span) alone carries them.
+        assert!(attr(sp, "gen_ai.usage.input_tokens").is_none());
+        assert!(attr(sp, "gen_ai.cost.total_tokens").is_none());
+        assert!(sp.start_time_unix_nano >= generation.start_time_unix_nano);
+        assert!(sp.end_time_unix_nano > sp.start_time_unix_nano);
+    }
+    assert_eq!(
+        spans[1].start_time_unix_nano,
+        r.timings.received_unix_nanos + 100_000
+    );
 }
 
 #[test]

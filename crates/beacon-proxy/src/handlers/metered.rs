@@ -13,7 +13,7 @@
 //!
 //! A client that goes away drops the meter unfinished: its `Drop` records the cancel.
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use beacon_broadcast::record::{CostSource, Outcome};
 use bytes::Bytes;
@@ -28,6 +28,8 @@ use crate::error::{anthropic_error_body, error_body, json_response, ErrorShape, 
 use crate::meter::stream::{MeteredSse, StreamLimits};
 use crate::meter::{Meter, RequestInfo};
 use crate::request::{ClientRequest, ParseContext};
+use crate::routing::plan::{Attempts, Failed};
+use crate::routing::policy::{self, AttemptResult, Decision};
 use crate::routing::Route;
 use crate::{trace_context, upstream, App};
 
@@ -43,6 +45,10 @@ pub struct Labels {
     pub tenant: String,
     /// Requested model, once parsed.
     pub model: String,
+    /// Upstream attempts made (the `x-beacon-attempts` header).
+    pub attempts: usize,
+    /// The provider that served, when one did (the `x-beacon-provider` header).
+    pub provider: Option<String>,
 }
 
 /// Serves one request of API `A`; errors are answered in `A`'s shape.
@@ -53,13 +59,22 @@ pub async fn handle<A: WireApi>(
     received: Instant,
 ) -> Response<ProxyBody> {
     let mut labels = Labels::default();
-    let resp = match serve::<A>(app, req, request_id, received, &mut labels).await {
+    let mut resp = match serve::<A>(app, req, request_id, received, &mut labels).await {
         Ok(resp) => resp,
         Err(e) => {
             crate::log_error(&e, request_id);
             e.into_response_as(request_id, A::SHAPE)
         }
     };
+    let h = resp.headers_mut();
+    h.insert("x-beacon-attempts", HeaderValue::from(labels.attempts));
+    if let Some(v) = labels
+        .provider
+        .as_deref()
+        .and_then(|p| HeaderValue::from_str(p).ok())
+    {
+        h.insert("x-beacon-provider", v);
+    }
     app.metrics
         .observe_response(&labels.tenant, &labels.model, resp.status().as_u16());
     resp
@@ -67,8 +82,9 @@ pub async fn handle<A: WireApi>(
 
 /// What the upstream answered, before the relay.
 enum Reply {
-    /// A stream: relayed by `MeteredSse`.
-    Stream(Incoming),
+    /// A stream: relayed by `MeteredSse`, with its first frame when it was read ahead (a
+    /// stream that can still fail over is committed only once its first event arrived).
+    Stream(Incoming, Option<Bytes>),
     /// A complete 2xx body.
     Complete(Bytes),
     /// An upstream error status, with its body (bounded).
@@ -79,6 +95,38 @@ enum Reply {
 struct Failure {
     outcome: Outcome,
     error: ProxyError,
+}
+
+/// One attempt's result: what the policy reads, and what the relay would send.
+struct Attempted {
+    result: AttemptResult,
+    retry_after: Option<Duration>,
+    exchanged: Result<(Reply, http::HeaderMap), Failure>,
+}
+
+impl Attempted {
+    /// Low-cardinality name of the attempt's outcome (metrics, the record's attempts).
+    fn label(&self) -> String {
+        match self.result {
+            AttemptResult::Status(s) if (200..300).contains(&s) => "served".into(),
+            AttemptResult::Status(s) => format!("http_{s}"),
+            AttemptResult::Unreachable => "unreachable".into(),
+            AttemptResult::TimedOut => "attempt_timeout".into(),
+            AttemptResult::StreamFailedEarly => "stream_failed".into(),
+        }
+    }
+
+    fn status(&self) -> Option<u16> {
+        match self.result {
+            AttemptResult::Status(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A number in [0, 1) for the weighted pick among targets.
+fn roll() -> f64 {
+    rand::random::<f64>()
 }
 
 async fn serve<A: WireApi>(
@@ -113,23 +161,19 @@ async fn serve<A: WireApi>(
     };
     let request = A::parse(&body, &cx)?;
     labels.model.clone_from(&request.model);
-    let route = app
-        .router
-        .route(&request.model, A::API)
+    let plan = app.router.plan(&request.model, &request.models, A::API)?;
+    let mut attempts = Attempts::default();
+    let mut current = plan
+        .next(&mut attempts, &app.health, roll())
         .ok_or_else(|| ProxyError::ModelNotFound(request.model.clone()))?;
-    let Some(url) = route.provider.url(A::API) else {
-        return Err(ProxyError::UnsupportedApi {
-            provider: route.provider.name.clone(),
-            api: A::API,
-        });
-    };
 
     // 2. Meter.
-    let info = request_info::<A>(&caller, request_id, &route, &request, &parts.headers);
+    let first = &plan.candidates[current].route;
+    let info = request_info::<A>(&caller, request_id, first, &request, &parts.headers);
     let mut meter = Meter::new(info, app.meter.clone(), received, received_wall);
     let deadline = tokio::time::Instant::from_std(received) + app.upstream_timeout;
 
-    // 3. Exchange.
+    // 3. Exchange: attempts until one serves or the policy gives up (SPEC §2.2).
     let forwarded: Vec<_> = A::FORWARDED_HEADERS
         .iter()
         .filter_map(|name| {
@@ -137,30 +181,71 @@ async fn serve<A: WireApi>(
             Some((http::HeaderName::from_static(name), v.clone()))
         })
         .collect();
-    let upstream_req = upstream::api_request(
-        &route.provider,
-        url,
-        request.upstream_body(&route.upstream_model),
-        request.stream,
-        &forwarded,
-    );
-    let exchanged = match upstream_req {
-        Ok(upstream_req) => {
-            exchange(
-                app,
-                &route,
-                upstream_req,
-                request.stream,
-                deadline,
-                &mut meter,
+    // A stream that could still fail over is read up to its first event before the client
+    // gets anything; a request with a single target is relayed at once, as it always was.
+    let read_ahead = plan.candidates.len() > 1;
+    let exchanged = loop {
+        let route = &plan.candidates[current].route;
+        attempts.count += 1;
+        let started = Instant::now();
+        let attempted = attempt::<A>(
+            app, route, &request, &forwarded, deadline, read_ahead, &mut meter,
+        )
+        .await;
+        let out_of_time = tokio::time::Instant::now() >= deadline;
+        let decision = if out_of_time {
+            Decision::GiveUp
+        } else {
+            policy::decide(
+                &app.routing,
+                attempts.count,
+                attempted.result,
+                attempted.retry_after,
+                received.elapsed(),
+                plan.others_left(&attempts),
             )
-            .await
+        };
+        let label = attempted.label();
+        app.metrics.observe_attempt(&route.provider.name, &label);
+        match attempted.result {
+            AttemptResult::Status(s) if (200..300).contains(&s) => app.health.succeeded(route),
+            AttemptResult::Status(s) if !policy::fails_over(s) => {}
+            _ => {
+                if app.health.failed(route) == Failed::CooledDown {
+                    app.metrics.observe_cooldown(&route.provider.name);
+                    tracing::warn!(provider = %route.provider.name, model = %route.upstream_model, "target cooling down after {} consecutive failures", app.routing.cooldown_failures);
+                }
+            }
         }
-        Err(e) => Err(Failure {
-            outcome: upstream_failure(None, "invalid_request", e.to_string()),
-            error: ProxyError::UpstreamInvalid(e.to_string()),
-        }),
+        let next = match decision {
+            Decision::Serve | Decision::GiveUp => break attempted.exchanged,
+            Decision::FailOver => match plan.next(&mut attempts, &app.health, roll()) {
+                Some(next) => next,
+                None => break attempted.exchanged,
+            },
+            Decision::RetrySame(wait) => {
+                meter.attempt_failed(
+                    attempted.status(),
+                    &label,
+                    started,
+                    (&route.provider.name, &route.upstream_model),
+                );
+                app.metrics.observe_failover(&label);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        let to = &plan.candidates[next].route;
+        meter.attempt_failed(
+            attempted.status(),
+            &label,
+            started,
+            (&to.provider.name, &to.upstream_model),
+        );
+        app.metrics.observe_failover(&label);
+        current = next;
     };
+    labels.attempts = meter.attempt_count();
     let (reply, passthrough) = match exchanged {
         Ok(ok) => ok,
         Err(Failure { outcome, error }) => {
@@ -168,12 +253,14 @@ async fn serve<A: WireApi>(
             return Err(error);
         }
     };
+    labels.provider = Some(plan.candidates[current].route.provider.name.clone());
 
     // 4. Relay.
     match reply {
-        Reply::Stream(body) => {
+        Reply::Stream(body, first) => {
             let body = MeteredSse::new(
                 body,
+                first,
                 meter,
                 A::decoder(&request),
                 StreamLimits {
@@ -201,28 +288,79 @@ async fn serve<A: WireApi>(
     }
 }
 
-/// Sends the request and reads what the relay needs: the response headers, and the whole
-/// body of a non-streaming reply or an error status.
-async fn exchange(
+/// One attempt on `route`: sends the request (the body already in memory, the model
+/// rewritten for this target) and reads what the relay needs — the response headers within
+/// `routing.attempt_timeout_secs`, and the whole body of a non-streaming reply or an error
+/// status (or, with `read_ahead`, a stream's first frame).
+async fn attempt<A: WireApi>(
     app: &App,
     route: &Route,
-    upstream_req: http::Request<http_body_util::Full<Bytes>>,
-    stream: bool,
+    request: &ClientRequest<'_>,
+    forwarded: &[(http::HeaderName, HeaderValue)],
     deadline: tokio::time::Instant,
+    read_ahead: bool,
     meter: &mut Meter,
-) -> Result<(Reply, http::HeaderMap), Failure> {
-    let timeout_secs = app.upstream_timeout.as_secs();
-    let timed_out = || Failure {
-        outcome: Outcome::Timeout,
-        error: ProxyError::UpstreamTimeout(timeout_secs),
+) -> Attempted {
+    let failed = |result, outcome, error| Attempted {
+        result,
+        retry_after: None,
+        exchanged: Err(Failure { outcome, error }),
     };
+    let Some(url) = route.provider.url(A::API) else {
+        // Plans hold only targets that serve the API.
+        let error = ProxyError::UnsupportedApi {
+            provider: route.provider.name.clone(),
+            api: A::API,
+        };
+        return failed(
+            AttemptResult::Status(400),
+            upstream_failure(None, "unsupported_api", error.to_string()),
+            error,
+        );
+    };
+    let upstream_req = match upstream::api_request(
+        &route.provider,
+        url,
+        request.upstream_body(&route.upstream_model),
+        request.stream,
+        forwarded,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            return failed(
+                AttemptResult::Status(400),
+                upstream_failure(None, "invalid_request", e.to_string()),
+                ProxyError::UpstreamInvalid(e.to_string()),
+            )
+        }
+    };
+    let timeout_secs = app.upstream_timeout.as_secs();
+    let attempt_deadline = deadline.min(tokio::time::Instant::now() + app.routing.attempt_timeout);
     meter.upstream_started();
     // Cut at the end of the shutdown grace period while waiting here, the request is closed
     // with its connection and the meter's Drop records it as `shutdown` (no per-request
     // cancellation future: registering one cost ~2,000 instructions per request).
-    let answer = tokio::time::timeout_at(deadline, app.client.request(upstream_req)).await;
+    let answer = tokio::time::timeout_at(attempt_deadline, app.client.request(upstream_req)).await;
     let resp = match answer {
-        Err(_) => return Err(timed_out()),
+        Err(_) if attempt_deadline < deadline => {
+            let secs = app.routing.attempt_timeout.as_secs_f64();
+            let error = ProxyError::UpstreamAttemptTimeout {
+                provider: route.provider.name.clone(),
+                secs,
+            };
+            return failed(
+                AttemptResult::TimedOut,
+                upstream_failure(None, "attempt_timeout", error.to_string()),
+                error,
+            );
+        }
+        Err(_) => {
+            return failed(
+                AttemptResult::TimedOut,
+                Outcome::Timeout,
+                ProxyError::UpstreamTimeout(timeout_secs),
+            )
+        }
         Ok(Err(e)) => {
             let kind = upstream::classify_error(&e);
             let error = ProxyError::UpstreamUnreachable {
@@ -231,15 +369,17 @@ async fn exchange(
                 cause: upstream::describe_error(&e),
             };
             tracing::warn!(request_id = meter.request_id(), provider = %route.provider.name, kind, "{error}");
-            return Err(Failure {
-                outcome: upstream_failure(None, kind, error.to_string()),
+            return failed(
+                AttemptResult::Unreachable,
+                upstream_failure(None, kind, error.to_string()),
                 error,
-            });
+            );
         }
         Ok(Ok(resp)) => resp,
     };
     let status = resp.status();
     meter.upstream_headers(status.as_u16());
+    let retry_after = policy::retry_after(resp.headers());
     let mut passthrough = http::HeaderMap::new();
     for (k, v) in resp.headers() {
         if upstream::passthrough_header(k) {
@@ -255,6 +395,7 @@ async fn exchange(
     if let Some(id) = resp.headers().get(id_header) {
         passthrough.insert("x-upstream-request-id", id.clone());
     }
+    let result = AttemptResult::Status(status.as_u16());
 
     if status.is_redirection() {
         // A provider API does not redirect; relaying it would send the client (and its
@@ -270,14 +411,15 @@ async fn exchange(
             location,
         };
         meter.upstream_done();
-        return Err(Failure {
-            outcome: upstream_failure(
+        return failed(
+            result,
+            upstream_failure(
                 Some(status.as_u16()),
                 "upstream_redirect",
                 error.to_string(),
             ),
             error,
-        });
+        );
     }
     if !status.is_success() {
         let body = tokio::time::timeout_at(
@@ -290,15 +432,58 @@ async fn exchange(
         .map(|c| c.to_bytes())
         .unwrap_or_default();
         meter.upstream_done();
-        return Ok((Reply::Error(status, body), passthrough));
+        return Attempted {
+            result,
+            retry_after,
+            exchanged: Ok((Reply::Error(status, body), passthrough)),
+        };
     }
     let is_sse = resp
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
-    if stream && is_sse {
-        return Ok((Reply::Stream(resp.into_body()), passthrough));
+    if request.stream && is_sse {
+        let mut body = resp.into_body();
+        if !read_ahead {
+            return Attempted {
+                result,
+                retry_after,
+                exchanged: Ok((Reply::Stream(body, None), passthrough)),
+            };
+        }
+        // Nothing has reached the client yet: a stream that breaks before its first frame
+        // can still fail over.
+        let first = tokio::time::timeout_at(attempt_deadline, body.frame()).await;
+        return match first {
+            Ok(Some(Ok(frame))) => Attempted {
+                result,
+                retry_after,
+                exchanged: Ok((Reply::Stream(body, frame.into_data().ok()), passthrough)),
+            },
+            Err(_) => {
+                let error = ProxyError::UpstreamAttemptTimeout {
+                    provider: route.provider.name.clone(),
+                    secs: app.routing.attempt_timeout.as_secs_f64(),
+                };
+                failed(
+                    AttemptResult::TimedOut,
+                    upstream_failure(Some(status.as_u16()), "attempt_timeout", error.to_string()),
+                    error,
+                )
+            }
+            Ok(_) => {
+                let message = format!(
+                    "the upstream provider `{}` ended the stream before its first event",
+                    route.provider.name
+                );
+                failed(
+                    AttemptResult::StreamFailedEarly,
+                    upstream_failure(Some(status.as_u16()), "stream_failed", message.clone()),
+                    ProxyError::UpstreamInvalid(message),
+                )
+            }
+        };
     }
     let collected = tokio::time::timeout_at(
         deadline,
@@ -306,8 +491,11 @@ async fn exchange(
     )
     .await;
     meter.upstream_done();
-    match collected {
-        Err(_) => Err(timed_out()),
+    let exchanged = match collected {
+        Err(_) => Err(Failure {
+            outcome: Outcome::Timeout,
+            error: ProxyError::UpstreamTimeout(timeout_secs),
+        }),
         Ok(Err(e)) => {
             let message = format!("reading the upstream response failed: {e}");
             Err(Failure {
@@ -320,6 +508,11 @@ async fn exchange(
             })
         }
         Ok(Ok(c)) => Ok((Reply::Complete(c.to_bytes()), passthrough)),
+    };
+    Attempted {
+        result,
+        retry_after,
+        exchanged,
     }
 }
 

@@ -35,6 +35,12 @@ pub fn readyz(app: &App, request_id: &str) -> Response<ProxyBody> {
 
 /// `GET /metrics`: Prometheus text exposition.
 pub fn metrics(app: &App) -> Response<ProxyBody> {
+    let cooling = app.health.cooling_by_provider();
+    app.metrics.set_cooling(
+        app.router
+            .providers()
+            .map(|p| (p.name.as_str(), cooling.get(&p.name).copied().unwrap_or(0))),
+    );
     let mut resp = Response::new(ProxyBody::full(app.metrics.render()));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use beacon_broadcast::record::{
-    CompletionRecord, Content, Cost, CostSource, Outcome, RequestParams, Timings, TokenUsage,
-    ToolCall, TraceContext,
+    Attempt, CompletionRecord, Content, Cost, CostSource, Outcome, RequestParams, Timings,
+    TokenUsage, ToolCall, TraceContext,
 };
 use beacon_broadcast::RecordSender;
 use bytes::Bytes;
@@ -98,6 +98,7 @@ pub struct Meter {
     upstream_done: Option<Instant>,
     first_chunk: Option<Instant>,
     upstream_status: Option<u16>,
+    attempts: Vec<Attempt>,
     reported: Option<ReportedUsage>,
     served_model: Option<String>,
     response_id: Option<String>,
@@ -128,6 +129,7 @@ impl Meter {
             upstream_done: None,
             first_chunk: None,
             upstream_status: None,
+            attempts: Vec::new(),
             reported: None,
             served_model: None,
             response_id: None,
@@ -148,6 +150,43 @@ impl Meter {
     /// The request is being sent upstream now.
     pub fn upstream_started(&mut self) {
         self.upstream_start = Some(Instant::now());
+    }
+
+    /// An attempt failed and another follows (SPEC §2.2): it is kept for the record, and
+    /// the next attempt goes to `next` (provider, model). Timings of the failed attempt's
+    /// response are cleared.
+    pub fn attempt_failed(
+        &mut self,
+        status: Option<u16>,
+        error_type: &str,
+        started: Instant,
+        next: (&str, &str),
+    ) {
+        let Some(info) = self.info.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let us = |t: Instant| {
+            u64::try_from(t.saturating_duration_since(self.received).as_micros())
+                .unwrap_or(u64::MAX)
+        };
+        self.attempts.push(Attempt {
+            provider: std::mem::replace(&mut info.provider, next.0.to_string()),
+            model: std::mem::replace(&mut info.upstream_model, next.1.to_string()),
+            status,
+            error_type: error_type.to_string(),
+            start_us: us(started),
+            duration_us: u64::try_from(now.saturating_duration_since(started).as_micros())
+                .unwrap_or(u64::MAX),
+        });
+        self.upstream_headers = None;
+        self.upstream_status = None;
+        self.upstream_done = None;
+    }
+
+    /// Attempts made so far (the current one included).
+    pub fn attempt_count(&self) -> usize {
+        self.attempts.len() + 1
     }
 
     /// The upstream's response headers arrived.
@@ -358,6 +397,7 @@ impl Meter {
             finish_reasons: finish_reasons.into_iter().map(|(_, r)| r).collect(),
             outcome,
             upstream_status: self.upstream_status,
+            attempts: std::mem::take(&mut self.attempts),
             user: info.user,
             session_id: info.session_id,
             trace: info.trace,

@@ -66,11 +66,20 @@ pub struct MeteredSse<D> {
     state: State,
     /// The stream's terminal event was read and its record finished.
     ended: bool,
+    /// A frame read ahead, handled before the upstream is polled again.
+    first: Option<Bytes>,
 }
 
 impl<D: StreamDecoder> MeteredSse<D> {
-    /// Wraps `upstream`, read by `decoder`, bounded by `limits`.
-    pub fn new(upstream: Incoming, meter: Meter, decoder: D, limits: StreamLimits) -> Self {
+    /// Wraps `upstream`, read by `decoder`, bounded by `limits`; `first` is a frame already
+    /// read from it (a stream that could still fail over is read up to its first frame).
+    pub fn new(
+        upstream: Incoming,
+        first: Option<Bytes>,
+        meter: Meter,
+        decoder: D,
+        limits: StreamLimits,
+    ) -> Self {
         let now = Instant::now();
         Self {
             upstream,
@@ -86,6 +95,7 @@ impl<D: StreamDecoder> MeteredSse<D> {
             cut: Box::pin(limits.cut.cancelled_owned()),
             state: State::Streaming,
             ended: false,
+            first,
         }
     }
 
@@ -228,6 +238,21 @@ impl<D: StreamDecoder + Unpin> Body for MeteredSse<D> {
                     return Poll::Ready(Some(Ok(Frame::data(bytes))));
                 }
                 State::Streaming => {}
+            }
+            if let Some(data) = this.first.take() {
+                match this.on_data(&data) {
+                    Ok(out) if out.is_empty() => continue,
+                    Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                    Err(msg) => {
+                        let outcome = upstream_error(
+                            this.meter.upstream_status(),
+                            "invalid_stream",
+                            msg.clone(),
+                        );
+                        this.state = this.fail(outcome, "upstream_invalid_stream", &msg);
+                        continue;
+                    }
+                }
             }
             if this.cut.as_mut().poll(cx).is_ready() {
                 let msg = "The gateway is shutting down and ended this stream; retry the request.";

@@ -6,7 +6,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use beacon_config::{Api, ApiSet, ProviderConfig, ProviderKind};
+pub mod plan;
+pub mod policy;
+
+use beacon_config::{Api, ApiSet, ModelAlias, ProviderConfig, ProviderKind};
+
+use crate::error::ProxyError;
+use plan::{Candidate, Plan};
 
 /// `anthropic-version` sent to kind `anthropic` providers when the client sends none.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -42,6 +48,15 @@ pub struct Provider {
     pub models: Vec<String>,
 }
 
+/// A plan being expanded.
+#[derive(Debug, Default)]
+struct Expansion<'a> {
+    plan: Plan,
+    next_group: u32,
+    visited: Vec<&'a str>,
+    unsupported: Option<String>,
+}
+
 /// The path of `api` under a provider's `base_url`.
 pub fn api_path(api: Api) -> &'static str {
     match api {
@@ -73,6 +88,15 @@ pub struct Router {
     /// Per API (in [`Api::ALL`] order), where unprefixed models go when the default
     /// provider does not serve that API: the only provider that does, if exactly one does.
     sole: [Option<Arc<Provider>>; 5],
+    /// `[[models]]` aliases by name.
+    aliases: HashMap<String, Alias>,
+}
+
+/// A model alias, resolved.
+#[derive(Debug)]
+struct Alias {
+    targets: Vec<(Route, f64)>,
+    fallbacks: Vec<String>,
 }
 
 /// A provider entry that passed config validation but still cannot be used.
@@ -84,8 +108,8 @@ pub struct RouterError {
 }
 
 impl Router {
-    /// Builds the table from validated provider configs.
-    pub fn new(providers: &[ProviderConfig]) -> Result<Self, RouterError> {
+    /// Builds the table from validated provider configs and model aliases.
+    pub fn new(providers: &[ProviderConfig], models: &[ModelAlias]) -> Result<Self, RouterError> {
         let mut router = Router::default();
         for p in providers {
             let err = |message: String| RouterError {
@@ -139,6 +163,27 @@ impl Router {
             }
             router.by_name.insert(p.name.clone(), provider);
         }
+        for m in models {
+            let mut targets = Vec::with_capacity(m.targets.len());
+            for t in &m.targets {
+                let provider = router.by_name.get(&t.provider).ok_or_else(|| RouterError {
+                    name: t.provider.clone(),
+                    message: format!("unknown provider in model alias `{}`", m.name),
+                })?;
+                let route = Route {
+                    provider: provider.clone(),
+                    upstream_model: t.model.clone(),
+                };
+                targets.push((route, t.weight));
+            }
+            router.aliases.insert(
+                m.name.clone(),
+                Alias {
+                    targets,
+                    fallbacks: m.fallbacks.clone(),
+                },
+            );
+        }
         if router.default.is_some() {
             for (slot, api) in router.sole.iter_mut().zip(Api::ALL) {
                 let mut serving = router.by_name.values().filter(|p| p.serves(api));
@@ -169,6 +214,70 @@ impl Router {
             provider: provider.clone(),
             upstream_model: model.to_string(),
         })
+    }
+
+    /// The targets `model` (and the body's `models` list, `more`) may use on `api`'s route,
+    /// in order (see [`plan`]): an alias expands to its weighted targets, then its fallbacks;
+    /// `provider/model` and default-provider names are single targets. Targets whose
+    /// provider does not serve `api` are left out; when that leaves nothing, the error names
+    /// the provider (`unsupported_api`), and when nothing routes at all, the model.
+    pub fn plan(&self, model: &str, more: &[String], api: Api) -> Result<Plan, ProxyError> {
+        if more.is_empty() && (self.aliases.is_empty() || !self.aliases.contains_key(model)) {
+            // The common case: one target, no alias lookup beyond an empty-map check.
+            let route = self
+                .route(model, api)
+                .ok_or_else(|| ProxyError::ModelNotFound(model.to_string()))?;
+            if !route.provider.serves(api) {
+                return Err(ProxyError::UnsupportedApi {
+                    provider: route.provider.name.clone(),
+                    api,
+                });
+            }
+            return Ok(Plan::single(route));
+        }
+        let mut out = Expansion::default();
+        for name in std::iter::once(model).chain(more.iter().map(String::as_str)) {
+            self.expand(name, api, &mut out);
+        }
+        if out.plan.candidates.is_empty() {
+            return Err(match out.unsupported {
+                Some(provider) => ProxyError::UnsupportedApi { provider, api },
+                None => ProxyError::ModelNotFound(model.to_string()),
+            });
+        }
+        Ok(out.plan)
+    }
+
+    fn expand<'a>(&'a self, name: &'a str, api: Api, out: &mut Expansion<'a>) {
+        let push = |route: Route, weight: f64, group: u32, out: &mut Expansion<'a>| {
+            if route.provider.serves(api) {
+                out.plan.candidates.push(Candidate {
+                    route,
+                    weight,
+                    group,
+                });
+            } else if out.unsupported.is_none() {
+                out.unsupported = Some(route.provider.name.clone());
+            }
+        };
+        if let Some(alias) = self.aliases.get(name) {
+            if out.visited.contains(&name) {
+                return;
+            }
+            out.visited.push(name);
+            let group = out.next_group;
+            out.next_group += 1;
+            for (route, weight) in &alias.targets {
+                push(route.clone(), *weight, group, out);
+            }
+            for f in &alias.fallbacks {
+                self.expand(f, api, out);
+            }
+        } else if let Some(route) = self.route(name, api) {
+            let group = out.next_group;
+            out.next_group += 1;
+            push(route, 1.0, group, out);
+        }
     }
 
     /// The provider named `name`.
@@ -206,7 +315,11 @@ mod tests {
 
     #[test]
     fn prefix_default_and_not_found() {
-        let r = Router::new(&[provider("openai", false), provider("openrouter", true)]).unwrap();
+        let r = Router::new(
+            &[provider("openai", false), provider("openrouter", true)],
+            &[],
+        )
+        .unwrap();
         let a = r.route("openai/gpt-4o", Api::Chat).unwrap();
         assert_eq!(
             (a.provider.name.as_str(), a.upstream_model.as_str()),
@@ -247,7 +360,7 @@ mod tests {
         let mut anthropic = provider("anthropic", false);
         anthropic.kind = ProviderKind::Anthropic;
         anthropic.apis = ProviderKind::Anthropic.default_apis();
-        let r = Router::new(&[anthropic]).unwrap();
+        let r = Router::new(&[anthropic], &[]).unwrap();
         let p = r
             .route("anthropic/claude-sonnet-4-5", Api::Messages)
             .unwrap()
@@ -265,7 +378,7 @@ mod tests {
         let mut claude = provider("claude", false);
         claude.kind = ProviderKind::Anthropic;
         claude.apis = ProviderKind::Anthropic.default_apis();
-        let r = Router::new(&[provider("openai", true), claude]).unwrap();
+        let r = Router::new(&[provider("openai", true), claude], &[]).unwrap();
         let m = r
             .route("claude-sonnet-4-5-20250929", Api::Messages)
             .unwrap();
@@ -278,8 +391,90 @@ mod tests {
             "openai"
         );
 
-        let no_default = Router::new(&[provider("openai", false)]).unwrap();
+        let no_default = Router::new(&[provider("openai", false)], &[]).unwrap();
+        assert!(matches!(
+            no_default.plan("gpt-4o", &[], Api::Chat),
+            Err(ProxyError::ModelNotFound(_))
+        ));
         assert!(no_default.route("gpt-4o", Api::Chat).is_none());
         assert!(no_default.route("other/gpt-4o", Api::Chat).is_none());
+    }
+
+    #[test]
+    fn plans_expand_aliases_fallbacks_and_the_models_list() {
+        let mut claude = provider("claude", false);
+        claude.kind = ProviderKind::Anthropic;
+        claude.apis = ProviderKind::Anthropic.default_apis();
+        let models = vec![
+            ModelAlias {
+                name: "smart".into(),
+                targets: vec![
+                    beacon_config::AliasTarget {
+                        provider: "openai".into(),
+                        model: "gpt-4o".into(),
+                        weight: 3.0,
+                    },
+                    beacon_config::AliasTarget {
+                        provider: "claude".into(),
+                        model: "claude-sonnet-4-5".into(),
+                        weight: 1.0,
+                    },
+                ],
+                fallbacks: vec!["backup".into(), "openai/gpt-4o-mini".into()],
+            },
+            ModelAlias {
+                name: "backup".into(),
+                targets: vec![beacon_config::AliasTarget {
+                    provider: "openai".into(),
+                    model: "gpt-4.1".into(),
+                    weight: 1.0,
+                }],
+                // Points back at `smart`: expanded once, never looped.
+                fallbacks: vec!["smart".into()],
+            },
+        ];
+        let r = Router::new(&[provider("openai", false), claude], &models).unwrap();
+        let names = |p: &Plan| {
+            p.candidates
+                .iter()
+                .map(|c| {
+                    (
+                        c.route.provider.name.clone(),
+                        c.route.upstream_model.clone(),
+                        c.group,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let chat = r
+            .plan("smart", &["openai/o3".to_string()], Api::Chat)
+            .unwrap();
+        let s = |a: &str, b: &str, g: u32| (a.to_string(), b.to_string(), g);
+        assert_eq!(
+            names(&chat),
+            [
+                // The Anthropic target does not serve chat: left out.
+                s("openai", "gpt-4o", 0),
+                s("openai", "gpt-4.1", 1),
+                s("openai", "gpt-4o-mini", 2),
+                s("openai", "o3", 3),
+            ]
+        );
+        assert_eq!(chat.candidates[0].weight, 3.0);
+        let messages = r.plan("smart", &[], Api::Messages).unwrap();
+        assert_eq!(names(&messages), [s("claude", "claude-sonnet-4-5", 0)]);
+        assert!(matches!(
+            r.plan("openai/gpt-4o", &[], Api::Messages),
+            Err(ProxyError::UnsupportedApi { .. })
+        ));
+        assert!(matches!(
+            r.plan("nowhere/x", &["also/nowhere".to_string()], Api::Chat),
+            Err(ProxyError::ModelNotFound(_))
+        ));
+        // A plain model is one candidate.
+        assert_eq!(
+            names(&r.plan("openai/gpt-4o", &[], Api::Chat).unwrap()),
+            [s("openai", "gpt-4o", 0)]
+        );
     }
 }
