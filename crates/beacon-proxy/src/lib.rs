@@ -114,6 +114,9 @@ impl App {
         directory: Arc<auth::Directory>,
     ) -> Result<Self, BuildError> {
         let router = routing::Router::new(&config.providers, &config.models)?;
+        for p in router.providers() {
+            let _ = p.served.set(metrics.attempt_counter(&p.name, "served"));
+        }
         let prices = meter::pricing::PriceTable::with_defaults(&config.pricing);
         let models = handlers::models::Models::new(&router, &prices);
         Ok(Self {
@@ -133,7 +136,11 @@ impl App {
             body_read_timeout: config.server.body_read_timeout,
             upstream_idle_timeout: config.server.upstream_idle_timeout,
             metadata_limits: config.broadcast.metadata,
-            routing: config.routing,
+            // No attempt starts, and no retry waits, past the whole-request timeout.
+            routing: beacon_config::RoutingConfig {
+                deadline: config.routing.deadline.min(config.server.upstream_timeout),
+                ..config.routing
+            },
             health: Arc::new(routing::plan::Health::new(
                 config.routing.cooldown_failures,
                 config.routing.cooldown,

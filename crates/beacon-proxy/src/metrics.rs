@@ -360,6 +360,16 @@ impl Metrics {
             .inc();
     }
 
+    /// The counter of attempts on `provider` that ended with `outcome` (a handle to keep).
+    pub fn attempt_counter(&self, provider: &str, outcome: &str) -> Counter {
+        self.attempts
+            .get_or_create(&AttemptLabels {
+                provider: provider.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .clone()
+    }
+
     /// A failed attempt was followed by another.
     pub fn observe_failover(&self, reason: &str) {
         self.failovers

@@ -106,10 +106,10 @@ struct Attempted {
 
 impl Attempted {
     /// Low-cardinality name of the attempt's outcome (metrics, the record's attempts).
-    fn label(&self) -> String {
+    fn label(&self) -> std::borrow::Cow<'static, str> {
         match self.result {
             AttemptResult::Status(s) if (200..300).contains(&s) => "served".into(),
-            AttemptResult::Status(s) => format!("http_{s}"),
+            AttemptResult::Status(s) => format!("http_{s}").into(),
             AttemptResult::Unreachable => "unreachable".into(),
             AttemptResult::TimedOut => "attempt_timeout".into(),
             AttemptResult::StreamFailedEarly => "stream_failed".into(),
@@ -164,7 +164,7 @@ async fn serve<A: WireApi>(
     let plan = app.router.plan(&request.model, &request.models, A::API)?;
     let mut attempts = Attempts::default();
     let mut current = plan
-        .next(&mut attempts, &app.health, roll())
+        .next(&mut attempts, &app.health, roll)
         .ok_or_else(|| ProxyError::ModelNotFound(request.model.clone()))?;
 
     // 2. Meter.
@@ -206,7 +206,13 @@ async fn serve<A: WireApi>(
             )
         };
         let label = attempted.label();
-        app.metrics.observe_attempt(&route.provider.name, &label);
+        match (&label, route.provider.served.get()) {
+            // The common case, counted on a handle made at start: no label set is built.
+            (std::borrow::Cow::Borrowed("served"), Some(served)) => {
+                served.inc();
+            }
+            _ => app.metrics.observe_attempt(&route.provider.name, &label),
+        }
         match attempted.result {
             AttemptResult::Status(s) if (200..300).contains(&s) => app.health.succeeded(route),
             AttemptResult::Status(s) if !policy::fails_over(s) => {}
@@ -219,7 +225,7 @@ async fn serve<A: WireApi>(
         }
         let next = match decision {
             Decision::Serve | Decision::GiveUp => break attempted.exchanged,
-            Decision::FailOver => match plan.next(&mut attempts, &app.health, roll()) {
+            Decision::FailOver => match plan.next(&mut attempts, &app.health, roll) {
                 Some(next) => next,
                 None => break attempted.exchanged,
             },

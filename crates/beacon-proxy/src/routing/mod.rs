@@ -18,7 +18,7 @@ use plan::{Candidate, Plan};
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Where a model goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Route {
     /// The provider.
     pub provider: Arc<Provider>,
@@ -27,7 +27,7 @@ pub struct Route {
 }
 
 /// A provider ready for requests.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Provider {
     /// Routing prefix.
     pub name: String,
@@ -44,6 +44,9 @@ pub struct Provider {
     pub auth: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Extra headers sent upstream.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `beacon_upstream_attempts_total{provider=<name>,outcome="served"}`, set once the
+    /// metrics exist (the hot path increments it without building a label set).
+    pub served: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
     /// Advertised models.
     pub models: Vec<String>,
 }
@@ -156,6 +159,7 @@ impl Router {
                 urls,
                 auth,
                 headers,
+                served: std::sync::OnceLock::new(),
                 models: p.models.clone(),
             });
             if p.default {

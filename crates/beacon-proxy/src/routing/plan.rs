@@ -32,12 +32,15 @@ pub struct Plan {
     pub candidates: Vec<Candidate>,
 }
 
+/// Candidates considered per request; a longer list (aliases chained through many
+/// fallbacks) is cut here.
+pub const MAX_CANDIDATES: usize = 64;
+
 /// The attempts made so far on a [`Plan`].
 #[derive(Debug, Default)]
 pub struct Attempts {
-    tried: Vec<bool>,
-    /// The candidate of the latest attempt.
-    pub last: Option<usize>,
+    /// Candidates tried, one bit each.
+    tried: u64,
     /// Attempts started.
     pub count: u32,
 }
@@ -54,42 +57,64 @@ impl Plan {
         }
     }
 
+    fn len(&self) -> usize {
+        self.candidates.len().min(MAX_CANDIDATES)
+    }
+
     /// The next candidate to try: in the first group with untried candidates, a weighted pick
-    /// among those not cooling down; cooling ones only when every untried one is cooling.
-    /// `None` when every candidate was tried.
-    pub fn next(&self, attempts: &mut Attempts, health: &Health, roll: f64) -> Option<usize> {
-        if attempts.tried.len() != self.candidates.len() {
-            attempts.tried = vec![false; self.candidates.len()];
-        }
-        let untried = |i: &usize| !attempts.tried[*i];
-        let pick = |healthy_only: bool| -> Option<usize> {
-            let open: Vec<usize> = (0..self.candidates.len())
-                .filter(untried)
-                .filter(|i| !healthy_only || !health.cooling(&self.candidates[*i].route))
-                .collect();
-            let group = open.iter().map(|i| self.candidates[*i].group).min()?;
-            let in_group: Vec<usize> = open
-                .into_iter()
-                .filter(|i| self.candidates[*i].group == group)
-                .collect();
-            let total: f64 = in_group.iter().map(|i| self.candidates[*i].weight).sum();
-            let mut at = roll.clamp(0.0, 1.0) * total;
-            for i in &in_group {
-                at -= self.candidates[*i].weight;
+    /// among those not cooling down (`roll` in [0, 1) is drawn only when there is a choice);
+    /// cooling ones only when every untried one is cooling. `None` when every candidate was
+    /// tried. Allocates nothing.
+    pub fn next(
+        &self,
+        attempts: &mut Attempts,
+        health: &Health,
+        roll: impl FnOnce() -> f64,
+    ) -> Option<usize> {
+        let n = self.len();
+        let tried = attempts.tried;
+        let open = |i: &usize| tried & (1u64 << i) == 0;
+        let cooling = |i: usize| health.cooling(&self.candidates[i].route);
+        let group_of = |healthy: bool| {
+            (0..n)
+                .filter(open)
+                .filter(|i| !healthy || !cooling(*i))
+                .map(|i| self.candidates[i].group)
+                .min()
+        };
+        let (group, healthy) = match group_of(true) {
+            Some(g) => (g, true),
+            None => (group_of(false)?, false),
+        };
+        let eligible =
+            |i: &usize| open(i) && self.candidates[*i].group == group && (!healthy || !cooling(*i));
+        let mut choices = (0..n).filter(eligible);
+        let first = choices.next()?;
+        let chosen = if choices.next().is_none() {
+            first
+        } else {
+            let total: f64 = (0..n)
+                .filter(eligible)
+                .map(|i| self.candidates[i].weight)
+                .sum();
+            let mut at = roll().clamp(0.0, 1.0) * total;
+            let mut pick = first;
+            for i in (0..n).filter(eligible) {
+                pick = i;
+                at -= self.candidates[i].weight;
                 if at < 0.0 {
-                    return Some(*i);
+                    break;
                 }
             }
-            in_group.last().copied()
+            pick
         };
-        let chosen = pick(true).or_else(|| pick(false))?;
-        attempts.tried[chosen] = true;
+        attempts.tried |= 1u64 << chosen;
         Some(chosen)
     }
 
     /// Whether a candidate not yet tried remains.
     pub fn others_left(&self, attempts: &Attempts) -> bool {
-        attempts.tried.len() != self.candidates.len() || attempts.tried.iter().any(|t| !t)
+        (0..self.len()).any(|i| attempts.tried & (1u64 << i) == 0)
     }
 }
 
@@ -244,21 +269,25 @@ mod tests {
     fn weights_split_picks_within_a_group_and_groups_go_in_order() {
         let p = plan(&[("a/x", 3.0, 0), ("b/x", 1.0, 0), ("c/x", 1.0, 1)]);
         let h = Health::new(3, Duration::from_secs(30));
-        let first = |roll| p.next(&mut Attempts::default(), &h, roll).unwrap();
+        let first = |roll: f64| p.next(&mut Attempts::default(), &h, || roll).unwrap();
         assert_eq!(first(0.0), 0);
         assert_eq!(first(0.74), 0);
         assert_eq!(first(0.76), 1);
         let mut a = Attempts::default();
-        assert_eq!(p.next(&mut a, &h, 0.1), Some(0));
+        assert_eq!(p.next(&mut a, &h, || 0.1), Some(0));
         assert_eq!(
-            p.next(&mut a, &h, 0.1),
+            p.next(&mut a, &h, || 0.1),
             Some(1),
             "then the rest of the group"
         );
         assert!(p.others_left(&a));
-        assert_eq!(p.next(&mut a, &h, 0.1), Some(2), "then the fallback group");
+        assert_eq!(
+            p.next(&mut a, &h, || 0.1),
+            Some(2),
+            "then the fallback group"
+        );
         assert!(!p.others_left(&a));
-        assert_eq!(p.next(&mut a, &h, 0.1), None);
+        assert_eq!(p.next(&mut a, &h, || 0.1), None);
     }
 
     #[test]
@@ -274,14 +303,14 @@ mod tests {
         assert_eq!(h.cooling_by_provider().get("a"), Some(&1));
         // While it cools, the other target is taken whatever the roll.
         for _ in 0..20 {
-            assert_eq!(p.next(&mut Attempts::default(), &h, 0.0), Some(1));
+            assert_eq!(p.next(&mut Attempts::default(), &h, || 0.0), Some(1));
         }
         // Alone, a cooling target is still tried.
         let solo = plan(&[("a/x", 1.0, 0)]);
-        assert_eq!(solo.next(&mut Attempts::default(), &h, 0.5), Some(0));
+        assert_eq!(solo.next(&mut Attempts::default(), &h, || 0.5), Some(0));
         std::thread::sleep(Duration::from_millis(60));
         assert!(!h.cooling(a));
-        assert_eq!(p.next(&mut Attempts::default(), &h, 0.0), Some(0));
+        assert_eq!(p.next(&mut Attempts::default(), &h, || 0.0), Some(0));
         assert_eq!(
             h.failed(a),
             Failed::Counted,
