@@ -482,7 +482,7 @@ async fn messages_stream_and_a_tool_use_round_trip() {
     let span = spans_of(&s, rec["request_id"].as_str().unwrap()).await;
     assert_eq!(
         attr(&span, "gen_ai.response.finish_reasons"),
-        &json!(["end_turn"])
+        &json!("end_turn")
     );
     assert!(attr(&span, "gen_ai.response.time_to_first_chunk")
         .as_f64()
@@ -508,6 +508,31 @@ async fn messages_stream_and_a_tool_use_round_trip() {
         output.contains("get_weather") && output.contains("Paris"),
         "{output}"
     );
+    // SPEC §4.5: the tools offered (definitions; names only under privacy) and called.
+    let tools = attr(&span, "gen_ai.request.available_tools")
+        .as_str()
+        .unwrap();
+    assert!(
+        tools.contains("input_schema") && tools.contains("get_weather"),
+        "{tools}"
+    );
+    let calls: Value =
+        serde_json::from_str(attr(&span, "gen_ai.response.tool_calls").as_str().unwrap()).unwrap();
+    assert_eq!(calls[0]["name"], "get_weather");
+    assert_eq!(calls[0]["id"], "toolu_mock1");
+    assert!(calls[0]["arguments"].as_str().unwrap().contains("Paris"));
+    let private = span_of(&s.private, first["request_id"].as_str().unwrap()).await;
+    assert_eq!(
+        attr(&private, "gen_ai.request.available_tools"),
+        &json!("[\"get_weather\"]")
+    );
+    let private_calls: Value = serde_json::from_str(
+        attr(&private, "gen_ai.response.tool_calls")
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(private_calls[0].get("arguments").is_none());
     let second = s.beacon.wait_record_where(|r| {
         r["api"] == "messages" && r["stream"] == true && r["requested_model"] == "claude/tool-call"
     });

@@ -144,7 +144,7 @@ async fn spans_reach_sentry_with_attributes_and_hierarchy() {
         ("gen_ai.request.model", json!("mock/echo")),
         ("gen_ai.response.model", json!("echo-2024-08-06")),
         ("gen_ai.response.id", json!("chatcmpl-mock123")),
-        ("gen_ai.response.finish_reasons", json!(["stop"])),
+        ("gen_ai.response.finish_reasons", json!("stop")),
         ("gen_ai.request.stream", json!(true)),
         ("gen_ai.response.streaming", json!(true)),
         ("gen_ai.request.temperature", json!(0.2)),
@@ -724,7 +724,7 @@ async fn tool_calls_are_exported_as_tool_call_parts() {
         assert_eq!(output[0]["finish_reason"], "tool_calls");
         assert_eq!(
             attr(s, "gen_ai.response.finish_reasons"),
-            &json!(["tool_calls"])
+            &json!("tool_calls")
         );
     }
 }

@@ -40,6 +40,7 @@ fn record(i: u64) -> CompletionRecord {
         outcome: Outcome::Ok,
         upstream_status: Some(200),
         attempts: Vec::new(),
+        tool_names: Vec::new(),
         user: None,
         session_id: None,
         trace: None,

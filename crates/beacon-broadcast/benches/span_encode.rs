@@ -31,6 +31,7 @@ fn record(with_agent: bool) -> CompletionRecord {
         outcome: Outcome::Ok,
         upstream_status: Some(200),
         attempts: Vec::new(),
+        tool_names: Vec::new(),
         user: Some("user-123".into()),
         session_id: Some("session-abc".into()),
         trace: with_agent.then(|| {
@@ -38,6 +39,7 @@ fn record(with_agent: bool) -> CompletionRecord {
         }),
         trace_context: None,
         content: Some(Content {
+            tool_definitions: None,
             input_truncated: false,
             input_messages: Bytes::from(r#"[{"role":"system","content":"You are a helpful assistant that answers briefly."},{"role":"user","content":"Explain in two sentences why the sky is blue."}]"#),
             output_text: "Sunlight is scattered by the molecules of the atmosphere, and shorter (blue) wavelengths scatter much more than longer ones. So when we look at the sky away from the sun we mostly see scattered blue light.".into(),

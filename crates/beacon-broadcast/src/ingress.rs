@@ -229,6 +229,7 @@ pub(crate) mod tests {
             outcome: Outcome::Ok,
             upstream_status: Some(200),
             attempts: Vec::new(),
+            tool_names: Vec::new(),
             user: None,
             session_id: None,
             trace: None,

@@ -41,6 +41,8 @@ pub struct CompletionRecord {
     pub outcome: Outcome,
     /// The upstream's HTTP status, when a response arrived.
     pub upstream_status: Option<u16>,
+    /// Names of the tools the request offered (`tools`), in order.
+    pub tool_names: Vec<String>,
     /// Every upstream attempt that failed before the one that served (SPEC §2.2), oldest
     /// first; empty when the first attempt served. The served (or last) attempt is the
     /// record itself: its provider, model and status.
@@ -224,7 +226,13 @@ impl CompletionRecord {
             + self
                 .finish_reasons
                 .iter()
+                .chain(&self.tool_names)
                 .map(|r| r.len() + 24)
+                .sum::<usize>()
+            + self
+                .attempts
+                .iter()
+                .map(|a| a.provider.len() + a.model.len() + a.error_type.len() + 64)
                 .sum::<usize>();
         if let Outcome::UpstreamError {
             error_type,
@@ -249,6 +257,7 @@ impl CompletionRecord {
         }
         if let Some(c) = &self.content {
             n += c.input_messages.len()
+                + c.tool_definitions.as_ref().map_or(0, bytes::Bytes::len)
                 + c.output_text.len()
                 + c.output_tool_calls
                     .iter()
@@ -297,6 +306,8 @@ pub struct Content {
     pub output_text: String,
     /// True when `output_text` was cut at the configured limit.
     pub output_truncated: bool,
+    /// The request's tool definitions as JSON (when they fit `max_content_bytes`).
+    pub tool_definitions: Option<bytes::Bytes>,
     /// Tool calls of the first choice, assembled from their streamed pieces.
     pub output_tool_calls: Vec<ToolCall>,
 }

@@ -106,11 +106,13 @@ fn record() -> impl Strategy<Value = CompletionRecord> {
                     },
                     upstream_status: Some(200),
                     attempts: Vec::new(),
+                    tool_names: Vec::new(),
                     user: Some(user),
                     session_id: session,
                     trace: Some(trace),
                     trace_context: None,
                     content: Some(Content {
+                        tool_definitions: None,
                         input_messages: serde_json::json!([{"role": "user", "content": prompt}])
                             .to_string()
                             .into(),

@@ -58,6 +58,11 @@ pub struct ClientRequest<'a> {
     pub trace: Option<serde_json::Map<String, Value>>,
     /// Sampling parameters, for the record.
     pub params: RequestParams,
+    /// Names of the tools offered in `tools` (chat's `function.name`, or `name` as the
+    /// Responses and Anthropic APIs put it).
+    pub tool_names: Vec<String>,
+    /// The `tools` array as sent, for content export.
+    pub tool_definitions: Option<Bytes>,
     /// The body's `models` list (OpenRouter's field): fallback models, in order, after
     /// `model`. Consumed by Beacon, never forwarded.
     pub models: Vec<String>,
@@ -319,6 +324,24 @@ impl<'a> ClientRequest<'a> {
         let session_id = parts.fields.session_id(cx.session_header)?;
         let trace = parts.fields.trace(cx.limits)?;
         let models = parts.fields.models()?;
+        let (tool_names, tool_definitions) = match parts.fields.get("tools") {
+            Some(raw) if raw.get().starts_with('[') => {
+                let names = serde_json::from_str::<Vec<Value>>(raw.get())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|t| {
+                        t.get("function")
+                            .and_then(|f| f.get("name"))
+                            .or_else(|| t.get("name"))
+                            .and_then(Value::as_str)
+                            .map(|n| n.chars().take(128).collect::<String>())
+                    })
+                    .take(128)
+                    .collect();
+                (names, Some(Bytes::copy_from_slice(raw.get().as_bytes())))
+            }
+            _ => (Vec::new(), None),
+        };
         Ok(Self {
             model: parts.model,
             stream: parts.stream,
@@ -327,6 +350,8 @@ impl<'a> ClientRequest<'a> {
             session_id,
             trace,
             params: parts.params,
+            tool_names,
+            tool_definitions,
             models,
             input: parts.input,
             strip: parts.strip,

@@ -313,8 +313,55 @@ fn generation_attributes(
     if let Some(id) = &record.response_id {
         a.str("gen_ai.response.id", id);
     }
-    if !record.finish_reasons.is_empty() {
-        a.str_array("gen_ai.response.finish_reasons", &record.finish_reasons);
+    // A string, as Sentry types it: the reason when every choice has the same one, else
+    // the reasons as a JSON array string (Relay keeps an array attribute's value, but its
+    // schema and the UI read a string).
+    if let Some(first) = record.finish_reasons.first() {
+        if record.finish_reasons.iter().all(|r| r == first) {
+            a.str("gen_ai.response.finish_reasons", first);
+        } else {
+            let list = Value::from(record.finish_reasons.clone()).to_string();
+            a.str("gen_ai.response.finish_reasons", &list);
+        }
+    }
+    // Tools offered and called (SPEC §4.5): definitions and arguments are content, so
+    // privacy mode keeps names (and call ids) only.
+    if !record.tool_names.is_empty() {
+        let definitions = record
+            .content
+            .as_ref()
+            .and_then(|c| c.tool_definitions.as_ref())
+            .filter(|_| !settings.privacy_mode)
+            .and_then(|d| std::str::from_utf8(d).ok());
+        match definitions {
+            Some(json) => a.str("gen_ai.request.available_tools", json),
+            None => a.str(
+                "gen_ai.request.available_tools",
+                &Value::from(record.tool_names.clone()).to_string(),
+            ),
+        }
+    }
+    if let Some(calls) = record
+        .content
+        .as_ref()
+        .map(|c| &c.output_tool_calls)
+        .filter(|c| !c.is_empty())
+    {
+        let list: Vec<Value> = calls
+            .iter()
+            .map(|t| {
+                let mut call = serde_json::json!({"id": t.id, "name": t.name, "type": "function"});
+                if !settings.privacy_mode {
+                    call["arguments"] = Value::from(t.arguments.as_str());
+                }
+                call
+            })
+            .collect();
+        a.str("gen_ai.response.tool_calls", &Value::from(list).to_string());
+    }
+    // Under an agent (trace.trace_name), the chat span names it too (SPEC §4.5).
+    if let Some(agent) = trace_str(record, "trace_name") {
+        a.str("gen_ai.agent.name", agent);
     }
     if let (true, Some(first)) = (record.stream, record.timings.first_chunk_us) {
         a.double("gen_ai.response.time_to_first_chunk", first as f64 / 1e6);

@@ -61,11 +61,13 @@ pub(crate) fn record() -> CompletionRecord {
         outcome: Outcome::Ok,
         upstream_status: Some(200),
         attempts: Vec::new(),
+        tool_names: Vec::new(),
         user: Some("user-1".into()),
         session_id: Some("sess-1".into()),
         trace: None,
         trace_context: None,
         content: Some(Content {
+            tool_definitions: None,
             input_truncated: false,
             input_messages: Bytes::from(
                 r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"SECRET-PROMPT hello"}]"#,
@@ -489,4 +491,49 @@ fn a_model_with_no_price_exports_no_cost_not_zero() {
         serde_json::to_value(r.cost).unwrap(),
         serde_json::json!({"source": "unknown"})
     );
+}
+
+#[test]
+fn finish_reasons_are_a_string_and_tools_are_named_or_defined_by_privacy() {
+    let mut r = record();
+    r.finish_reasons = vec!["stop".into(), "length".into()];
+    r.tool_names = vec!["get_weather".into(), "search".into()];
+    let defs = r#"[{"type":"function","function":{"name":"get_weather","description":"SECRET-DESC"}},{"type":"function","function":{"name":"search"}}]"#;
+    let content = r.content.as_mut().unwrap();
+    content.tool_definitions = Some(Bytes::from_static(defs.as_bytes()));
+    content.output_tool_calls = vec![ToolCall {
+        id: Some("call_1".into()),
+        name: Some("get_weather".into()),
+        arguments: "{\"city\":\"SECRET-CITY\"}".into(),
+    }];
+    let str_of = |sp: &Span, k: &str| match attr(sp, k) {
+        Some(any_value::Value::StringValue(v)) => v.clone(),
+        other => panic!("{k}: {other:?}"),
+    };
+    let full = &build_spans(&r, &settings(), &mut SeqIds(0))[0];
+    assert_eq!(
+        str_of(full, "gen_ai.response.finish_reasons"),
+        r#"["stop","length"]"#
+    );
+    assert_eq!(str_of(full, "gen_ai.request.available_tools"), defs);
+    let calls: Value = serde_json::from_str(&str_of(full, "gen_ai.response.tool_calls")).unwrap();
+    assert_eq!(calls[0]["name"], "get_weather");
+    assert_eq!(calls[0]["arguments"], "{\"city\":\"SECRET-CITY\"}");
+    let private = SpanSettings {
+        privacy_mode: true,
+        sampling_rate: 1.0,
+    };
+    let p = &build_spans(&r, &private, &mut SeqIds(0))[0];
+    assert_eq!(
+        str_of(p, "gen_ai.request.available_tools"),
+        r#"["get_weather","search"]"#
+    );
+    let calls: Value = serde_json::from_str(&str_of(p, "gen_ai.response.tool_calls")).unwrap();
+    assert_eq!(
+        calls,
+        json!([{"id": "call_1", "name": "get_weather", "type": "function"}])
+    );
+    let bytes = encode_export([&r], &private, &mut SeqIds(0));
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!text.contains("SECRET-DESC") && !text.contains("SECRET-CITY"));
 }

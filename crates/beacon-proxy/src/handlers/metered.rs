@@ -650,6 +650,11 @@ fn request_info<A: WireApi>(
         trace: request.trace.clone(),
         trace_context: trace_context::from_headers(headers),
         messages: request.input.clone(),
+        tool_names: request.tool_names.clone(),
+        tool_definitions: request
+            .tool_definitions
+            .clone()
+            .filter(|_| caller.tenant.keep_content),
         keep_content: caller.tenant.keep_content,
     }
 }

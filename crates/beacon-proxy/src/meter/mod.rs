@@ -73,6 +73,10 @@ pub struct RequestInfo {
     pub trace_context: Option<TraceContext>,
     /// The prompt as a chat `messages` array (for content export and estimation).
     pub messages: Bytes,
+    /// Names of the tools the request offered.
+    pub tool_names: Vec<String>,
+    /// The request's `tools` as sent.
+    pub tool_definitions: Option<Bytes>,
     /// Whether some destination may export content (not every one is in privacy mode).
     pub keep_content: bool,
 }
@@ -368,6 +372,11 @@ impl Meter {
             // `max_content_bytes` of prompt is kept.
             input_messages,
             input_truncated,
+            // Definitions are kept when they fit the content limit (the names always are).
+            tool_definitions: info
+                .tool_definitions
+                .clone()
+                .filter(|d| d.len() <= self.shared.max_content_bytes),
             output_text: {
                 let mut text = std::mem::take(&mut self.output);
                 text.shrink_to_fit();
@@ -398,6 +407,7 @@ impl Meter {
             outcome,
             upstream_status: self.upstream_status,
             attempts: std::mem::take(&mut self.attempts),
+            tool_names: info.tool_names,
             user: info.user,
             session_id: info.session_id,
             trace: info.trace,
