@@ -240,6 +240,75 @@ async fn sentry_trace_header_links_into_the_callers_trace() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_caller_that_did_not_sample_its_trace_gets_no_sentry_spans() {
+    let upstream = MockUpstream::start().await;
+    let following = MockSentry::start("8", "k8").await;
+    let not_following = MockSentry::start("9", "k9").await;
+    let collector = MockSentry::start_collector().await;
+    let otlp = |name: &str, extra: &str| {
+        format!(
+            "\n[[tenants.broadcast.destinations]]\ntype = \"otlp\"\nname = \"{name}\"\nendpoint = \"http://{}/v1/traces\"\n{extra}\n",
+            collector.addr
+        )
+    };
+    let config = broadcasting(
+        &upstream,
+        &(sentry_dest(&following, "follows", "")
+            + &sentry_dest(&not_following, "ignores", "follow_caller_sampling = false")
+            + &otlp("collector", "")),
+    );
+    let beacon = Beacon::start(&config);
+    let call = |trace: &str, baggage: Option<&str>| {
+        let mut a = json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "chat", "request": {"model": "mock/echo", "messages": hello("")}});
+        a["headers"] = json!({"sentry-trace": trace});
+        if let Some(b) = baggage {
+            a["headers"]["baggage"] = json!(b);
+        }
+        a
+    };
+    // Not sampled (-0): the Sentry destination that follows the caller exports nothing; the
+    // one switched off and the OTLP collector (off by default) export the span.
+    sdk(call(
+        "771a43a4192642f0b136d5159a501700-b7ad6b7169203331-0",
+        None,
+    ))
+    .await;
+    let ignored = not_following.wait_spans(1, Duration::from_secs(10)).await;
+    assert_eq!(ignored[0]["trace_id"], "771a43a4192642f0b136d5159a501700");
+    collector.wait_spans(1, Duration::from_secs(10)).await;
+    // Sampled, with the caller's rate in baggage: everyone exports, and Sentry is told the
+    // rate for extrapolation.
+    sdk(call(
+        "0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1",
+        Some("sentry-trace_id=0af7651916cd43dd8448eb211c80319c,sentry-sample_rate=0.25"),
+    ))
+    .await;
+    let spans = following.wait_spans(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        spans.len(),
+        1,
+        "the unsampled completion reached Sentry: {spans:?}"
+    );
+    assert_eq!(spans[0]["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(attr(&spans[0], "sentry.client_sample_rate"), 0.25);
+    let m = wait_metrics(&beacon, "sampled_out", |m| {
+        sum_where(m, &["beacon_broadcast_dropped_total", "sampled_out"]) >= 1.0
+    })
+    .await;
+    assert_eq!(
+        sum_where(
+            &m,
+            &[
+                "beacon_broadcast_dropped_total",
+                "destination=\"follows\"",
+                "sampled_out"
+            ]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn privacy_mode_keeps_every_text_out_of_the_payload() {
     let upstream = MockUpstream::start().await;
     let private = MockSentry::start("11", "kp").await;

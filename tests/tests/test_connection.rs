@@ -28,6 +28,7 @@ fn sentry_spec(endpoint: String, dsn: String) -> DestinationSpec {
             dsn,
         },
         privacy_mode: false,
+        follow_caller_sampling: None,
         sampling_rate: 1.0,
         api_keys: vec![],
     };
@@ -119,6 +120,7 @@ async fn hostnames_resolving_to_private_addresses_are_refused_at_connect_time() 
             is_sentry: false,
         },
         privacy_mode: false,
+        follow_caller_sampling: false,
         sampling_rate: 1.0,
         api_keys: vec![],
     };

@@ -364,6 +364,10 @@ pub fn fields(config: &DestinationConfig, redacted: bool) -> Map<String, Value> 
         }
     }
     m.insert("privacy_mode".into(), config.privacy_mode.into());
+    m.insert(
+        "follow_caller_sampling".into(),
+        config.follow_caller_sampling.into(),
+    );
     m.insert("sampling_rate".into(), config.sampling_rate.into());
     m.insert("api_keys".into(), json!(config.api_keys));
     m

@@ -294,6 +294,8 @@ pub struct DestinationSpec {
     pub privacy_mode: bool,
     /// Fraction exported.
     pub sampling_rate: f64,
+    /// Completions whose caller's trace is not sampled are skipped (`sampled_out`).
+    pub follow_caller_sampling: bool,
     /// Key ids (or names) whose completions are exported; empty = all.
     pub api_keys: Vec<String>,
 }
@@ -346,6 +348,9 @@ impl DestinationSpec {
                 }
             }
         };
+        // Sentry destinations follow the caller by default (SPEC §4.5): an app that dropped
+        // its trace should not find orphan gateway spans in it.
+        let follow_caller_sampling = config.follow_caller_sampling.unwrap_or(endpoint.is_sentry);
         Ok(Self {
             id: config
                 .id
@@ -357,6 +362,7 @@ impl DestinationSpec {
             endpoint,
             privacy_mode: config.privacy_mode,
             sampling_rate: config.sampling_rate,
+            follow_caller_sampling,
             api_keys: config.api_keys.clone(),
         })
     }
@@ -394,6 +400,7 @@ mod tests {
                 dsn: dsn.into(),
             },
             privacy_mode: false,
+            follow_caller_sampling: None,
             sampling_rate: 1.0,
             api_keys: vec![],
         }

@@ -332,14 +332,18 @@ impl Router {
             if !sink.spec.enabled {
                 continue;
             }
+            let caller_dropped = sink.spec.follow_caller_sampling
+                && record.trace_context.as_ref().and_then(|t| t.sampled) == Some(false);
             if !sink.spec.accepts_key(&record.key_id) {
                 sink.drop_one(&self.stats, DropReason::Filtered);
-            } else if !sampling::keep(
-                sink.spec.sampling_rate,
-                &sink.spec.id,
-                record.session_id.as_deref(),
-                &record.request_id,
-            ) {
+            } else if caller_dropped
+                || !sampling::keep(
+                    sink.spec.sampling_rate,
+                    &sink.spec.id,
+                    record.session_id.as_deref(),
+                    &record.request_id,
+                )
+            {
                 sink.drop_one(&self.stats, DropReason::SampledOut);
             } else {
                 let before = sink.health.dropped();
@@ -520,6 +524,7 @@ mod tests {
                 headers: vec![],
             },
             privacy_mode: false,
+            follow_caller_sampling: None,
             sampling_rate: 1.0,
             api_keys: vec![],
         }

@@ -283,7 +283,7 @@ impl Outcome {
 }
 
 /// Trace context propagated by the caller in request headers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TraceContext {
     /// 32 lowercase hex digits.
     pub trace_id: String,
@@ -291,6 +291,8 @@ pub struct TraceContext {
     pub parent_span_id: String,
     /// The sampled flag, when the header carried one.
     pub sampled: Option<bool>,
+    /// The caller's sample rate from `baggage` (`sentry-sample_rate`), when sent.
+    pub sample_rate: Option<f64>,
 }
 
 /// Prompt and completion text, kept only while some destination may export it.

@@ -47,6 +47,7 @@ fn destination(kind: DestinationKind) -> DestinationConfig {
         enabled: true,
         kind,
         privacy_mode: false,
+        follow_caller_sampling: None,
         sampling_rate: 1.0,
         api_keys: vec![],
     }

@@ -318,6 +318,9 @@ pub struct DestinationConfig {
     pub kind: DestinationKind,
     /// No prompt or completion text is exported when set.
     pub privacy_mode: bool,
+    /// Completions whose caller's `sentry-trace` / `traceparent` says not sampled are not
+    /// exported (SPEC §4.5); `None`: the type's default (Sentry: on, OTLP: off).
+    pub follow_caller_sampling: Option<bool>,
     /// Fraction of sessions (or requests) exported, `0.0001..=1`.
     pub sampling_rate: f64,
     /// Key names/ids whose completions are exported; empty means all.

@@ -181,6 +181,9 @@ pub struct RawDestination {
     /// No prompt or completion text exported.
     #[serde(default)]
     pub privacy_mode: bool,
+    /// Skip completions whose caller's trace is not sampled (default: Sentry yes, OTLP no).
+    #[serde(default)]
+    pub follow_caller_sampling: Option<bool>,
     /// Fraction exported (default 1).
     pub sampling_rate: Option<f64>,
     /// Key allowlist.

@@ -500,6 +500,7 @@ fn destination(
         enabled: d.enabled,
         kind,
         privacy_mode: d.privacy_mode,
+        follow_caller_sampling: d.follow_caller_sampling,
         sampling_rate,
         api_keys: d.api_keys,
     })

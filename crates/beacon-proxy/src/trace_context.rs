@@ -25,6 +25,7 @@ pub fn parse_sentry_trace(v: &str) -> Option<TraceContext> {
         trace_id: trace_id.to_ascii_lowercase(),
         parent_span_id: span_id.to_ascii_lowercase(),
         sampled,
+        sample_rate: None,
     })
 }
 
@@ -45,15 +46,34 @@ pub fn parse_traceparent(v: &str) -> Option<TraceContext> {
         trace_id: trace_id.to_ascii_lowercase(),
         parent_span_id: span_id.to_ascii_lowercase(),
         sampled: Some(flags & 1 == 1),
+        sample_rate: None,
     })
 }
 
-/// `sentry-trace` wins over `traceparent`.
+/// `sentry-sample_rate` from a W3C `baggage` header (what Sentry SDKs send beside
+/// `sentry-trace`): a number in (0, 1].
+pub fn baggage_sample_rate(v: &str) -> Option<f64> {
+    v.split(',').find_map(|member| {
+        let (key, value) = member.split_once('=')?;
+        if key.trim() != "sentry-sample_rate" {
+            return None;
+        }
+        let value = value.split(';').next()?.trim();
+        value
+            .parse::<f64>()
+            .ok()
+            .filter(|r| r.is_finite() && *r > 0.0 && *r <= 1.0)
+    })
+}
+
+/// `sentry-trace` wins over `traceparent`; `baggage` adds the caller's sample rate.
 pub fn from_headers(headers: &http::HeaderMap) -> Option<TraceContext> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    get("sentry-trace")
+    let mut context = get("sentry-trace")
         .and_then(parse_sentry_trace)
-        .or_else(|| get("traceparent").and_then(parse_traceparent))
+        .or_else(|| get("traceparent").and_then(parse_traceparent))?;
+    context.sample_rate = get("baggage").and_then(baggage_sample_rate);
+    Some(context)
 }
 
 #[cfg(test)]
@@ -62,6 +82,20 @@ mod tests {
 
     const T: &str = "771a43a4192642f0b136d5159a501700";
     const S: &str = "b7ad6b7169203331";
+
+    #[test]
+    fn baggage_carries_the_callers_sample_rate() {
+        let b = "other=1, sentry-trace_id=771a43a4192642f0b136d5159a501700,sentry-sample_rate=0.25;p=1,sentry-sampled=true";
+        assert_eq!(baggage_sample_rate(b), Some(0.25));
+        assert_eq!(baggage_sample_rate("sentry-sample_rate=2"), None);
+        assert_eq!(baggage_sample_rate("sentry-sample_rate=abc"), None);
+        assert_eq!(baggage_sample_rate("foo=bar"), None);
+        let mut h = http::HeaderMap::new();
+        h.insert("sentry-trace", format!("{T}-{S}-0").parse().unwrap());
+        h.insert("baggage", "sentry-sample_rate=0.5".parse().unwrap());
+        let c = from_headers(&h).unwrap();
+        assert_eq!((c.sampled, c.sample_rate), (Some(false), Some(0.5)));
+    }
 
     #[test]
     fn sentry_trace() {

@@ -27,7 +27,8 @@ use sqlx::{AnyPool, Row};
 pub use secrets::{redact, SecretBox, SecretError};
 
 /// Schema migrations, applied in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS tenants (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS tenants (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
         broadcast_enabled BIGINT NOT NULL DEFAULT 0,
@@ -56,12 +57,16 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS tenants (
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL,
         UNIQUE (tenant_id, name)
-    )"];
+    )",
+    // SPEC §4.5: -1 = the destination type's default, 0 = off, 1 = on.
+    "ALTER TABLE destinations ADD COLUMN follow_caller_sampling BIGINT NOT NULL DEFAULT -1",
+];
 
 /// A tenant's destinations, in the column order `destination_from_row` reads.
 const DESTINATION_SELECT: &str =
     "SELECT id, tenant_id, name, kind, enabled, endpoint, sealed_secret, privacy_mode, \
-     sampling_rate, api_keys, updated_at FROM destinations WHERE tenant_id = $1";
+     sampling_rate, api_keys, updated_at, follow_caller_sampling FROM destinations \
+     WHERE tenant_id = $1";
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -477,12 +482,14 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let query = sqlx::query(
             "INSERT INTO destinations (name, kind, enabled, endpoint, sealed_secret, privacy_mode,
-                                       sampling_rate, api_keys, updated_at, id, tenant_id, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9)",
+                                       sampling_rate, api_keys, updated_at, id, tenant_id, created_at,
+                                       follow_caller_sampling)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9, $12)",
         );
         let inserted = bind_settings(query, config, kind, endpoint, sealed, updated_at)
             .bind(&id)
             .bind(tenant)
+            .bind(follow_column(config.follow_caller_sampling))
             .execute(&mut *tx)
             .await;
         inserted
@@ -530,12 +537,14 @@ impl Store {
         let updated_at = now();
         let q = sqlx::query(
             "UPDATE destinations SET name = $1, kind = $2, enabled = $3, endpoint = $4, sealed_secret = $5,
-                                     privacy_mode = $6, sampling_rate = $7, api_keys = $8, updated_at = $9
+                                     privacy_mode = $6, sampling_rate = $7, api_keys = $8, updated_at = $9,
+                                     follow_caller_sampling = $12
              WHERE id = $10 AND tenant_id = $11",
         );
         let q = bind_settings(q, config, kind, endpoint, sealed, updated_at)
             .bind(id)
-            .bind(tenant);
+            .bind(tenant)
+            .bind(follow_column(config.follow_caller_sampling));
         match self.change_one(q, || format!("destination `{id}`")).await {
             Err(StoreError::Database(e)) if is_unique_violation(&e) => {
                 return Err(StoreError::Conflict(format!(
@@ -656,6 +665,11 @@ impl Store {
                 enabled: r.try_get::<i64, _>(4)? != 0,
                 kind,
                 privacy_mode: r.try_get::<i64, _>(7)? != 0,
+                follow_caller_sampling: match r.try_get::<i64, _>(11)? {
+                    0 => Some(false),
+                    1 => Some(true),
+                    _ => None,
+                },
                 sampling_rate: r.try_get(8)?,
                 api_keys: api_keys
                     .lines()
@@ -699,6 +713,11 @@ fn bind_settings<'q>(
         .bind(config.sampling_rate)
         .bind(config.api_keys.join("\n"))
         .bind(updated_at)
+}
+
+/// `follow_caller_sampling` as stored: -1 for the type's default.
+fn follow_column(v: Option<bool>) -> i64 {
+    v.map_or(-1, i64::from)
 }
 
 fn secret_context(destination_id: &str) -> String {

@@ -39,6 +39,7 @@ fn sentry() -> DestinationConfig {
             dsn: "https://secretpublickey@o1.ingest.sentry.io/456".into(),
         },
         privacy_mode: true,
+        follow_caller_sampling: None,
         sampling_rate: 0.25,
         api_keys: vec!["key_aaaaaaaaaaaa".into()],
     }

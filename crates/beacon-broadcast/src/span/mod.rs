@@ -252,8 +252,16 @@ fn common_attributes(
     for (k, v) in id_metadata {
         a.str(k, v);
     }
-    if settings.sampling_rate < 1.0 {
-        a.double("sentry.client_sample_rate", settings.sampling_rate);
+    // The probability this span was kept: the caller's own sample rate (its `baggage`)
+    // times the destination's, so Sentry extrapolates counts correctly (SPEC §4.5).
+    let caller_rate = record
+        .trace_context
+        .as_ref()
+        .and_then(|t| t.sample_rate)
+        .unwrap_or(1.0);
+    let rate = settings.sampling_rate * caller_rate;
+    if rate < 1.0 {
+        a.double("sentry.client_sample_rate", rate);
     }
 }
 

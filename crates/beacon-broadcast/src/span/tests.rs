@@ -222,8 +222,19 @@ fn header_context_is_used_when_the_body_has_none() {
         trace_id: "771a43a4192642f0b136d5159a501700".into(),
         parent_span_id: "b7ad6b7169203331".into(),
         sampled: Some(true),
+        sample_rate: Some(0.5),
     });
     let spans = build_spans(&r, &settings(), &mut SeqIds(0));
+    // The caller's baggage rate times the destination's.
+    let dest = SpanSettings {
+        privacy_mode: false,
+        sampling_rate: 0.5,
+    };
+    let sampled = build_spans(&r, &dest, &mut SeqIds(0));
+    assert!(matches!(
+        attr(&sampled[0], "sentry.client_sample_rate"),
+        Some(any_value::Value::DoubleValue(v)) if (*v - 0.25).abs() < 1e-12
+    ));
     assert_eq!(
         hex::encode(&spans[0].trace_id),
         "771a43a4192642f0b136d5159a501700"
