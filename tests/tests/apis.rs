@@ -442,6 +442,11 @@ async fn messages_create_with_x_api_key_counts_cache_tokens_in_the_input() {
     assert_eq!(attr(&span, "gen_ai.usage.input_tokens"), 130);
     assert_eq!(attr(&span, "gen_ai.usage.cache_read.input_tokens"), 100);
     assert_eq!(attr(&span, "gen_ai.usage.cache_creation.input_tokens"), 20);
+    // SPEC §4.5's breakdown: 100 × 0.3 and 20 × 3.75 per million.
+    let cost = |k: &str| attr(&span, k).as_f64().unwrap();
+    assert!((cost("gen_ai.cost.cache_read.input_tokens") - 0.00003).abs() < 1e-12);
+    assert!((cost("gen_ai.cost.cache_creation.input_tokens") - 0.000075).abs() < 1e-12);
+    assert_eq!(cost("gen_ai.cost.reasoning.output_tokens"), 0.0);
     assert_eq!(attr(&span, "gen_ai.provider.name"), "claude");
     assert!(attr(&span, "gen_ai.system_instructions")
         .as_str()

@@ -25,7 +25,7 @@ fn record(with_agent: bool) -> CompletionRecord {
         stream: true,
         params: RequestParams { temperature: Some(0.7), max_tokens: Some(512), ..Default::default() },
         usage: TokenUsage { prompt_tokens: 812, cached_tokens: 512, completion_tokens: 156, total_tokens: 968, ..Default::default() },
-        cost: Cost { input: "0.00139".parse().unwrap(), output: "0.00156".parse().unwrap(), total: "0.00295".parse().unwrap(), source: CostSource::PriceTable },
+        cost: Cost { input: "0.00139".parse().unwrap(), output: "0.00156".parse().unwrap(), total: "0.00295".parse().unwrap(), source: CostSource::PriceTable, ..Cost::default() },
         timings: Timings { received_unix_nanos: 1_700_000_000_000_000_000, upstream_start_us: Some(80), upstream_headers_us: Some(240_000), first_chunk_us: Some(260_000), last_byte_us: 2_400_000, gateway_overhead_us: 95 },
         finish_reasons: vec!["stop".into()],
         outcome: Outcome::Ok,

@@ -107,6 +107,12 @@ pub struct Cost {
     pub output: Decimal,
     /// Total.
     pub total: Decimal,
+    /// Part of `input` for prompt tokens read from the provider's cache.
+    pub cache_read: Decimal,
+    /// Part of `input` for prompt tokens written to the provider's cache.
+    pub cache_creation: Decimal,
+    /// Part of `output` for reasoning tokens.
+    pub reasoning: Decimal,
     /// Where the figure came from.
     pub source: CostSource,
 }
@@ -115,11 +121,14 @@ impl Serialize for Cost {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let known = self.source != CostSource::Unknown;
-        let mut st = s.serialize_struct("Cost", if known { 4 } else { 1 })?;
+        let mut st = s.serialize_struct("Cost", if known { 7 } else { 1 })?;
         if known {
             st.serialize_field("input", &self.input)?;
             st.serialize_field("output", &self.output)?;
             st.serialize_field("total", &self.total)?;
+            st.serialize_field("cache_read", &self.cache_read)?;
+            st.serialize_field("cache_creation", &self.cache_creation)?;
+            st.serialize_field("reasoning", &self.reasoning)?;
         }
         st.serialize_field("source", &self.source)?;
         st.end()

@@ -409,6 +409,20 @@ fn generation_attributes(
         a.double("gen_ai.cost.input_tokens", decimal_f64(record.cost.input));
         a.double("gen_ai.cost.output_tokens", decimal_f64(record.cost.output));
         a.double("gen_ai.cost.total_tokens", decimal_f64(record.cost.total));
+        // Sentry's newer breakdown names (SPEC §4.5): parts of the input and output above.
+        let c = &record.cost;
+        a.double(
+            "gen_ai.cost.cache_read.input_tokens",
+            decimal_f64(c.cache_read),
+        );
+        a.double(
+            "gen_ai.cost.cache_creation.input_tokens",
+            decimal_f64(c.cache_creation),
+        );
+        a.double(
+            "gen_ai.cost.reasoning.output_tokens",
+            decimal_f64(c.reasoning),
+        );
     }
     if let Some(status) = record.upstream_status {
         a.int("http.response.status_code", i64::from(status));

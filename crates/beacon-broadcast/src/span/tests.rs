@@ -47,6 +47,9 @@ pub(crate) fn record() -> CompletionRecord {
             input: "0.000275".parse().unwrap(),
             output: "0.0003".parse().unwrap(),
             total: "0.000575".parse().unwrap(),
+            cache_read: "0.000025".parse().unwrap(),
+            cache_creation: rust_decimal::Decimal::ZERO,
+            reasoning: "0.0001".parse().unwrap(),
             source: CostSource::PriceTable,
         },
         timings: Timings {

@@ -161,6 +161,15 @@ fn strip_date_suffix(model: &str) -> Option<&str> {
     None
 }
 
+/// A computed cost and its parts.
+struct Parts {
+    input: Decimal,
+    output: Decimal,
+    cache_read: Decimal,
+    cache_creation: Decimal,
+    reasoning: Decimal,
+}
+
 /// Cost of `usage` (SPEC §2.3): an explicit `[pricing]` entry wins, then the upstream's own
 /// figure when it reported one, then the shipped default table; with none of them the cost
 /// is unknown ([`CostSource::Unknown`]: no cost shown or exported, never 0).
@@ -175,22 +184,42 @@ pub fn cost(usage: &TokenUsage, priced: Option<&Priced>, upstream_cost: Option<D
             .prompt_tokens
             .saturating_sub(usage.cached_tokens)
             .saturating_sub(usage.cache_write_tokens);
-        let input = per_token(p.input, uncached)
-            + per_token(p.cached_input.unwrap_or(p.input), usage.cached_tokens)
-            + per_token(p.cache_write.unwrap_or(p.input), usage.cache_write_tokens);
+        let cache_read = per_token(p.cached_input.unwrap_or(p.input), usage.cached_tokens);
+        let cache_creation = per_token(p.cache_write.unwrap_or(p.input), usage.cache_write_tokens);
+        let input = per_token(p.input, uncached) + cache_read + cache_creation;
         let plain_output = usage
             .completion_tokens
             .saturating_sub(usage.reasoning_tokens);
-        let output = per_token(p.output, plain_output)
-            + per_token(p.reasoning.unwrap_or(p.output), usage.reasoning_tokens);
-        (input.normalize(), output.normalize())
+        let reasoning = per_token(p.reasoning.unwrap_or(p.output), usage.reasoning_tokens);
+        let output = per_token(p.output, plain_output) + reasoning;
+        Parts {
+            input: input.normalize(),
+            output: output.normalize(),
+            cache_read: cache_read.normalize(),
+            cache_creation: cache_creation.normalize(),
+            reasoning: reasoning.normalize(),
+        }
     });
     match (upstream_cost, computed) {
         (Some(total), computed) => {
             // The upstream's figure wins; split it in the proportion our prices give (or by
             // token counts when we have no price), because Sentry needs the breakdown.
-            let input_share = match computed {
-                Some((i, o)) if !(i + o).is_zero() => i / (i + o),
+            let scale = |part: Decimal| match &computed {
+                Some(c) if !(c.input + c.output).is_zero() => (total * part / (c.input + c.output))
+                    .round_dp(12)
+                    .normalize(),
+                _ => Decimal::ZERO,
+            };
+            let (cache_read, cache_creation, reasoning) = match &computed {
+                Some(c) => (
+                    scale(c.cache_read),
+                    scale(c.cache_creation),
+                    scale(c.reasoning),
+                ),
+                None => (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO),
+            };
+            let input_share = match &computed {
+                Some(c) if !(c.input + c.output).is_zero() => c.input / (c.input + c.output),
                 _ if usage.prompt_tokens + usage.completion_tokens > 0 => {
                     Decimal::from(usage.prompt_tokens)
                         / Decimal::from(usage.prompt_tokens + usage.completion_tokens)
@@ -202,13 +231,19 @@ pub fn cost(usage: &TokenUsage, priced: Option<&Priced>, upstream_cost: Option<D
                 input,
                 output: (total - input).normalize(),
                 total,
+                cache_read,
+                cache_creation,
+                reasoning,
                 source: CostSource::Upstream,
             }
         }
-        (None, Some((input, output))) => Cost {
-            input,
-            output,
-            total: (input + output).normalize(),
+        (None, Some(c)) => Cost {
+            input: c.input,
+            output: c.output,
+            total: (c.input + c.output).normalize(),
+            cache_read: c.cache_read,
+            cache_creation: c.cache_creation,
+            reasoning: c.reasoning,
             source: CostSource::PriceTable,
         },
         (None, None) => Cost::default(),
@@ -408,5 +443,42 @@ mod tests {
         let priced = t.lookup("openai", "gpt-4o", None).unwrap();
         assert_eq!(priced.price.input, d("1"));
         assert!(priced.explicit);
+    }
+
+    #[test]
+    fn the_breakdown_names_cache_reads_cache_writes_and_reasoning() {
+        let priced = Priced {
+            price: beacon_config::Price {
+                input: d("3"),
+                cached_input: Some(d("0.3")),
+                cache_write: Some(d("3.75")),
+                output: d("15"),
+                reasoning: None,
+            },
+            explicit: false,
+        };
+        let usage = TokenUsage {
+            prompt_tokens: 130,
+            cached_tokens: 100,
+            cache_write_tokens: 20,
+            completion_tokens: 6,
+            reasoning_tokens: 2,
+            total_tokens: 136,
+            estimated: false,
+        };
+        let c = cost(&usage, Some(&priced), None);
+        assert_eq!(c.cache_read, d("0.00003"));
+        assert_eq!(c.cache_creation, d("0.000075"));
+        assert_eq!(c.reasoning, d("0.00003"));
+        assert_eq!(c.input, d("0.000135"));
+        assert_eq!(c.total, d("0.000225"));
+        // An upstream's own total is split in the same proportions.
+        let u = cost(&usage, Some(&priced), Some(d("0.00045")));
+        assert_eq!(u.total, d("0.00045"));
+        assert_eq!(u.cache_read, d("0.00006"));
+        assert_eq!(u.cache_creation, d("0.00015"));
+        // No price: nothing to split by.
+        let none = cost(&usage, None, Some(d("0.1")));
+        assert_eq!(none.cache_read, Decimal::ZERO);
     }
 }
