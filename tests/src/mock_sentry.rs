@@ -59,8 +59,10 @@ struct State {
     /// A generic OTLP collector: no Sentry path or auth checks.
     generic: bool,
     mode: AtomicU8,
-    /// Keys already seen: like Sentry, the first request with an unknown key gets 200.
-    seen_keys: Mutex<std::collections::HashSet<String>>,
+    /// Unknown keys by when they were first seen: like Sentry, requests with a key not yet
+    /// looked up get 200 — the first one, or all those within `lookup_delay` of it.
+    seen_keys: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    lookup_delay: Mutex<Duration>,
     accepted: Mutex<Vec<Export>>,
     requests: AtomicUsize,
     /// [`Mode::TooLarge`]: exports with more generation spans than this get 413.
@@ -165,6 +167,12 @@ impl MockSentry {
     /// Switches the answer.
     pub fn set_mode(&self, mode: Mode) {
         self.state.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// How long a wrong key is answered 200 after its first request (Sentry's key lookup;
+    /// default: only the first request).
+    pub fn set_key_lookup_delay(&self, d: Duration) {
+        *self.state.lookup_delay.lock().expect("lock") = d;
     }
 
     /// [`Mode::TooLarge`]: answer 413 to exports of more than `n` generation spans.
@@ -298,12 +306,15 @@ async fn handle(
     {
         // Sentry's edge answers 200 to the first request of a key it has not cached yet
         // and only rejects it once the key is known to be bad.
-        if state
+        let lookup = *state.lookup_delay.lock().expect("lock");
+        let now = std::time::Instant::now();
+        let first_seen = *state
             .seen_keys
             .lock()
             .expect("lock")
-            .insert(auth.to_string())
-        {
+            .entry(auth.to_string())
+            .or_insert(now);
+        if first_seen == now || now.duration_since(first_seen) < lookup {
             return Ok(reply(
                 StatusCode::OK,
                 "application/x-protobuf",

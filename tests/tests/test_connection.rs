@@ -10,12 +10,17 @@ use beacon_broadcast::test_connection::{self, TEST_SPAN_NAME, TEST_SPAN_OP};
 use beacon_config::{DestinationConfig, DestinationKind};
 use beacon_e2e::mock_sentry::{MockSentry, Mode};
 
-const CONFIRM: Duration = Duration::from_millis(200);
+/// The probe schedule, shortened (the product's is 1, 2 and 4 s).
+const PROBES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+];
 
 /// Tests `spec` with a fresh client (2 s per attempt).
 async fn check(spec: &DestinationSpec, allow_private: bool) -> test_connection::TestReport {
     let c = client(Duration::from_secs(2), allow_private).unwrap();
-    test_connection::run(spec, &c, Duration::from_secs(2), CONFIRM).await
+    test_connection::run(spec, &c, Duration::from_secs(2), &PROBES).await
 }
 
 fn sentry_spec(endpoint: String, dsn: String) -> DestinationSpec {
@@ -43,9 +48,10 @@ async fn a_working_sentry_destination_passes_and_leaves_the_test_transaction() {
     assert!(report.ok && report.reached, "{report:?}");
     assert_eq!(report.status, Some(200));
     assert!(report.message.contains(TEST_SPAN_NAME) && report.message.contains(TEST_SPAN_OP));
-    // Sentry destinations are confirmed by a second request.
-    assert_eq!(sentry.requests(), 2);
+    // Sentry destinations are confirmed by three empty probes: one transaction is left.
+    assert_eq!(sentry.requests(), 4);
     let spans = sentry.spans().await;
+    assert_eq!(spans.len(), 1, "{spans:?}");
     assert_eq!(spans[0]["name"], TEST_SPAN_NAME);
     assert_eq!(spans[0]["attributes"]["sentry.op"], TEST_SPAN_OP);
 }
@@ -56,7 +62,8 @@ async fn a_wrong_key_fails_on_the_confirming_request() {
     let dsn = sentry.dsn().replace("rightkey", "wrongkey");
     let spec = sentry_spec(sentry.endpoint(), dsn);
     let report = check(&spec, true).await;
-    // The first answer was 200 (Sentry had not cached the key); the second tells the truth.
+    // The first answer was 200 (Sentry had not cached the key); the first probe tells the
+    // truth.
     assert_eq!(sentry.requests(), 2);
     assert!(!report.ok && report.reached, "{report:?}");
     assert_eq!(report.status, Some(403));
@@ -67,22 +74,34 @@ async fn a_wrong_key_fails_on_the_confirming_request() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_key_whose_lookup_takes_a_while_still_fails() {
+    let sentry = MockSentry::start("104", "rightkey").await;
+    // Sentry answers 200 for 300 ms after the first request, then 403: the probes outlast it.
+    sentry.set_key_lookup_delay(Duration::from_millis(300));
+    let dsn = sentry.dsn().replace("rightkey", "wrongkey");
+    let report = check(&sentry_spec(sentry.endpoint(), dsn), true).await;
+    assert!(!report.ok, "{report:?}");
+    assert_eq!(report.status, Some(403));
+    assert_eq!(sentry.requests(), 4, "failed on the last probe");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn refusals_outages_and_unreachable_destinations_are_reported() {
     let sentry = MockSentry::start("103", "k").await;
     let c = client(Duration::from_secs(1), true).unwrap();
     let spec = sentry_spec(sentry.endpoint(), sentry.dsn());
     sentry.set_mode(Mode::Forbidden);
-    let r = test_connection::run(&spec, &c, Duration::from_secs(2), CONFIRM).await;
+    let r = test_connection::run(&spec, &c, Duration::from_secs(2), &PROBES).await;
     assert_eq!((r.ok, r.status), (false, Some(403)));
     assert_eq!(
         r.message,
         "event submission rejected with_reason: ProjectId"
     );
     sentry.set_mode(Mode::Unavailable);
-    let r = test_connection::run(&spec, &c, Duration::from_secs(2), CONFIRM).await;
+    let r = test_connection::run(&spec, &c, Duration::from_secs(2), &PROBES).await;
     assert_eq!((r.ok, r.status), (false, Some(503)));
     sentry.set_mode(Mode::Hang);
-    let r = test_connection::run(&spec, &c, Duration::from_millis(500), CONFIRM).await;
+    let r = test_connection::run(&spec, &c, Duration::from_millis(500), &PROBES).await;
     assert!(
         !r.ok && !r.reached && r.message.contains("no response"),
         "{r:?}"
@@ -96,7 +115,7 @@ async fn refusals_outages_and_unreachable_destinations_are_reported() {
         format!("http://{closed}/api/5/integration/otlp/v1/traces"),
         format!("http://k@{closed}/5"),
     );
-    let r = test_connection::run(&spec, &c, Duration::from_secs(2), CONFIRM).await;
+    let r = test_connection::run(&spec, &c, Duration::from_secs(2), &PROBES).await;
     assert!(!r.ok && !r.reached && r.status.is_none(), "{r:?}");
     assert!(r.message.contains("connection failed"), "{r:?}");
 }

@@ -67,7 +67,7 @@ pub struct Manager {
     client: ExportClient,
     allow_private: bool,
     test_timeout: Duration,
-    confirm_delay: Duration,
+    probes: Vec<Duration>,
 }
 
 impl Manager {
@@ -87,7 +87,7 @@ impl Manager {
             client,
             allow_private,
             test_timeout,
-            confirm_delay: test_connection::SENTRY_CONFIRM_DELAY,
+            probes: test_connection::SENTRY_PROBE_DELAYS.to_vec(),
         }
     }
 
@@ -123,7 +123,7 @@ impl Manager {
     ) -> Result<TestReport, AdminError> {
         let spec = self.spec(tenant, config)?;
         let mut report =
-            test_connection::run(&spec, &self.client, self.test_timeout, self.confirm_delay).await;
+            test_connection::run(&spec, &self.client, self.test_timeout, &self.probes).await;
         report.message = scrub(&report.message, config);
         tracing::info!(
             tenant,

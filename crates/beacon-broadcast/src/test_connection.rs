@@ -1,10 +1,12 @@
 //! Test Connection (SPEC §4.2): send one real test span to a destination and report what
 //! happened — reached or not, HTTP status, latency, and the destination's error text.
 //!
-//! Sentry's ingestion answers 200 to the first request for a key it has not cached yet, even
-//! a wrong key, and drops the data later. So when a Sentry destination's first answer is
-//! 2xx, the same span is sent again after [`SENTRY_CONFIRM_DELAY`] and the second answer is
-//! the one reported: a wrong key or project then shows as 403 with Sentry's reason.
+//! Sentry's ingestion answers 200 to requests for a key it has not looked up yet, even a
+//! wrong key, and drops the data later; the lookup can take a few seconds. So when a Sentry
+//! destination's first answer is 2xx, *empty* probes (an `ExportTraceServiceRequest` with no
+//! spans: accepted, nothing forwarded) follow at [`SENTRY_PROBE_DELAYS`] after that answer,
+//! and the first 4xx among them is the test's answer: a wrong key or project shows as 403
+//! with Sentry's reason, and a passing test leaves exactly one test transaction.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,8 +23,12 @@ use crate::span::{export_request, Attrs, IdSource, RandomIds};
 pub const TEST_SPAN_NAME: &str = "beacon test connection";
 /// `sentry.op` of the test span.
 pub const TEST_SPAN_OP: &str = "beacon.test";
-/// Pause before a Sentry destination's confirming second request.
-pub const SENTRY_CONFIRM_DELAY: Duration = Duration::from_secs(1);
+/// When a Sentry destination's empty probes are sent, after its first 2xx answer.
+pub const SENTRY_PROBE_DELAYS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
 
 /// What a test found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -67,15 +73,22 @@ pub fn test_payload(spec: &DestinationSpec) -> Vec<u8> {
     export_request(vec![span]).encode_to_vec()
 }
 
-/// Tests `spec` through `client`; each attempt may take up to `timeout`.
+/// Tests `spec` through `client`; each request may take up to `timeout`; a Sentry
+/// destination that accepted the test span is then probed at `probes` after that answer.
 pub async fn run(
     spec: &DestinationSpec,
     client: &ExportClient,
     timeout: Duration,
-    confirm_delay: Duration,
+    probes: &[Duration],
 ) -> TestReport {
-    let body = match http::gzip(&test_payload(spec)) {
-        Ok(b) => Bytes::from(b),
+    let encoded = http::gzip(&test_payload(spec)).and_then(|span| {
+        Ok((
+            span,
+            http::gzip(&export_request(Vec::new()).encode_to_vec())?,
+        ))
+    });
+    let (body, empty) = match encoded {
+        Ok((span, empty)) => (Bytes::from(span), Bytes::from(empty)),
         Err(e) => {
             return TestReport {
                 ok: false,
@@ -90,8 +103,17 @@ pub async fn run(
     if !(first.ok && spec.endpoint.is_sentry) {
         return first;
     }
-    tokio::time::sleep(confirm_delay).await;
-    attempt(spec, client, &body, timeout).await
+    let answered = tokio::time::Instant::now();
+    for at in probes {
+        tokio::time::sleep_until(answered + *at).await;
+        let probe = attempt(spec, client, &empty, timeout).await;
+        // A 4xx is the key or project refused once Sentry looked it up; an outage or a
+        // 5xx in between says nothing about the key.
+        if probe.status.is_some_and(|s| (400..500).contains(&s)) {
+            return probe;
+        }
+    }
+    first
 }
 
 async fn attempt(
