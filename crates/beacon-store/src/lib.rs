@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-pub use secrets::{redact, SecretBox, SecretError};
+pub use secrets::{local_admin_token, redact, LocalAdminToken, SecretBox, SecretError};
 
 /// Schema migrations, applied in order; the index + 1 is the schema version.
 const MIGRATIONS: &[&str] = &[

@@ -169,6 +169,63 @@ impl SecretBox {
     }
 }
 
+/// The operator token of a one-node gateway without `admin.token`, kept like the secret key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalAdminToken {
+    /// The token.
+    pub token: String,
+    /// The file that keeps it (`<database>.admin-token`, mode 0600).
+    pub path: String,
+    /// Created by this call (so shown now; later starts point at the file).
+    pub generated: bool,
+}
+
+/// For a SQLite store (one node), the operator token in `<database>.admin-token`, created
+/// with mode 0600 on first use, so the console of the embedded default can be signed into
+/// without setup; `None` for other stores (several nodes share `BEACON_ADMIN_TOKEN`).
+pub fn local_admin_token(store_url: &str) -> Result<Option<LocalAdminToken>, SecretError> {
+    let Some(db) = store_url.strip_prefix("sqlite://") else {
+        return Ok(None);
+    };
+    let db = db.split('?').next().unwrap_or_default();
+    if db.is_empty() || db == ":memory:" {
+        return Ok(None);
+    }
+    let path = format!("{db}.admin-token");
+    let fail = |message: String| SecretError::KeyFile {
+        path: path.clone(),
+        message,
+    };
+    let read = |path: &str| -> Result<String, SecretError> {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read the admin token file: {e}")))?;
+        Ok(token.trim().to_string())
+    };
+    if std::path::Path::new(&path).exists() {
+        let token = read(&path)?;
+        return Ok(Some(LocalAdminToken {
+            token,
+            path,
+            generated: false,
+        }));
+    }
+    let token = format!("bt_{}", hex::encode(rand::random::<[u8; 20]>()));
+    match write_private(&path, &token) {
+        Ok(()) => Ok(Some(LocalAdminToken {
+            token,
+            path,
+            generated: true,
+        })),
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Some(LocalAdminToken {
+            token: read(&path)?,
+            path,
+            generated: false,
+        })),
+        Err(e) => Err(fail(format!("cannot create the admin token file: {e}"))),
+    }
+}
+
 /// Creates `path` with `contents`, readable by its owner only; never overwrites.
 fn write_private(path: &str, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -275,5 +332,28 @@ mod tests {
     fn redaction() {
         assert_eq!(redact("abc123def"), "abc1…");
         assert_eq!(redact("abc"), "…");
+    }
+
+    #[test]
+    fn the_embedded_default_gets_an_admin_token_kept_beside_the_database() {
+        let dir = std::env::temp_dir().join(format!("beacon-admin-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}/b.db", dir.display());
+        let first = local_admin_token(&url).unwrap().unwrap();
+        assert!(first.generated && first.token.starts_with("bt_") && first.token.len() == 43);
+        let again = local_admin_token(&url).unwrap().unwrap();
+        assert_eq!(
+            (again.token.as_str(), again.generated),
+            (first.token.as_str(), false)
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&first.path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(local_admin_token("postgres://x@h/db").unwrap(), None);
+        assert_eq!(local_admin_token("sqlite://:memory:").unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,7 +9,10 @@ use beacon_config::Config;
 use beacon_proxy::auth::{Directory, Snapshot};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use std::io::Write as _;
+
 mod admin_cli;
+mod first_run;
 mod tenants;
 mod workers;
 
@@ -163,13 +166,22 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(mut config: Config) -> Result<(), String> {
     let secrets =
         beacon_store::SecretBox::for_store(&config.store.url).map_err(|e| e.to_string())?;
+    // One node without admin.token: an operator token kept beside the database, so the
+    // console can be signed into from the first start.
+    let local_token = match config.admin.token {
+        Some(_) => None,
+        None => beacon_store::local_admin_token(&config.store.url).map_err(|e| e.to_string())?,
+    };
+    if let Some(t) = &local_token {
+        config.admin.token = Some(t.token.clone());
+    }
     let store = beacon_store::Store::open(&config.store.url, secrets)
         .await
         .map_err(|e| e.to_string())?;
-    tenants::sync_declared(&store, &config.tenants)
+    let generated_key = tenants::sync_declared(&store, &config.tenants)
         .await
         .map_err(|e| e.to_string())?;
     let version = store.change_version().await.map_err(|e| e.to_string())?;
@@ -246,6 +258,26 @@ async fn serve(config: Config) -> Result<(), String> {
         providers = config.providers.len(),
         keys = directory.key_count(),
         "listening"
+    );
+    if directory.key_count() == 0 {
+        let tenant = tenants_now.first().map_or("default", |t| t.id.as_str());
+        tracing::warn!("no usable client keys: every request gets 401; create one with `beacon key create --tenant {tenant}` (add --config FILE for a config's store), or set BEACON_API_KEYS");
+    }
+    // The one thing on stdout (logs go to stderr): the next step for a first run.
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        first_run::block(&first_run::Facts {
+            addr,
+            config: &config,
+            local_token: local_token.as_ref(),
+            generated_key: generated_key.as_deref(),
+            env_key: std::env::var("BEACON_API_KEYS").ok().and_then(|k| k
+                .split(',')
+                .map(str::trim)
+                .find(|k| !k.is_empty())
+                .map(String::from)),
+        })
     );
     shutdown_signal().await;
     let _ = stop.send(true);

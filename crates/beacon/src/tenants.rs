@@ -36,8 +36,11 @@ pub fn merge(mut stored: Vec<TenantConfig>, declared: &[TenantConfig]) -> Vec<Te
 
 /// Creates declared tenants that the store does not have yet (with their broadcast switch);
 /// with nothing declared and an empty store, creates tenant `default` with one key and
-/// logs its plaintext, once.
-pub async fn sync_declared(store: &Store, declared: &[TenantConfig]) -> Result<(), StoreError> {
+/// returns its plaintext (shown once, in the first-run block).
+pub async fn sync_declared(
+    store: &Store,
+    declared: &[TenantConfig],
+) -> Result<Option<String>, StoreError> {
     let existing = store.list_tenants().await?;
     for d in declared {
         if existing.iter().any(|t| t.id == d.id) {
@@ -61,12 +64,13 @@ pub async fn sync_declared(store: &Store, declared: &[TenantConfig]) -> Result<(
                     key_id = %key.id,
                     "no tenants yet: created tenant `default` and this key, stored hashed — it is shown only now"
                 );
+                return Ok(Some(plaintext));
             }
             Err(StoreError::Conflict(_)) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Loads the tenants in force now.
