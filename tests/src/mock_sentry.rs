@@ -63,6 +63,8 @@ struct State {
     /// looked up get 200 — the first one, or all those within `lookup_delay` of it.
     seen_keys: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     lookup_delay: Mutex<Duration>,
+    /// Envelopes received at the envelope endpoint, decompressed.
+    envelopes: Mutex<Vec<String>>,
     accepted: Mutex<Vec<Export>>,
     requests: AtomicUsize,
     /// [`Mode::TooLarge`]: exports with more generation spans than this get 413.
@@ -180,6 +182,11 @@ impl MockSentry {
         self.state.max_spans.store(n, Ordering::SeqCst);
     }
 
+    /// Envelopes (error events) received so far, as text.
+    pub fn envelopes(&self) -> Vec<String> {
+        self.state.envelopes.lock().expect("lock").clone()
+    }
+
     /// Accepted exports so far.
     pub fn exports(&self) -> Vec<Export> {
         self.state.accepted.lock().expect("lock").clone()
@@ -287,6 +294,36 @@ async fn handle(
         state.refused.fetch_add(1, Ordering::SeqCst);
         Ok(reply(status, "application/x-protobuf", rpc_status(16, msg)))
     };
+    if !state.generic
+        && parts.method == http::Method::POST
+        && parts.uri.path() == format!("/api/{project}/envelope/")
+    {
+        // Sentry's envelope endpoint (error events): the same auth, a gzipped envelope.
+        let expected_auth =
+            format!("Sentry sentry_key={key}, sentry_version=7, sentry_client=beacon/");
+        let auth_ok = parts
+            .headers
+            .get("x-sentry-auth")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.starts_with(&expected_auth));
+        let envelope_type = parts
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            == Some("application/x-sentry-envelope");
+        let mut text = String::new();
+        let decoded =
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&raw[..]), &mut text);
+        if !auth_ok || !envelope_type || decoded.is_err() {
+            return refuse(StatusCode::BAD_REQUEST, "bad envelope");
+        }
+        state.envelopes.lock().expect("lock").push(text);
+        return Ok(reply(
+            StatusCode::OK,
+            "application/json",
+            r#"{"id":"0123456789abcdef0123456789abcdef"}"#,
+        ));
+    }
     let path = if state.generic {
         "/v1/traces".to_string()
     } else {

@@ -309,6 +309,82 @@ async fn a_caller_that_did_not_sample_its_trace_gets_no_sentry_spans() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn upstream_failures_become_deduplicated_sentry_error_events_linked_to_the_span() {
+    let upstream = MockUpstream::start().await;
+    let sentry = MockSentry::start("13", "kerr").await;
+    let quiet = MockSentry::start("14", "kquiet").await;
+    // One attempt per request: the failures are relayed at once, not retried.
+    let config = broadcasting(
+        &upstream,
+        &(sentry_dest(&sentry, "S", "") + &sentry_dest(&quiet, "Q", "error_events = false")),
+    ) + "\n[routing]\nmax_attempts = 1\n";
+    let beacon = Beacon::start(&config);
+    let marker = "MARKER-err-9c1";
+    let failing = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|_| json!({"request": {"model": "mock/error-500", "messages": hello(marker)}}))
+            .collect()
+    };
+    let out = sdk(json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "many", "requests": failing(1)})).await;
+    assert!(out["results"][0]["error"].is_string(), "{out}");
+    let start = std::time::Instant::now();
+    while sentry.envelopes().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no envelope");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let envelope = sentry.envelopes()[0].clone();
+    assert!(!envelope.contains(marker), "prompt text in an error event");
+    let event: Value = serde_json::from_str(envelope.lines().nth(2).unwrap()).unwrap();
+    assert_eq!(event["level"], "error");
+    assert_eq!(event["exception"]["values"][0]["type"], "UpstreamError");
+    assert_eq!(
+        event["fingerprint"],
+        json!(["mock", "mock/error-500", "UpstreamError", "500"])
+    );
+    assert_eq!(event["tags"]["beacon.tenant"], "acme");
+    // Linked to the generation span Sentry got.
+    let spans = sentry.wait_spans(1, Duration::from_secs(10)).await;
+    assert_eq!(event["contexts"]["trace"]["trace_id"], spans[0]["trace_id"]);
+    assert_eq!(event["contexts"]["trace"]["span_id"], spans[0]["span_id"]);
+
+    // A burst of 20 identical failures within the same minute: its one event was the first
+    // one, so all 20 are counted as deduplicated and none is sent.
+    sdk(json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "many", "requests": failing(20)})).await;
+    let m = wait_metrics(&beacon, "20 deduplicated", |m| {
+        sum_where(
+            m,
+            &[
+                "beacon_broadcast_error_events_total",
+                "destination=\"S\"",
+                "deduplicated",
+            ],
+        ) >= 20.0
+    })
+    .await;
+    assert_eq!(
+        sum_where(
+            &m,
+            &[
+                "beacon_broadcast_error_events_total",
+                "destination=\"S\"",
+                "outcome=\"sent\""
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(sentry.envelopes().len(), 1);
+    // A destination with error_events = false gets the spans and no events.
+    assert!(quiet.envelopes().is_empty());
+    assert_eq!(
+        sum_where(
+            &m,
+            &["beacon_broadcast_error_events_total", "destination=\"Q\""]
+        ),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn privacy_mode_keeps_every_text_out_of_the_payload() {
     let upstream = MockUpstream::start().await;
     let private = MockSentry::start("11", "kp").await;

@@ -34,6 +34,7 @@ fn sentry_spec(endpoint: String, dsn: String) -> DestinationSpec {
         },
         privacy_mode: false,
         follow_caller_sampling: None,
+        error_events: None,
         sampling_rate: 1.0,
         api_keys: vec![],
     };
@@ -140,6 +141,7 @@ async fn hostnames_resolving_to_private_addresses_are_refused_at_connect_time() 
         },
         privacy_mode: false,
         follow_caller_sampling: false,
+        error_events: None,
         sampling_rate: 1.0,
         api_keys: vec![],
     };

@@ -368,6 +368,7 @@ pub fn fields(config: &DestinationConfig, redacted: bool) -> Map<String, Value> 
         "follow_caller_sampling".into(),
         config.follow_caller_sampling.into(),
     );
+    m.insert("error_events".into(), config.error_events.into());
     m.insert("sampling_rate".into(), config.sampling_rate.into());
     m.insert("api_keys".into(), json!(config.api_keys));
     m

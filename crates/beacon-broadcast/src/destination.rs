@@ -296,6 +296,8 @@ pub struct DestinationSpec {
     pub sampling_rate: f64,
     /// Completions whose caller's trace is not sampled are skipped (`sampled_out`).
     pub follow_caller_sampling: bool,
+    /// Sentry: where failed completions go as error events (SPEC §4.3), when switched on.
+    pub error_events: Option<Endpoint>,
     /// Key ids (or names) whose completions are exported; empty = all.
     pub api_keys: Vec<String>,
 }
@@ -307,6 +309,7 @@ impl DestinationSpec {
         config: &DestinationConfig,
         allow_private: bool,
     ) -> Result<Self, DestinationError> {
+        let mut error_events = None;
         let endpoint = match &config.kind {
             DestinationKind::Sentry { otlp_endpoint, dsn } => {
                 let url = check_url("otlp_endpoint", otlp_endpoint, allow_private)?;
@@ -324,6 +327,21 @@ impl DestinationSpec {
                 }
                 let auth = http::HeaderValue::try_from(parsed.auth_header())
                     .map_err(|_| err("dsn", "invalid public key"))?;
+                // The DSN's envelope endpoint, on the traces endpoint's scheme and host.
+                let envelope = format!(
+                    "{}://{}/api/{}/envelope/",
+                    url.scheme_str().unwrap_or("https"),
+                    url.authority().map_or(parsed.host.as_str(), |a| a.as_str()),
+                    parsed.project_id
+                );
+                let envelope: http::Uri = envelope
+                    .parse()
+                    .map_err(|_| err("dsn", "no envelope endpoint can be made from it"))?;
+                error_events = config.error_events.unwrap_or(true).then(|| Endpoint {
+                    url: envelope,
+                    headers: vec![(http::HeaderName::from_static("x-sentry-auth"), auth.clone())],
+                    is_sentry: true,
+                });
                 Endpoint {
                     url,
                     headers: vec![(http::HeaderName::from_static("x-sentry-auth"), auth)],
@@ -363,6 +381,7 @@ impl DestinationSpec {
             privacy_mode: config.privacy_mode,
             sampling_rate: config.sampling_rate,
             follow_caller_sampling,
+            error_events,
             api_keys: config.api_keys.clone(),
         })
     }
@@ -401,6 +420,7 @@ mod tests {
             },
             privacy_mode: false,
             follow_caller_sampling: None,
+            error_events: None,
             sampling_rate: 1.0,
             api_keys: vec![],
         }

@@ -21,6 +21,7 @@
 //! [`sink`] sends; [`stats`] counts every record that is not delivered, with its reason.
 
 pub mod destination;
+pub mod error_event;
 pub mod ingress;
 pub mod pipeline;
 pub mod record;

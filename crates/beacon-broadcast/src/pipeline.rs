@@ -59,6 +59,7 @@ impl From<&beacon_config::BroadcastConfig> for PipelineConfig {
                 max_batch: c.max_batch_records,
                 flush_interval: c.flush_interval,
                 request_timeout: c.export_timeout,
+                error_events_per_minute: c.error_events_per_minute,
             },
             connect_timeout: Duration::from_secs(5),
         }
@@ -525,6 +526,7 @@ mod tests {
             },
             privacy_mode: false,
             follow_caller_sampling: None,
+            error_events: None,
             sampling_rate: 1.0,
             api_keys: vec![],
         }

@@ -120,6 +120,13 @@ struct SinkLabels {
     destination: LabelValue,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ErrorEventLabels {
+    tenant: LabelValue,
+    destination: LabelValue,
+    outcome: &'static str,
+}
+
 /// Counters of the export path, registered in Beacon's `/metrics`.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -128,6 +135,7 @@ pub struct Stats {
     held_bytes: Gauge,
     dropped: Family<DropLabels, Counter>,
     exported: Family<SinkLabels, Counter>,
+    error_events: Family<ErrorEventLabels, Counter>,
     dropped_total: AtomicU64,
     by_reason: [AtomicU64; DropReason::ALL.len()],
 }
@@ -154,6 +162,11 @@ impl Stats {
             "beacon_broadcast_dropped",
             "Records (or destination copies) not delivered, by reason",
             self.dropped.clone(),
+        );
+        registry.register(
+            "beacon_broadcast_error_events",
+            "Failed completions sent to Sentry destinations as error events, by outcome: sent, deduplicated (another event with the same fingerprint within the minute), failed (not accepted)",
+            self.error_events.clone(),
         );
         registry.register(
             "beacon_broadcast_exported",
@@ -206,6 +219,23 @@ impl Stats {
     }
 
     /// Counts `n` deliveries to one destination, whose labels its worker made once.
+    /// An error event for a destination ended as `outcome` (sent, deduplicated, failed).
+    pub fn error_event(
+        &self,
+        tenant: &LabelValue,
+        destination: &LabelValue,
+        outcome: &'static str,
+    ) {
+        self.error_events
+            .get_or_create(&ErrorEventLabels {
+                tenant: tenant.clone(),
+                destination: destination.clone(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Records delivered to a destination.
     pub fn exported_n(&self, tenant: &LabelValue, destination: &LabelValue, n: u64) {
         self.exported
             .get_or_create(&SinkLabels {

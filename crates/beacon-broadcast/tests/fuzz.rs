@@ -48,6 +48,7 @@ fn destination(kind: DestinationKind) -> DestinationConfig {
         kind,
         privacy_mode: false,
         follow_caller_sampling: None,
+        error_events: None,
         sampling_rate: 1.0,
         api_keys: vec![],
     }

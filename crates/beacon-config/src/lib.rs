@@ -198,6 +198,8 @@ pub struct BroadcastConfig {
     pub destination_queue_max_bytes: usize,
     /// Limits on the client's `trace` metadata kept in a record.
     pub metadata: MetadataLimits,
+    /// Error events sent per fingerprint per destination per minute (SPEC §4.3).
+    pub error_events_per_minute: u32,
 }
 
 /// Limits on the `trace` object a client sends, applied before it is kept in a record:
@@ -321,6 +323,9 @@ pub struct DestinationConfig {
     /// Completions whose caller's `sentry-trace` / `traceparent` says not sampled are not
     /// exported (SPEC §4.5); `None`: the type's default (Sentry: on, OTLP: off).
     pub follow_caller_sampling: Option<bool>,
+    /// Sentry: each failed completion also becomes an error event in the project's Issues
+    /// (SPEC §4.3); `None`: on.
+    pub error_events: Option<bool>,
     /// Fraction of sessions (or requests) exported, `0.0001..=1`.
     pub sampling_rate: f64,
     /// Key names/ids whose completions are exported; empty means all.

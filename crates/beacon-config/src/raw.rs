@@ -106,6 +106,7 @@ pub struct RawBroadcast {
     pub max_metadata_value_bytes: Option<i64>,
     pub max_metadata_bytes: Option<i64>,
     pub max_metadata_keys: Option<i64>,
+    pub error_events_per_minute: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +185,9 @@ pub struct RawDestination {
     /// Skip completions whose caller's trace is not sampled (default: Sentry yes, OTLP no).
     #[serde(default)]
     pub follow_caller_sampling: Option<bool>,
+    /// Sentry: failed completions as error events (default true).
+    #[serde(default)]
+    pub error_events: Option<bool>,
     /// Fraction exported (default 1).
     pub sampling_rate: Option<f64>,
     /// Key allowlist.

@@ -208,6 +208,13 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             "broadcast.destination_queue_max_bytes",
             &mut errs,
         ),
+        error_events_per_minute: u32::try_from(positive_int(
+            raw.broadcast.error_events_per_minute,
+            1,
+            "broadcast.error_events_per_minute",
+            &mut errs,
+        ))
+        .unwrap_or(u32::MAX),
         metadata: MetadataLimits {
             value_bytes: positive_int(
                 raw.broadcast.max_metadata_value_bytes,
@@ -501,6 +508,7 @@ fn destination(
         kind,
         privacy_mode: d.privacy_mode,
         follow_caller_sampling: d.follow_caller_sampling,
+        error_events: d.error_events,
         sampling_rate,
         api_keys: d.api_keys,
     })

@@ -60,12 +60,14 @@ const MIGRATIONS: &[&str] = &[
     )",
     // SPEC §4.5: -1 = the destination type's default, 0 = off, 1 = on.
     "ALTER TABLE destinations ADD COLUMN follow_caller_sampling BIGINT NOT NULL DEFAULT -1",
+    // SPEC §4.3: -1 = on (the default), 0 = off, 1 = on.
+    "ALTER TABLE destinations ADD COLUMN error_events BIGINT NOT NULL DEFAULT -1",
 ];
 
 /// A tenant's destinations, in the column order `destination_from_row` reads.
 const DESTINATION_SELECT: &str =
     "SELECT id, tenant_id, name, kind, enabled, endpoint, sealed_secret, privacy_mode, \
-     sampling_rate, api_keys, updated_at, follow_caller_sampling FROM destinations \
+     sampling_rate, api_keys, updated_at, follow_caller_sampling, error_events FROM destinations \
      WHERE tenant_id = $1";
 
 /// Errors of the store.
@@ -483,13 +485,14 @@ impl Store {
         let query = sqlx::query(
             "INSERT INTO destinations (name, kind, enabled, endpoint, sealed_secret, privacy_mode,
                                        sampling_rate, api_keys, updated_at, id, tenant_id, created_at,
-                                       follow_caller_sampling)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9, $12)",
+                                       follow_caller_sampling, error_events)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9, $12, $13)",
         );
         let inserted = bind_settings(query, config, kind, endpoint, sealed, updated_at)
             .bind(&id)
             .bind(tenant)
             .bind(follow_column(config.follow_caller_sampling))
+            .bind(follow_column(config.error_events))
             .execute(&mut *tx)
             .await;
         inserted
@@ -538,13 +541,14 @@ impl Store {
         let q = sqlx::query(
             "UPDATE destinations SET name = $1, kind = $2, enabled = $3, endpoint = $4, sealed_secret = $5,
                                      privacy_mode = $6, sampling_rate = $7, api_keys = $8, updated_at = $9,
-                                     follow_caller_sampling = $12
+                                     follow_caller_sampling = $12, error_events = $13
              WHERE id = $10 AND tenant_id = $11",
         );
         let q = bind_settings(q, config, kind, endpoint, sealed, updated_at)
             .bind(id)
             .bind(tenant)
-            .bind(follow_column(config.follow_caller_sampling));
+            .bind(follow_column(config.follow_caller_sampling))
+            .bind(follow_column(config.error_events));
         match self.change_one(q, || format!("destination `{id}`")).await {
             Err(StoreError::Database(e)) if is_unique_violation(&e) => {
                 return Err(StoreError::Conflict(format!(
@@ -670,6 +674,11 @@ impl Store {
                     1 => Some(true),
                     _ => None,
                 },
+                error_events: match r.try_get::<i64, _>(12)? {
+                    0 => Some(false),
+                    1 => Some(true),
+                    _ => None,
+                },
                 sampling_rate: r.try_get(8)?,
                 api_keys: api_keys
                     .lines()
@@ -715,7 +724,8 @@ fn bind_settings<'q>(
         .bind(updated_at)
 }
 
-/// `follow_caller_sampling` as stored: -1 for the type's default.
+/// An optional switch (`follow_caller_sampling`, `error_events`) as stored: -1 for the
+/// default.
 fn follow_column(v: Option<bool>) -> i64 {
     v.map_or(-1, i64::from)
 }

@@ -40,6 +40,7 @@ fn sentry() -> DestinationConfig {
         },
         privacy_mode: true,
         follow_caller_sampling: None,
+        error_events: None,
         sampling_rate: 0.25,
         api_keys: vec!["key_aaaaaaaaaaaa".into()],
     }

@@ -135,8 +135,19 @@ pub async fn post(
     gzipped: Bytes,
     timeout: Duration,
 ) -> PostResult {
+    post_as(client, endpoint, gzipped, "application/x-protobuf", timeout).await
+}
+
+/// [`post`] of a gzipped body of `content_type` (Sentry envelopes).
+pub async fn post_as(
+    client: &ExportClient,
+    endpoint: &Endpoint,
+    gzipped: Bytes,
+    content_type: &'static str,
+    timeout: Duration,
+) -> PostResult {
     let mut req = http::Request::post(endpoint.url.clone())
-        .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+        .header(http::header::CONTENT_TYPE, content_type)
         .header(http::header::CONTENT_ENCODING, "gzip")
         .header(http::header::USER_AGENT, crate::destination::SENTRY_CLIENT);
     for (k, v) in &endpoint.headers {

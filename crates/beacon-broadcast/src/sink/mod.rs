@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::destination::DestinationSpec;
+use crate::error_event;
 use crate::ingress::Queued;
 use crate::record::CompletionRecord;
 use crate::retry::{self, Attempt, Decision};
@@ -45,6 +46,8 @@ pub struct SinkConfig {
     pub flush_interval: Duration,
     /// Timeout of one export request.
     pub request_timeout: Duration,
+    /// Error events per fingerprint per minute (SPEC §4.3).
+    pub error_events_per_minute: u32,
 }
 
 impl Default for SinkConfig {
@@ -55,6 +58,7 @@ impl Default for SinkConfig {
             max_batch: 256,
             flush_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
+            error_events_per_minute: 1,
         }
     }
 }
@@ -177,10 +181,12 @@ struct Target {
     health: Arc<SinkHealth>,
     /// The tenant and destination label values, escaped once for every count.
     labels: Arc<(LabelValue, LabelValue)>,
+    /// Error events sent per fingerprint (SPEC §4.3).
+    dedupe: Arc<Mutex<error_event::Dedupe>>,
 }
 
 impl Target {
-    fn new(spec: Arc<DestinationSpec>, health: Arc<SinkHealth>) -> Self {
+    fn new(spec: Arc<DestinationSpec>, health: Arc<SinkHealth>, per_minute: u32) -> Self {
         let labels = Arc::new((
             LabelValue::new(&spec.tenant_id),
             LabelValue::new(&spec.name),
@@ -189,6 +195,7 @@ impl Target {
             spec,
             health,
             labels,
+            dedupe: Arc::new(Mutex::new(error_event::Dedupe::new(per_minute))),
         }
     }
 
@@ -238,7 +245,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     let spec = Arc::new(spec);
     let health = health.unwrap_or_default();
-    let target = Target::new(spec.clone(), health.clone());
+    let target = Target::new(spec.clone(), health.clone(), config.error_events_per_minute);
     let sink = Sink {
         spec,
         health,
@@ -333,6 +340,7 @@ impl Worker {
             stats: self.stats.clone(),
             timeout: self.config.request_timeout,
             deadline_passed: self.deadline_passed.clone(),
+            events_done: std::collections::HashSet::new(),
         };
         in_flight.spawn(send.run(records));
     }
@@ -345,6 +353,8 @@ struct Send {
     stats: Arc<Stats>,
     timeout: Duration,
     deadline_passed: watch::Receiver<bool>,
+    /// Records whose error event was handled (a batch split after a 413 is encoded again).
+    events_done: std::collections::HashSet<String>,
 }
 
 /// How one batch's attempts ended.
@@ -376,6 +386,63 @@ impl Send {
         }
     }
 
+    /// Sends the batch's failed completions as Sentry error events (SPEC §4.3), each linked
+    /// to its generation span (`generations`: trace and span ids, in record order), at most
+    /// `error_events_per_minute` per fingerprint; each counted as sent, deduplicated or
+    /// failed. One attempt each: an event is an alert, not a record to redeliver.
+    async fn error_events(&mut self, records: &[Held], generations: &[([u8; 16], [u8; 8])]) {
+        let Some(endpoint) = self.sink.spec.error_events.clone() else {
+            return;
+        };
+        let labels = self.sink.labels.clone();
+        for (record, (trace_id, span_id)) in records.iter().zip(generations) {
+            let Some(kind) = error_event::exception_type(record) else {
+                continue;
+            };
+            if !self.events_done.insert(record.request_id.clone()) {
+                continue;
+            }
+            let fingerprint = error_event::fingerprint(record, kind);
+            let allowed = match self.sink.dedupe.lock() {
+                Ok(mut d) => d.allow(&fingerprint, std::time::Instant::now()),
+                Err(_) => true,
+            };
+            if !allowed {
+                self.stats.error_event(&labels.0, &labels.1, "deduplicated");
+                continue;
+            }
+            let scrub = |s: &str| self.sink.spec.endpoint.scrub(s);
+            let envelope = error_event::envelope(record, kind, trace_id, span_id, &scrub);
+            let Ok(body) = http::gzip(&envelope) else {
+                self.stats.error_event(&labels.0, &labels.1, "failed");
+                continue;
+            };
+            let result = http::post_as(
+                &self.client,
+                &endpoint,
+                Bytes::from(body),
+                "application/x-sentry-envelope",
+                self.timeout,
+            )
+            .await;
+            match result {
+                http::PostResult::Response { status, .. } if (200..300).contains(&status) => {
+                    self.stats.error_event(&labels.0, &labels.1, "sent");
+                }
+                http::PostResult::Response { status, body, .. } => {
+                    let error =
+                        endpoint.scrub(&format!("HTTP {status}: {}", http::error_text(&body)));
+                    tracing::warn!(destination = %self.sink.spec.name, %error, "an error event was not accepted");
+                    self.stats.error_event(&labels.0, &labels.1, "failed");
+                }
+                http::PostResult::Failed(e) => {
+                    tracing::warn!(destination = %self.sink.spec.name, error = %endpoint.scrub(&e), "an error event could not be sent");
+                    self.stats.error_event(&labels.0, &labels.1, "failed");
+                }
+            }
+        }
+    }
+
     /// Encodes and sends `records`, retrying as [`retry::classify`] decides, and counts how
     /// each ended — except a multi-record batch refused as too large, returned to be split.
     async fn send(&mut self, records: &[Held]) -> Sent {
@@ -384,8 +451,17 @@ impl Send {
             privacy_mode: spec.privacy_mode,
             sampling_rate: spec.sampling_rate,
         };
-        let (head, spans) =
-            span::encode_export_parts(records.iter().map(|r| &**r), &settings, &mut RandomIds);
+        let mut generations = Vec::new();
+        let wants_events = spec.error_events.is_some();
+        let (head, spans) = span::encode_export_parts_with(
+            records.iter().map(|r| &**r),
+            &settings,
+            &mut RandomIds,
+            wants_events.then_some(&mut generations),
+        );
+        if wants_events {
+            self.error_events(records, &generations).await;
+        }
         let body = match http::gzip_parts(&[&head, &spans]) {
             Ok(b) => Bytes::from(b),
             Err(e) => {

@@ -674,12 +674,27 @@ pub fn encode_export_parts<'a>(
     settings: &SpanSettings,
     ids: &mut dyn IdSource,
 ) -> (Vec<u8>, Vec<u8>) {
+    encode_export_parts_with(records, settings, ids, None)
+}
+
+/// [`encode_export_parts`], also pushing each record's trace id and generation span id onto
+/// `generations` (in record order), for what links to the spans (Sentry error events).
+pub fn encode_export_parts_with<'a>(
+    records: impl IntoIterator<Item = &'a CompletionRecord>,
+    settings: &SpanSettings,
+    ids: &mut dyn IdSource,
+    mut generations: Option<&mut Vec<([u8; 16], [u8; 8])>>,
+) -> (Vec<u8>, Vec<u8>) {
     use wire::{WireAttrs, Writer};
     // Spans first, into their own buffer; the three wrappers around them are written after,
     // when their lengths are known, so the (large) span bytes are never moved.
     let mut spans = Writer::with_capacity(4096);
     for record in records {
         let plan = plan(record, ids);
+        if let Some(out) = generations.as_deref_mut() {
+            let generation = plan.spans.iter().find(|s| s.role == Role::Generation);
+            out.push((plan.trace_id, generation.map_or([0; 8], |s| s.span_id)));
+        }
         for sp in &plan.spans {
             spans.message(2, 2, |w| {
                 w.bytes(1, &plan.trace_id);
@@ -752,4 +767,4 @@ fn varint_size(n: usize) -> usize {
 pub mod wire;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
