@@ -33,6 +33,11 @@ use crate::routing::policy::{self, AttemptResult, Decision};
 use crate::routing::Route;
 use crate::{trace_context, upstream, App};
 
+/// `x-beacon-attempts` (SPEC §2.2), made once.
+const ATTEMPTS_HEADER: http::HeaderName = http::HeaderName::from_static("x-beacon-attempts");
+/// `x-beacon-provider` (SPEC §2.2), made once.
+const PROVIDER_HEADER: http::HeaderName = http::HeaderName::from_static("x-beacon-provider");
+
 /// Largest upstream error body read (the rest is discarded).
 const MAX_UPSTREAM_ERROR_BYTES: usize = 1024 * 1024;
 /// Largest non-streaming upstream response accepted.
@@ -47,8 +52,8 @@ pub struct Labels {
     pub model: String,
     /// Upstream attempts made (the `x-beacon-attempts` header).
     pub attempts: usize,
-    /// The provider that served, when one did (the `x-beacon-provider` header).
-    pub provider: Option<String>,
+    /// The provider that served, when one did (the `x-beacon-provider` header's value).
+    pub provider: Option<HeaderValue>,
 }
 
 /// Serves one request of API `A`; errors are answered in `A`'s shape.
@@ -67,13 +72,9 @@ pub async fn handle<A: WireApi>(
         }
     };
     let h = resp.headers_mut();
-    h.insert("x-beacon-attempts", HeaderValue::from(labels.attempts));
-    if let Some(v) = labels
-        .provider
-        .as_deref()
-        .and_then(|p| HeaderValue::from_str(p).ok())
-    {
-        h.insert("x-beacon-provider", v);
+    h.insert(ATTEMPTS_HEADER, HeaderValue::from(labels.attempts));
+    if let Some(v) = labels.provider {
+        h.insert(PROVIDER_HEADER, v);
     }
     app.metrics
         .observe_response(&labels.tenant, &labels.model, resp.status().as_u16());
@@ -259,7 +260,7 @@ async fn serve<A: WireApi>(
             return Err(error);
         }
     };
-    labels.provider = Some(plan.candidates[current].route.provider.name.clone());
+    labels.provider = Some(plan.candidates[current].route.provider.name_header.clone());
 
     // 4. Relay.
     match reply {
@@ -385,7 +386,12 @@ async fn attempt<A: WireApi>(
     };
     let status = resp.status();
     meter.upstream_headers(status.as_u16());
-    let retry_after = policy::retry_after(resp.headers());
+    // Read only where the policy may use it (a custom header name costs a parse and a hash).
+    let retry_after = if status.is_success() {
+        None
+    } else {
+        policy::retry_after(resp.headers())
+    };
     let mut passthrough = http::HeaderMap::new();
     for (k, v) in resp.headers() {
         if upstream::passthrough_header(k) {

@@ -31,6 +31,8 @@ pub struct Route {
 pub struct Provider {
     /// Routing prefix.
     pub name: String,
+    /// The name as the `x-beacon-provider` response header's value, made once.
+    pub name_header: http::HeaderValue,
     /// How Beacon talks to it.
     pub kind: ProviderKind,
     /// The APIs it serves.
@@ -152,6 +154,8 @@ impl Router {
                 headers.push((name, value));
             }
             let provider = Arc::new(Provider {
+                name_header: http::HeaderValue::try_from(p.name.as_str())
+                    .map_err(|_| err("name cannot be a header value".into()))?,
                 name: p.name.clone(),
                 kind: p.kind,
                 apis: p.apis,
