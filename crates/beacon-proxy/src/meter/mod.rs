@@ -367,7 +367,7 @@ impl Meter {
             .keep_content
             .then(|| bounded_messages(&info.messages, self.shared.max_content_bytes));
         let content = bounded.map(|(input_messages, input_truncated)| Content {
-            // Its own exact-size copy (see handlers::chat), or a smaller one: no request
+            // Its own exact-size copy (see apis::chat::parse), or a smaller one: no request
             // buffer is pinned while the record waits for export, and no more than
             // `max_content_bytes` of prompt is kept.
             input_messages,
