@@ -146,6 +146,32 @@ pub fn error_fields(err: &serde_json::Value, default_type: &str) -> (String, Str
     (error_type.to_string(), message.to_string())
 }
 
+/// A `usage` object Beacon made itself (the upstream reported none): `fields` in the API's
+/// own names, marked `"estimated": true`, with `cost` when the model has a price.
+pub fn estimated(mut fields: serde_json::Value, cost: Option<f64>) -> serde_json::Value {
+    if let Some(u) = fields.as_object_mut() {
+        u.insert("estimated".into(), true.into());
+        if let Some(cost) = cost {
+            u.insert("cost".into(), cost.into());
+        }
+    }
+    fields
+}
+
+/// The end of a stream that stopped after the upstream's own error event (already
+/// forwarded): that error is the outcome, and nothing is added for the client. `None` when
+/// no error event came.
+pub fn end_after_error(upstream_error: &mut Option<(String, String)>) -> Option<(Terminal, Bytes)> {
+    let (error_type, message) = upstream_error.take()?;
+    Some((
+        Terminal::Failed {
+            error_type,
+            message,
+        },
+        Bytes::new(),
+    ))
+}
+
 /// The string a JSON value holds, if it is one.
 pub(crate) fn str_of(v: Option<&serde_json::Value>) -> Option<&str> {
     v.and_then(serde_json::Value::as_str)

@@ -225,14 +225,12 @@ pub fn observe_chunk(c: &ChunkView, meter: &mut Meter) {
 /// Beacon's accounted usage as an OpenAI `usage` object, marked `"estimated": true` (with
 /// `cost` when the model has a price).
 pub fn openai_estimated_usage(acc: &Accounted, cost: Option<f64>) -> serde_json::Value {
-    let mut usage = serde_json::json!({
-        "prompt_tokens": acc.usage.prompt_tokens,
-        "completion_tokens": acc.usage.completion_tokens,
-        "total_tokens": acc.usage.total_tokens,
-        "estimated": true,
-    });
-    if let (Some(cost), Some(u)) = (cost, usage.as_object_mut()) {
-        u.insert("cost".into(), cost.into());
-    }
-    usage
+    super::estimated(
+        serde_json::json!({
+            "prompt_tokens": acc.usage.prompt_tokens,
+            "completion_tokens": acc.usage.completion_tokens,
+            "total_tokens": acc.usage.total_tokens,
+        }),
+        cost,
+    )
 }

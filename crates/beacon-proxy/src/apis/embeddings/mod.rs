@@ -71,14 +71,12 @@ impl WireApi for Embeddings {
     }
 
     fn estimated_usage(acc: &Accounted, cost: Option<f64>) -> serde_json::Value {
-        let mut usage = serde_json::json!({
-            "prompt_tokens": acc.usage.prompt_tokens,
-            "total_tokens": acc.usage.prompt_tokens,
-            "estimated": true,
-        });
-        if let (Some(cost), Some(u)) = (cost, usage.as_object_mut()) {
-            u.insert("cost".into(), cost.into());
-        }
-        usage
+        super::estimated(
+            serde_json::json!({
+                "prompt_tokens": acc.usage.prompt_tokens,
+                "total_tokens": acc.usage.prompt_tokens,
+            }),
+            cost,
+        )
     }
 }

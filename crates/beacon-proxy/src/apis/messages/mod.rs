@@ -127,15 +127,13 @@ impl WireApi for Messages {
     }
 
     fn estimated_usage(acc: &Accounted, cost: Option<f64>) -> Value {
-        let mut usage = serde_json::json!({
-            "input_tokens": acc.usage.prompt_tokens,
-            "output_tokens": acc.usage.completion_tokens,
-            "estimated": true,
-        });
-        if let (Some(cost), Some(u)) = (cost, usage.as_object_mut()) {
-            u.insert("cost".into(), cost.into());
-        }
-        usage
+        super::estimated(
+            serde_json::json!({
+                "input_tokens": acc.usage.prompt_tokens,
+                "output_tokens": acc.usage.completion_tokens,
+            }),
+            cost,
+        )
     }
 }
 

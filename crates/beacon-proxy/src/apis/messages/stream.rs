@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::AnthropicUsage;
-use crate::apis::{error_fields, Forward, StreamDecoder, Terminal};
+use crate::apis::{end_after_error, error_fields, Forward, StreamDecoder, Terminal};
 use crate::meter::Meter;
 use crate::sse::SseEvent;
 
@@ -133,14 +133,7 @@ impl StreamDecoder for MessagesDecoder {
     }
 
     fn end_without_terminal(&mut self) -> Option<(Terminal, Bytes)> {
-        let (error_type, message) = self.upstream_error.take()?;
-        Some((
-            Terminal::Failed {
-                error_type,
-                message,
-            },
-            Bytes::new(),
-        ))
+        end_after_error(&mut self.upstream_error)
     }
 
     fn error_tail(&self, _id: &str, error_type: &str, _code: &str, message: &str) -> Bytes {

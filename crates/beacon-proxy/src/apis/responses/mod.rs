@@ -77,16 +77,14 @@ impl WireApi for Responses {
     }
 
     fn estimated_usage(acc: &Accounted, cost: Option<f64>) -> Value {
-        let mut usage = serde_json::json!({
-            "input_tokens": acc.usage.prompt_tokens,
-            "output_tokens": acc.usage.completion_tokens,
-            "total_tokens": acc.usage.total_tokens,
-            "estimated": true,
-        });
-        if let (Some(cost), Some(u)) = (cost, usage.as_object_mut()) {
-            u.insert("cost".into(), cost.into());
-        }
-        usage
+        super::estimated(
+            serde_json::json!({
+                "input_tokens": acc.usage.prompt_tokens,
+                "output_tokens": acc.usage.completion_tokens,
+                "total_tokens": acc.usage.total_tokens,
+            }),
+            cost,
+        )
     }
 }
 

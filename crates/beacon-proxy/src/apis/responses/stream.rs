@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::apis::{Forward, StreamDecoder, Terminal};
+use crate::apis::{end_after_error, Forward, StreamDecoder, Terminal};
 use crate::meter::Meter;
 use crate::sse::SseEvent;
 
@@ -131,14 +131,7 @@ impl StreamDecoder for ResponsesDecoder {
     }
 
     fn end_without_terminal(&mut self) -> Option<(Terminal, Bytes)> {
-        let (error_type, message) = self.upstream_error.take()?;
-        Some((
-            Terminal::Failed {
-                error_type,
-                message,
-            },
-            Bytes::new(),
-        ))
+        end_after_error(&mut self.upstream_error)
     }
 
     fn error_tail(&self, _id: &str, _error_type: &str, code: &str, message: &str) -> Bytes {
