@@ -16,7 +16,6 @@ Two figures per API:
 Needs nginx (and valgrind for the instruction counts).
 """
 import argparse
-import glob
 import http.client
 import json
 import os
@@ -149,25 +148,8 @@ def ttfc_round(port, path, body, n):
 
 
 def instructions(binary, tmp, up, path, body, n, tag):
-    out = tmp / f"cg-{tag}"
-    wrapper = tmp / f"wrap-{tag}.sh"
-    wrapper.write_text(f"#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={out}.%p {binary} \"$@\"\n")
-    wrapper.chmod(0o755)
-    proc, port = start_beacon(tmp, f"cg{tag}", up, str(wrapper))
-    time.sleep(2)
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    data = json.dumps(body)
-    for _ in range(n):
-        c.request("POST", path, body=data, headers=HEADERS)
-        r = c.getresponse(); r.read(); assert r.status == 200, r.status
-    time.sleep(2)
-    proc.terminate(); proc.wait(timeout=120)
-    total = 0
-    for f in glob.glob(f"{out}.*"):
-        for line in open(f):
-            if line.startswith(("summary:", "totals:")):
-                total = max(total, int(line.split()[1]))
-    return total
+    start = lambda name, b: start_beacon(tmp, name, up, b)  # noqa: E731
+    return g.callgrind_instructions(start, binary, tmp, path, json.dumps(body), n, tag)
 
 
 def main():

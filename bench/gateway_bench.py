@@ -651,3 +651,29 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+def callgrind_instructions(start, binary, tmp, path, body, n, tag):
+    """Instructions (all threads, callgrind) of a Beacon started by `start(name, binary)`
+    -> (proc, port) serving `n` sequential POSTs of `body` (bytes or str) to `path`."""
+    import glob as _glob
+    import http.client as _http
+    out = tmp / f"cg-{tag}"
+    wrapper = tmp / f"wrap-{tag}.sh"
+    wrapper.write_text(f"#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={out}.%p {binary} \"$@\"\n")
+    wrapper.chmod(0o755)
+    proc, port = start(f"cg{tag}", str(wrapper))
+    time.sleep(2)
+    c = _http.HTTPConnection("127.0.0.1", port, timeout=120)
+    headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    for _ in range(n):
+        c.request("POST", path, body=body, headers=headers)
+        r = c.getresponse(); r.read(); assert r.status == 200, r.status
+    time.sleep(2)
+    proc.terminate(); proc.wait(timeout=120)
+    total = 0
+    for f in _glob.glob(f"{out}.*"):
+        for line in open(f):
+            if line.startswith(("summary:", "totals:")):
+                total = max(total, int(line.split()[1]))
+    return total
