@@ -366,6 +366,8 @@ impl Meter {
         let bounded = info
             .keep_content
             .then(|| bounded_messages(&info.messages, self.shared.max_content_bytes));
+        // Before the output is taken: what was seen against what is kept.
+        let output_truncated = self.output_bytes > self.output.len() + self.tool_bytes;
         let content = bounded.map(|(input_messages, input_truncated)| Content {
             // Its own exact-size copy (see apis::chat::parse), or a smaller one: no request
             // buffer is pinned while the record waits for export, and no more than
@@ -382,7 +384,7 @@ impl Meter {
                 text.shrink_to_fit();
                 text
             },
-            output_truncated: self.output_bytes > self.output.len() + self.tool_bytes,
+            output_truncated,
             output_tool_calls: std::mem::take(&mut self.tool_calls)
                 .into_iter()
                 .map(|(_, c)| c)
