@@ -1,7 +1,8 @@
 // Browser test of the console (issue 5), driven by tests/tests/console.rs, which starts a
 // real `beacon`, a mock upstream and a mock Sentry and passes their addresses here:
 //   BEACON_URL, BEACON_OPERATOR_TOKEN, SENTRY_ENDPOINT, SENTRY_DSN, SENTRY_WRONG_DSN,
-//   SCREENSHOT_DIR, CHROMIUM (default /usr/bin/chromium)
+//   SCREENSHOT_DIR, CHROMIUM (default /usr/bin/chromium); and a `beacon demo` beside it:
+//   DEMO_URL, DEMO_TOKEN, DEMO_KEY, FIRST_RUN (its first-run block)
 // Debian's Chromium, headless, through playwright-core; axe-core audits each main state.
 
 import { test } from "node:test";
@@ -23,6 +24,10 @@ const DSN = env("SENTRY_DSN");
 const WRONG_DSN = env("SENTRY_WRONG_DSN");
 const SHOTS = env("SCREENSHOT_DIR");
 const COLLECTOR = env("COLLECTOR_ENDPOINT");
+const DEMO = env("DEMO_URL");
+const DEMO_TOKEN = env("DEMO_TOKEN");
+const DEMO_KEY = env("DEMO_KEY");
+const FIRST_RUN = env("FIRST_RUN");
 mkdirSync(SHOTS, { recursive: true });
 const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
@@ -163,6 +168,19 @@ test("Settings › Observability: enable broadcast, test, save, and watch export
     await audit(page, "observability with a destination");
     await shot(page, "06-exported");
 
+    // Recent completions: the completion, delivered to the destination, with its spans.
+    await page.getByRole("link", { name: "Recent completions" }).click();
+    await page.getByRole("heading", { name: "Recent completions" }).waitFor();
+    const recent = page.locator("#recent-body tr[data-request]").first();
+    await recent.getByText("mock/echo").waitFor({ timeout: 15000 });
+    await recent.getByText("Sentry production: exported").waitFor({ timeout: 15000 });
+    await recent.getByRole("button", { name: /^Spans of / }).click();
+    await page.locator('#recent-detail section[data-destination="Sentry production"] details[data-span="chat mock/echo"]').waitFor();
+    await page.locator("#recent-detail").getByText("gen_ai.usage.input_tokens").first().waitFor();
+    await audit(page, "recent completions");
+    await page.getByRole("link", { name: "Settings › Observability" }).click();
+    await page.getByRole("heading", { name: "Observability" }).waitFor();
+
     // Edit: a change that does not touch the endpoint or DSN saves without a new test.
     await page.getByRole("button", { name: "Edit Sentry production" }).click();
     const edit = page.getByRole("dialog", { name: "Edit Sentry destination" });
@@ -220,6 +238,64 @@ test("Settings › Observability: enable broadcast, test, save, and watch export
     await page.locator("#destinations-body").getByText("No destinations yet").waitFor();
 
     assert.deepEqual(consoleErrors, [], "errors in the browser console");
+  } finally {
+    await browser.close();
+  }
+});
+
+test("beacon demo: the first-run block, and a completion in Recent completions", async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    const pageErrors = [];
+    page.on("pageerror", (e) => pageErrors.push(String(e)));
+
+    // The first-run block as a terminal shows it (docs/console/00-first-run.png).
+    await page.setContent(`<!doctype html><html><body style="margin:0;background:#1e1e2e">
+      <pre id="out" style="display:inline-block;margin:0;padding:16px 20px;color:#e6e6e6;font:14px/1.45 'DejaVu Sans Mono',monospace;white-space:pre"></pre></body></html>`);
+    await page.evaluate((text) => {
+      document.getElementById("out").textContent = `$ beacon demo\n${text}`;
+    }, FIRST_RUN);
+    await page.locator("#out").screenshot({ path: join(SHOTS, "00-first-run.png") });
+
+    // Two completions through the demo: one plain, one streamed.
+    for (const stream of [false, true]) {
+      const r = await fetch(`${DEMO}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${DEMO_KEY}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "demo/echo-1", stream, messages: [
+          { role: "system", content: "You are a helpful assistant." },
+          { role: "user", content: stream ? "What does Beacon broadcast?" : "Hello, Beacon!" }] }),
+      });
+      assert.equal(r.status, 200);
+      const text = await r.text();
+      assert.match(text, /Echo:/);
+    }
+
+    // Sign in with the printed token, open Recent completions, open the newest one's spans.
+    await page.goto(`${DEMO}/console`);
+    await page.getByLabel("Operator token or management key").fill(DEMO_TOKEN);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("heading", { name: "Observability" }).waitFor();
+    await page.getByRole("link", { name: "Recent completions" }).click();
+    const rows = page.locator("#recent-body tr[data-request]");
+    await page.waitForFunction(() => document.querySelectorAll("#recent-body tr[data-request]").length >= 2
+      && [...document.querySelectorAll("#recent-body tr[data-request]")].every((r) => r.textContent.includes("demo-receiver: exported")),
+    null, { timeout: 15000 });
+    assert.match(await rows.first().locator('[data-col="cost"]').textContent(), /^\$/);
+    await rows.first().getByRole("button", { name: /^Spans of / }).click();
+    const detail = page.locator('#recent-detail section[data-destination="demo-receiver"]');
+    await detail.locator('details[data-span="chat demo/echo-1"]').waitFor();
+    await detail.getByText("What does Beacon broadcast?").first().waitFor();
+    await audit(page, "recent completions (demo)");
+    await shot(page, "07-recent-completions");
+    assert.deepEqual(pageErrors, [], "errors in the page");
   } finally {
     await browser.close();
   }

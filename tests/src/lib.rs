@@ -444,3 +444,123 @@ pub fn sum_where(metrics: &std::collections::HashMap<String, f64>, needles: &[&s
         .map(|(_, v)| v)
         .sum()
 }
+
+/// A running `beacon demo` (no config, no provider, no network), with what its first-run
+/// block on stdout says; killed on drop.
+pub struct Demo {
+    /// The gateway's OpenAI base URL (`http://…/v1`).
+    pub base_url: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The demo tenant's key.
+    pub key: String,
+    /// The operator token the block prints.
+    pub token: String,
+    /// The first-run block, line by line.
+    pub block: Vec<String>,
+    /// The process.
+    pub child: Child,
+    /// Its stderr (logs), line by line.
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect_lines(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().expect("lines").push(line);
+        }
+    });
+    lines
+}
+
+/// The value after `label` on the first-run block's line that starts with it.
+pub fn field(block: &[String], label: &str) -> String {
+    block
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| {
+            panic!(
+                "no `{label}` line in the first-run block:\n{}",
+                block.join("\n")
+            )
+        })
+}
+
+impl Demo {
+    /// Starts `beacon demo` on a free loopback port with its store in `dir`, and reads its
+    /// first-run block as a newcomer would.
+    pub fn start(dir: &Path) -> Self {
+        let store = format!("sqlite://{}", dir.join("demo.db").display());
+        let mut child = Command::new(beacon_bin())
+            .args(["demo", "--listen", "127.0.0.1:0", "--store", &store])
+            .current_dir(dir)
+            .env_remove("BEACON_LISTEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn beacon demo");
+        let stdout = collect_lines(child.stdout.take().expect("stdout"));
+        let stderr = collect_lines(child.stderr.take().expect("stderr"));
+        let started = Instant::now();
+        let block = loop {
+            let lines = stdout.lock().expect("stdout").clone();
+            if lines.iter().any(|l| l.contains("Recent completions")) {
+                break lines;
+            }
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!(
+                    "beacon demo printed no first-run block ({exited:?}); stdout:\n{}\nstderr:\n{}",
+                    lines.join("\n"),
+                    stderr.lock().expect("stderr").join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let gateway = field(&block, "Gateway");
+        let base_url = gateway
+            .split_whitespace()
+            .next()
+            .expect("gateway URL")
+            .to_string();
+        let addr = base_url
+            .trim_start_matches("http://")
+            .trim_end_matches("/v1")
+            .parse()
+            .expect("gateway address");
+        let key = field(&block, "Key")
+            .split_whitespace()
+            .next()
+            .expect("key")
+            .to_string();
+        assert!(key.starts_with("bk-demo-"), "{key}");
+        let sign_in = field(&block, "Sign in");
+        let token = sign_in
+            .split_whitespace()
+            .find(|w| w.starts_with("bt_"))
+            .unwrap_or_else(|| panic!("no admin token in `{sign_in}`"))
+            .to_string();
+        Self {
+            base_url,
+            addr,
+            key,
+            token,
+            block,
+            child,
+            stderr,
+        }
+    }
+}

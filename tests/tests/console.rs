@@ -10,7 +10,7 @@ use std::process::Command;
 
 use beacon_e2e::mock_sentry::MockSentry;
 use beacon_e2e::mock_upstream::MockUpstream;
-use beacon_e2e::{workspace_root, Beacon};
+use beacon_e2e::{workspace_root, Beacon, Demo, TempDir};
 
 const OPERATOR: &str = "console-operator-token-123";
 
@@ -34,6 +34,9 @@ async fn the_console_in_chromium() {
         Beacon::config(&upstream.base_url(), "") + &format!("\n[admin]\ntoken = \"{OPERATOR}\"\n");
     let beacon = Beacon::start(&config);
     let shots = root.join("target/console-screenshots");
+    // `beacon demo` beside it: its first-run block and its Recent completions view.
+    let demo_dir = TempDir::new("console-demo");
+    let demo = Demo::start(demo_dir.path());
 
     let out = tokio::task::spawn_blocking({
         let beacon_url = format!("http://{}", beacon.addr);
@@ -41,6 +44,12 @@ async fn the_console_in_chromium() {
         let dsn = sentry.dsn();
         let wrong = sentry.dsn().replace(&sentry.key, "wr0ngpublickey9876");
         let collector_endpoint = format!("http://{}/v1/traces", collector.addr);
+        let (demo_url, demo_token, demo_key) = (
+            format!("http://{}", demo.addr),
+            demo.token.clone(),
+            demo.key.clone(),
+        );
+        let first_run = demo.block.join("\n");
         move || {
             Command::new("node")
                 .args(["--test", "--test-reporter=spec", "console.test.mjs"])
@@ -52,6 +61,10 @@ async fn the_console_in_chromium() {
                 .env("SENTRY_WRONG_DSN", wrong)
                 .env("COLLECTOR_ENDPOINT", collector_endpoint)
                 .env("SCREENSHOT_DIR", &shots)
+                .env("DEMO_URL", demo_url)
+                .env("DEMO_TOKEN", demo_token)
+                .env("DEMO_KEY", demo_key)
+                .env("FIRST_RUN", first_run)
                 .env("CHROMIUM", chromium)
                 .output()
                 .unwrap()

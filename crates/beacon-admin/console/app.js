@@ -1,4 +1,4 @@
-// Beacon console: Settings › Observability and Keys, on top of /admin/v1.
+// Beacon console: Settings › Observability, Recent completions and Keys, on top of /admin/v1.
 // Plain ES module, no build step; every value from the server is rendered with textContent.
 
 const API = "/admin/v1";
@@ -165,8 +165,8 @@ function renderHeader() {
 function route() {
   if (!state.session) return;
   stopRefresh();
-  const page = location.hash === "#/keys" ? "keys" : "observability";
-  for (const id of ["observability", "keys"]) {
+  const page = { "#/keys": "keys", "#/recent": "recent" }[location.hash] || "observability";
+  for (const id of ["observability", "recent", "keys"]) {
     const link = $(`nav-${id}`);
     if (id === page) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -178,6 +178,7 @@ function route() {
     return;
   }
   if (page === "keys") renderKeys();
+  else if (page === "recent") renderRecent();
   else renderObservability();
 }
 
@@ -584,6 +585,116 @@ async function openEditor(kind, existing) {
   dialog.showModal();
   update();
   inputs.name.focus();
+}
+
+// ---------------------------------------------------------------- recent completions
+
+const OUTCOME_TEXT = { ok: "ok", upstream_error: "upstream error", client_cancelled: "cancelled", timeout: "timeout", shutdown: "shutdown" };
+
+function usd(cost) {
+  if (!cost || cost.total === undefined) return "—";
+  const n = Number(cost.total);
+  return n < 0.01 ? `$${n.toPrecision(3)}` : `$${n.toFixed(4)}`;
+}
+
+function ms(us) {
+  return us === null || us === undefined ? "—" : `${(us / 1000).toFixed(us < 10000 ? 1 : 0)} ms`;
+}
+
+function deliveries(destinations) {
+  if (!destinations.length) return h("span", { class: "muted" }, "none (broadcast off or no destination)");
+  return destinations.map((d) => h("span", {
+    class: `badge ${d.state === "exported" ? "ok" : d.state === "dropped" ? "bad" : "muted"}`,
+    title: d.reason ? `${d.state}: ${d.reason}` : d.state,
+  }, `${d.name}: ${d.state === "dropped" ? d.reason : d.state}`));
+}
+
+async function renderRecent() {
+  const main = $("main");
+  const tbody = h("tbody", { id: "recent-body" });
+  main.replaceChildren(
+    h("h1", { tabindex: "-1", id: "page-title" }, "Recent completions"),
+    h("p", { class: "lede" },
+      "The last completions this node handled for this tenant — model, tokens, cost, timings, outcome, and what each destination received. Choose one to see its spans exactly as they were exported."),
+    h("section", { class: "card", "aria-labelledby": "recent-title" },
+      h("h2", { id: "recent-title" }, "Completions"),
+      h("table", { "aria-labelledby": "recent-title" },
+        h("thead", {}, h("tr", {},
+          ["Time", "Model", "API", "Tokens in / out", "Cost", "First chunk", "Duration", "Outcome", "Destinations", ""]
+            .map((c) => h("th", { scope: "col" }, c)))),
+        tbody)),
+    h("section", { class: "card", id: "recent-detail", "aria-live": "polite", hidden: true }));
+  await refreshRecent();
+  state.timer = setInterval(refreshRecent, REFRESH_MS);
+}
+
+async function refreshRecent() {
+  const tbody = $("recent-body");
+  if (!tbody) return;
+  let list;
+  try {
+    list = (await api("GET", tenantPath("/recent"))).data;
+  } catch (err) {
+    return;
+  }
+  if (!$("recent-body")) return;
+  if (list.length === 0) {
+    tbody.replaceChildren(h("tr", {}, h("td", { colspan: 10, class: "empty" },
+      "No completions on this node yet. Send a request with one of this tenant's keys.")));
+    return;
+  }
+  tbody.replaceChildren(...list.map((e) => {
+    const r = e.record;
+    const when = new Date(Math.floor(r.timings.received_unix_nanos / 1e6));
+    return h("tr", { "data-request": e.request_id },
+      h("td", { class: "small" }, when.toLocaleTimeString()),
+      h("th", { scope: "row" }, r.requested_model),
+      h("td", {}, r.api),
+      h("td", { class: "num" }, `${r.usage.prompt_tokens} / ${r.usage.completion_tokens}${r.usage.estimated ? " (est.)" : ""}`),
+      h("td", { class: "num", "data-col": "cost" }, usd(r.cost)),
+      h("td", { class: "num" }, ms(r.timings.first_chunk_us)),
+      h("td", { class: "num" }, ms(r.timings.last_byte_us)),
+      h("td", {}, h("span", { class: r.outcome.kind === "ok" ? "ok" : "bad" }, OUTCOME_TEXT[r.outcome.kind] || r.outcome.kind)),
+      h("td", { class: "small" }, deliveries(e.destinations)),
+      h("td", {}, h("button", { type: "button", "aria-label": `Spans of ${e.request_id}`, onclick: () => showCompletion(e.request_id) }, "Spans")));
+  }));
+}
+
+async function showCompletion(requestId) {
+  const panel = $("recent-detail");
+  if (!panel) return;
+  let e;
+  try {
+    e = await api("GET", tenantPath(`/recent/${encodeURIComponent(requestId)}`));
+  } catch (err) {
+    toast(err.message);
+    return;
+  }
+  const r = e.record;
+  const facts = [
+    ["Request", e.request_id], ["Model", `${r.requested_model} → ${r.provider}/${r.served_model || r.upstream_model}`],
+    ["Tokens", `${r.usage.prompt_tokens} in (${r.usage.cached_tokens} cached), ${r.usage.completion_tokens} out (${r.usage.reasoning_tokens} reasoning)`],
+    ["Cost", `${usd(r.cost)} (${r.cost.source})`], ["Gateway overhead", ms(r.timings.gateway_overhead_us)],
+    ["Upstream status", r.upstream_status ?? "—"], ["Attempts", String(r.attempts.length + 1)],
+  ];
+  panel.hidden = false;
+  panel.replaceChildren(
+    h("h2", { id: "detail-title" }, `Completion ${e.request_id}`),
+    h("dl", { class: "facts" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
+    ...e.destinations.map((d) => h("section", { class: "spans", "data-destination": d.name },
+      h("h3", {}, `${d.name} — ${d.state}${d.reason ? ` (${d.reason})` : ""}`),
+      Array.isArray(d.spans)
+        ? d.spans.map((s) => h("details", { class: "span", "data-span": s.name },
+          h("summary", {}, h("strong", {}, s.name), " ", h("code", { class: "small" }, s.span_id),
+            s.parent_span_id ? h("span", { class: "muted small" }, ` parent ${s.parent_span_id}`) : null,
+            h("span", { class: "muted small" }, ` ${((s.end_time_unix_nano - s.start_time_unix_nano) / 1e6).toFixed(1)} ms`)),
+          h("table", { class: "attrs" }, h("tbody", {},
+            Object.entries(s.attributes).map(([k, v]) => h("tr", {},
+              h("th", { scope: "row" }, h("code", {}, k)),
+              h("td", {}, typeof v === "string" ? v : JSON.stringify(v))))))))
+        : h("p", { class: "muted" }, d.spans?.omitted || (d.state === "exported" ? "Spans not kept." : "Nothing was exported to this destination.")))));
+  panel.querySelector("details")?.setAttribute("open", "");
+  $("detail-title").scrollIntoView({ block: "nearest" });
 }
 
 // ---------------------------------------------------------------- keys

@@ -232,8 +232,23 @@ async fn route(
                     v["id"] = d.id.into();
                     Ok((StatusCode::OK, v))
                 }
-                ([] | ["keys" | "broadcast" | "destinations"], _)
-                | (["keys", _] | ["destinations", _] | ["destinations", _, "stats" | "test"], _) => {
+                (["recent"], &Method::GET) => Ok((
+                    StatusCode::OK,
+                    json!({ "data": inner.pipeline.recent().list(t), "node_capacity": beacon_broadcast::recent::CAPACITY }),
+                )),
+                (["recent", id], &Method::GET) => inner
+                    .pipeline
+                    .recent()
+                    .get(t, id)
+                    .map(|v| (StatusCode::OK, v))
+                    .ok_or_else(|| {
+                        AdminError::NotFound(format!(
+                            "No recent completion `{id}` on this node: it keeps its last {} records.",
+                            beacon_broadcast::recent::CAPACITY
+                        ))
+                    }),
+                ([] | ["keys" | "broadcast" | "destinations" | "recent"], _)
+                | (["keys", _] | ["destinations", _] | ["destinations", _, "stats" | "test"] | ["recent", _], _) => {
                     not_allowed()
                 }
                 _ => Err(unknown(method, path)),

@@ -24,6 +24,7 @@ pub mod destination;
 pub mod error_event;
 pub mod ingress;
 pub mod pipeline;
+pub mod recent;
 pub mod record;
 mod record_log;
 pub mod retry;

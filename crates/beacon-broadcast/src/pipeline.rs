@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::destination::{DestinationError, DestinationSpec};
 use crate::ingress::Queued;
+use crate::recent::Recent;
 use crate::record_log::RecordLog;
 use crate::sampling;
 use crate::sink::{self, Sink, SinkConfig};
@@ -206,6 +207,7 @@ impl Spawner {
 pub struct PipelineControl {
     routes: Arc<ArcSwap<Routes>>,
     spawner: Arc<Spawner>,
+    recent: Arc<Recent>,
 }
 
 impl PipelineControl {
@@ -220,6 +222,11 @@ impl PipelineControl {
     /// The current destination workers, by tenant.
     pub fn routes(&self) -> Arc<Routes> {
         self.routes.load_full()
+    }
+
+    /// The last records this node exported (the Recent completions view).
+    pub fn recent(&self) -> &Recent {
+        &self.recent
     }
 }
 
@@ -293,15 +300,18 @@ pub(crate) fn spawn(
     let routes = Arc::new(ArcSwap::from_pointee(
         spawner.routes(tenants, &HashMap::new())?,
     ));
+    let recent = Arc::new(Recent::default());
     let control = PipelineControl {
         routes: routes.clone(),
         spawner: spawner.clone(),
+        recent: recent.clone(),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
     let router = Router {
         routes,
         stats,
         warned: AtomicBool::new(false),
+        recent,
     };
     let task = runtime.spawn(run(config, rx, router, stop_rx, deadline_tx, spawner));
     Ok(PipelineHandle {
@@ -316,12 +326,15 @@ struct Router {
     routes: Arc<ArcSwap<Routes>>,
     stats: Arc<Stats>,
     warned: AtomicBool,
+    recent: Arc<Recent>,
 }
 
 impl Router {
     /// Fans a record out to its tenant's destinations, counting every destination it skips.
     fn route(&self, record: Queued) {
         let routes = self.routes.load();
+        // Tracked whether or not it goes anywhere: the view shows that too.
+        let entry = self.recent.track(&record.record);
         let Some(route) = routes.get(&record.tenant_id) else {
             return;
         };
@@ -333,9 +346,15 @@ impl Router {
             if !sink.spec.enabled {
                 continue;
             }
+            let slot = entry
+                .as_ref()
+                .map(|e| e.add(&sink.spec.id, &sink.spec.name));
             let caller_dropped = sink.spec.follow_caller_sampling
                 && record.trace_context.as_ref().and_then(|t| t.sampled) == Some(false);
             if !sink.spec.accepts_key(&record.key_id) {
+                if let Some(slot) = slot {
+                    slot.dropped(DropReason::Filtered);
+                }
                 sink.drop_one(&self.stats, DropReason::Filtered);
             } else if caller_dropped
                 || !sampling::keep(
@@ -345,10 +364,13 @@ impl Router {
                     &record.request_id,
                 )
             {
+                if let Some(slot) = slot {
+                    slot.dropped(DropReason::SampledOut);
+                }
                 sink.drop_one(&self.stats, DropReason::SampledOut);
             } else {
                 let before = sink.health.dropped();
-                sink.offer(record.clone(), &self.stats);
+                sink.offer(record.clone(), &self.stats, slot);
                 if sink.health.dropped() > before && !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(destination = %sink.spec.name, "a destination queue is full: dropping records for it (counted in beacon_broadcast_dropped_total)");
                 }

@@ -19,6 +19,8 @@ pub struct Facts<'a> {
     pub generated_key: Option<&'a str>,
     /// The first of `BEACON_API_KEYS`, when set.
     pub env_key: Option<String>,
+    /// What `beacon demo` started, when this is the demo.
+    pub demo: Option<&'a crate::demo::Running>,
 }
 
 /// The block, as printed.
@@ -42,6 +44,10 @@ pub fn block(f: &Facts<'_>) -> String {
         }
     };
     let (key, key_line) = match (f.generated_key, &f.env_key) {
+        _ if f.demo.is_some() => {
+            let k = f.demo.map(|d| d.key.clone()).unwrap_or_default();
+            (k.clone(), format!("{k} (tenant `demo`, new at every start)"))
+        }
         (Some(k), _) => (
             k.to_string(),
             format!("{k} (tenant `default`, created now; stored hashed, not shown again; it also signs into the console)"),
@@ -50,10 +56,15 @@ pub fn block(f: &Facts<'_>) -> String {
         (None, None) => ("$BEACON_KEY".to_string(), "your tenant key (beacon key create --tenant <id>)".to_string()),
     };
     let providers = &f.config.providers;
-    let model = providers
-        .iter()
-        .find(|p| p.name == "openai")
-        .map(|_| "openai/gpt-4o-mini".to_string())
+    let model = f
+        .demo
+        .map(|_| crate::demo::MODEL.to_string())
+        .or_else(|| {
+            providers
+                .iter()
+                .find(|p| p.name == "openai")
+                .map(|_| "openai/gpt-4o-mini".to_string())
+        })
         .or_else(|| {
             providers
                 .iter()
@@ -72,9 +83,15 @@ pub fn block(f: &Facts<'_>) -> String {
             providers[0].name
         ),
     };
+    let demo = f.demo.map_or(String::new(), |d| format!(
+        "  Demo     no account, no network: an echo upstream at http://{echo}/v1 answers every request,\n           and tenant `demo` broadcasts its spans to the OTLP receiver at http://{receiver}/v1/traces.\n           Send the request above, then open the console's Recent completions\n           (or GET {base}/admin/v1/tenants/demo/recent) to see its tokens, cost, timings and spans.\n",
+        echo = d.echo,
+        receiver = d.receiver,
+    ));
     format!(
-        "\nBeacon {version} is listening.\n\n  Gateway  {base}/v1   (the OpenAI base URL; Anthropic SDKs: {base})\n  Console  {base}/console\n  Sign in  with {sign_in}\n  Key      {key_line}\n  Try it   {try_it}\n",
+        "\nBeacon {version} is listening{what}.\n\n  Gateway  {base}/v1   (the OpenAI base URL; Anthropic SDKs: {base})\n  Console  {base}/console\n  Sign in  with {sign_in}\n  Key      {key_line}\n  Try it   {try_it}\n{demo}",
         version = env!("CARGO_PKG_VERSION"),
+        what = if f.demo.is_some() { " (demo)" } else { "" },
     )
 }
 
@@ -105,6 +122,7 @@ mod tests {
             local_token: Some(&token),
             generated_key: None,
             env_key: Some("bk-first".into()),
+            demo: None,
         });
         assert!(text.contains("Gateway  http://127.0.0.1:8080/v1"), "{text}");
         assert!(
@@ -127,6 +145,7 @@ mod tests {
             local_token: Some(&again),
             generated_key: None,
             env_key: None,
+            demo: None,
         });
         assert!(
             !text.contains("bt_abc") && text.contains("./beacon.db.admin-token"),
@@ -144,6 +163,7 @@ mod tests {
             local_token: None,
             generated_key: Some("bk-gen"),
             env_key: None,
+            demo: None,
         });
         assert!(
             text.contains("/v1/messages") && text.contains("x-api-key: bk-gen"),
@@ -157,6 +177,7 @@ mod tests {
             local_token: None,
             generated_key: None,
             env_key: None,
+            demo: None,
         });
         assert!(text.contains("no provider yet"), "{text}");
     }

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write as _;
 
 mod admin_cli;
+mod demo;
 mod first_run;
 mod tenants;
 mod workers;
@@ -70,6 +71,16 @@ enum Command {
         #[command(subcommand)]
         command: admin_cli::DestinationCommand,
     },
+    /// Try Beacon with no account and no network: an echo upstream and an OTLP receiver in
+    /// the process, a `demo` tenant and key, and the console's Recent completions view.
+    Demo {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080", env = "BEACON_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// The store (destinations and keys you add in the console are kept here).
+        #[arg(long, default_value = "sqlite://beacon-demo.db")]
+        store: String,
+    },
     /// Validate a config file and exit: 0 when valid, 2 with field-named errors otherwise.
     Check {
         /// TOML config file.
@@ -126,28 +137,54 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            // The main runtime runs the store, the admin API, reloads and signals; the proxy
-            // has its own threads (workers.rs) and the export pipeline its own.
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("beacon-main")
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    eprintln!("beacon: {e}");
-                    ExitCode::FAILURE
-                }
+            run_gateway(Gateway::Config(Box::new(config)))
+        }
+        Command::Demo { listen, store } => run_gateway(Gateway::Demo { listen, store }),
+    }
+}
+
+/// What `run_gateway` serves.
+enum Gateway {
+    /// A loaded config (`beacon serve`).
+    Config(Box<Config>),
+    /// The demo's own config, made once its in-process servers listen (`beacon demo`).
+    Demo {
+        listen: std::net::SocketAddr,
+        store: String,
+    },
+}
+
+/// Starts the main runtime and serves until a shutdown signal.
+fn run_gateway(gateway: Gateway) -> ExitCode {
+    // The main runtime runs the store, the admin API, reloads and signals; the proxy
+    // has its own threads (workers.rs) and the export pipeline its own.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("beacon-main")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let serving = async move {
+        match gateway {
+            Gateway::Config(config) => serve(*config, None).await,
+            Gateway::Demo { listen, store } => {
+                let (config, running) = demo::start(listen, &store).await?;
+                serve(config, Some(running)).await
             }
+        }
+    };
+    match runtime.block_on(serving) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("beacon: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -166,7 +203,7 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn serve(mut config: Config) -> Result<(), String> {
+async fn serve(mut config: Config, demo: Option<demo::Running>) -> Result<(), String> {
     let secrets =
         beacon_store::SecretBox::for_store(&config.store.url).map_err(|e| e.to_string())?;
     // One node without admin.token: an operator token kept beside the database, so the
@@ -272,6 +309,7 @@ async fn serve(mut config: Config) -> Result<(), String> {
             config: &config,
             local_token: local_token.as_ref(),
             generated_key: generated_key.as_deref(),
+            demo: demo.as_ref(),
             env_key: std::env::var("BEACON_API_KEYS").ok().and_then(|k| k
                 .split(',')
                 .map(str::trim)
@@ -304,6 +342,14 @@ async fn serve(mut config: Config) -> Result<(), String> {
         .shutdown()
         .await
         .map_err(|e| format!("the broadcast pipeline failed at shutdown: {e}"))?;
+    if let Some(d) = &demo {
+        use std::sync::atomic::Ordering;
+        tracing::info!(
+            exports = d.received.requests.load(Ordering::Relaxed),
+            spans = d.received.spans.load(Ordering::Relaxed),
+            "the demo's OTLP receiver took these in"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }

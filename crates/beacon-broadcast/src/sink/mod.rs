@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use crate::destination::DestinationSpec;
 use crate::error_event;
 use crate::ingress::Queued;
+use crate::recent;
 use crate::record::CompletionRecord;
 use crate::retry::{self, Attempt, Decision};
 use crate::span::{self, RandomIds, SpanSettings};
@@ -135,14 +136,20 @@ impl SinkHealth {
 pub struct Held {
     record: Arc<Queued>,
     health: Arc<SinkHealth>,
+    /// Where the outcome goes when the Recent completions view tracks the record.
+    recent: Option<recent::Slot>,
 }
 
 impl Held {
-    fn new(record: Arc<Queued>, health: Arc<SinkHealth>) -> Self {
+    fn new(record: Arc<Queued>, health: Arc<SinkHealth>, recent: Option<recent::Slot>) -> Self {
         health
             .held_bytes
             .fetch_add(record.bytes(), Ordering::Relaxed);
-        Self { record, health }
+        Self {
+            record,
+            health,
+            recent,
+        }
     }
 }
 
@@ -151,6 +158,11 @@ impl Drop for Held {
         self.health
             .held_bytes
             .fetch_sub(self.record.bytes(), Ordering::Relaxed);
+        // Every counted ending settles the slot first; one still open here was let go at
+        // shutdown.
+        if let Some(slot) = self.recent.as_ref().filter(|s| s.pending()) {
+            slot.dropped(DropReason::ShutdownDeadline);
+        }
     }
 }
 
@@ -211,19 +223,27 @@ impl Target {
 
 impl Sink {
     /// Offers a record without waiting; a worker queue full by records or by bytes drops
-    /// it (counted).
-    pub fn offer(&self, record: Arc<Queued>, stats: &Stats) {
+    /// it (counted). `recent` is the record's slot when the Recent completions view tracks it.
+    pub fn offer(&self, record: Arc<Queued>, stats: &Stats, recent: Option<recent::Slot>) {
         if self.health.held_bytes().saturating_add(record.bytes()) > self.max_bytes {
+            if let Some(slot) = recent {
+                slot.dropped(DropReason::QueueFull);
+            }
             self.drop_one(stats, DropReason::QueueFull);
             return;
         }
-        match self.tx.try_send(Held::new(record, self.health.clone())) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.drop_one(stats, DropReason::QueueFull),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.drop_one(stats, DropReason::ShutdownDeadline)
-            }
+        let (held, reason) = match self
+            .tx
+            .try_send(Held::new(record, self.health.clone(), recent))
+        {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(held)) => (held, DropReason::QueueFull),
+            Err(mpsc::error::TrySendError::Closed(held)) => (held, DropReason::ShutdownDeadline),
+        };
+        if let Some(slot) = &held.recent {
+            slot.dropped(reason);
         }
+        self.drop_one(stats, reason);
     }
 
     /// Counts a record that will not reach this destination.
@@ -367,6 +387,9 @@ enum Sent {
 
 impl Send {
     fn drop_all(&self, records: &[Held], reason: DropReason) {
+        for slot in records.iter().filter_map(|r| r.recent.as_ref()) {
+            slot.dropped(reason);
+        }
         self.sink.drop_n(records.len(), &self.stats, reason);
     }
 
@@ -387,15 +410,16 @@ impl Send {
     }
 
     /// Sends the batch's failed completions as Sentry error events (SPEC §4.3), each linked
-    /// to its generation span (`generations`: trace and span ids, in record order), at most
+    /// to its generation span (`exported`: where each record's spans are, in record order), at most
     /// `error_events_per_minute` per fingerprint; each counted as sent, deduplicated or
     /// failed. One attempt each: an event is an alert, not a record to redeliver.
-    async fn error_events(&mut self, records: &[Held], generations: &[([u8; 16], [u8; 8])]) {
+    async fn error_events(&mut self, records: &[Held], exported: &[span::Exported]) {
         let Some(endpoint) = self.sink.spec.error_events.clone() else {
             return;
         };
         let labels = self.sink.labels.clone();
-        for (record, (trace_id, span_id)) in records.iter().zip(generations) {
+        for (record, at) in records.iter().zip(exported) {
+            let (trace_id, span_id) = (&at.trace_id, &at.generation_span_id);
             let Some(kind) = error_event::exception_type(record) else {
                 continue;
             };
@@ -451,16 +475,26 @@ impl Send {
             privacy_mode: spec.privacy_mode,
             sampling_rate: spec.sampling_rate,
         };
-        let mut generations = Vec::new();
+        let mut exported = Vec::new();
         let wants_events = spec.error_events.is_some();
+        let tracked = records.iter().any(|r| r.recent.is_some());
         let (head, spans) = span::encode_export_parts_with(
             records.iter().map(|r| &**r),
             &settings,
             &mut RandomIds,
-            wants_events.then_some(&mut generations),
+            (wants_events || tracked).then_some(&mut exported),
         );
+        // The tracked records' span bytes, read back into the Recent view once delivered.
+        let tracked: Vec<(&recent::Slot, Option<Vec<u8>>)> = records
+            .iter()
+            .zip(exported.iter())
+            .filter_map(|(r, at)| {
+                let slot = r.recent.as_ref()?;
+                Some((slot, spans.get(at.spans.clone()).map(<[u8]>::to_vec)))
+            })
+            .collect();
         if wants_events {
-            self.error_events(records, &generations).await;
+            self.error_events(records, &exported).await;
         }
         let body = match http::gzip_parts(&[&head, &spans]) {
             Ok(b) => Bytes::from(b),
@@ -526,6 +560,9 @@ impl Send {
                         .fetch_add(records.len() as u64, Ordering::Relaxed);
                     if let Ok(mut g) = self.sink.health.last_success.lock() {
                         *g = Some(SystemTime::now());
+                    }
+                    for (slot, spans) in &tracked {
+                        slot.exported(spans.as_deref());
                     }
                     return Sent::Done;
                 }

@@ -677,13 +677,25 @@ pub fn encode_export_parts<'a>(
     encode_export_parts_with(records, settings, ids, None)
 }
 
-/// [`encode_export_parts`], also pushing each record's trace id and generation span id onto
-/// `generations` (in record order), for what links to the spans (Sentry error events).
+/// Where one record's spans are in an export: what links to them (Sentry error events, the
+/// Recent completions view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exported {
+    /// The trace id of the record's spans.
+    pub trace_id: [u8; 16],
+    /// The generation span's id (zeros if it has none).
+    pub generation_span_id: [u8; 8],
+    /// The record's span messages within the spans part.
+    pub spans: std::ops::Range<usize>,
+}
+
+/// [`encode_export_parts`], also pushing where each record's spans are onto `exported` (in
+/// record order).
 pub fn encode_export_parts_with<'a>(
     records: impl IntoIterator<Item = &'a CompletionRecord>,
     settings: &SpanSettings,
     ids: &mut dyn IdSource,
-    mut generations: Option<&mut Vec<([u8; 16], [u8; 8])>>,
+    mut exported: Option<&mut Vec<Exported>>,
 ) -> (Vec<u8>, Vec<u8>) {
     use wire::{WireAttrs, Writer};
     // Spans first, into their own buffer; the three wrappers around them are written after,
@@ -691,10 +703,7 @@ pub fn encode_export_parts_with<'a>(
     let mut spans = Writer::with_capacity(4096);
     for record in records {
         let plan = plan(record, ids);
-        if let Some(out) = generations.as_deref_mut() {
-            let generation = plan.spans.iter().find(|s| s.role == Role::Generation);
-            out.push((plan.trace_id, generation.map_or([0; 8], |s| s.span_id)));
-        }
+        let start = spans.buf.len();
         for sp in &plan.spans {
             spans.message(2, 2, |w| {
                 w.bytes(1, &plan.trace_id);
@@ -723,6 +732,14 @@ pub fn encode_export_parts_with<'a>(
                     });
                 }
                 w.fixed32(16, sp.flags);
+            });
+        }
+        if let Some(out) = exported.as_deref_mut() {
+            let generation = plan.spans.iter().find(|s| s.role == Role::Generation);
+            out.push(Exported {
+                trace_id: plan.trace_id,
+                generation_span_id: generation.map_or([0; 8], |s| s.span_id),
+                spans: start..spans.buf.len(),
             });
         }
     }
