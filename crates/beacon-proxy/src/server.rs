@@ -12,8 +12,13 @@
 //! - request bodies have their own timeout, in the handlers (`body_read_timeout`).
 //!
 //! Shutdown: `/readyz` answers 503 at once while the listener keeps accepting for
-//! `drain_delay` (a load balancer sees the node leave before connections are refused); then
-//! the listener closes and in-flight requests get `grace`; at its end the [`App`]'s cut
+//! `drain_delay` (a load balancer sees the node leave before connections are refused), and
+//! every HTTP/1 response from then on carries `connection: close`, so no pooled connection
+//! is left idle for the close to race with a request a load balancer is sending. Then the
+//! listener stops taking handshakes, the connections the kernel already completed are
+//! accepted and served, and it closes (nothing queued is reset: a load balancer retries a
+//! refused connection on another node, but not a POST it has sent). In-flight requests get
+//! `grace`; at its end the [`App`]'s cut
 //! signal makes every stream still running end with an error chunk and `[DONE]`, and what is
 //! left after a short flush (requests still waiting for their upstream) is closed; all of
 //! them are recorded with outcome `shutdown`.
@@ -253,6 +258,126 @@ fn refuse(stream: TcpStream) {
     });
 }
 
+/// What serving a connection needs: shared by the accept loop and the drain's last accepts.
+struct Connections {
+    builder: auto::Builder<TokioExecutor>,
+    graceful: GracefulShutdown,
+    settings: Settings,
+    app: Arc<App>,
+}
+
+impl Connections {
+    /// Serves one accepted connection on its own task, within the connection limits.
+    fn serve(&self, stream: TcpStream, peer: SocketAddr) {
+        if self.settings.open.fetch_add(1, Ordering::Relaxed) >= self.settings.max_connections {
+            self.settings.open.fetch_sub(1, Ordering::Relaxed);
+            self.app.metrics.connection_refused();
+            refuse(stream);
+            return;
+        }
+        let open = Open(self.settings.open.clone());
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay failed");
+        }
+        let state = Arc::new(ConnState::new());
+        let metrics = self.app.metrics.clone();
+        let app = self.app.clone();
+        let st = state.clone();
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let app = app.clone();
+            let active = st.enter();
+            let http1 = req.version() < http::Version::HTTP_2;
+            async move {
+                let mut inner = app.handle(req, Some(peer)).await;
+                // Draining: each HTTP/1 connection ends after its current response, so a
+                // load balancer's pooled connections leave this node one by one instead of
+                // being closed under a request it is about to send.
+                if http1 && app.is_draining() {
+                    inner.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, Infallible>(inner.map(|inner| TrackedBody {
+                    inner,
+                    _active: active,
+                }))
+            }
+        });
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = self.graceful.watch(conn);
+        let (header_timeout, idle_timeout) = (
+            self.settings.header_read_timeout,
+            self.settings.idle_timeout,
+        );
+        tokio::spawn(async move {
+            let _open = open;
+            tokio::pin!(conn);
+            let check = tokio::time::sleep(header_timeout);
+            tokio::pin!(check);
+            loop {
+                tokio::select! {
+                    res = conn.as_mut() => {
+                        if let Err(e) = res {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = check.as_mut() => match state.next_check(header_timeout, idle_timeout) {
+                        Some(next) => check.as_mut().reset(next),
+                        None => {
+                            tracing::debug!(%peer, "closing a connection idle past its limit");
+                            metrics.connection_idle_closed();
+                            break;
+                        }
+                    },
+                }
+            }
+        });
+    }
+
+    /// Ends accepting: new handshakes are refused first, then every connection the kernel
+    /// has already completed is accepted and served, and only then is the listener closed —
+    /// closing it resets the connections still queued, on which a client may already have
+    /// sent its request (a load balancer does not retry a POST that was sent).
+    async fn finish_accepting(&self, listener: TcpListener) {
+        if let Err(e) = refuse_new_handshakes(&listener) {
+            tracing::debug!(error = %e, "cannot stop new handshakes before closing the listener");
+        }
+        while let Ok(accepted) = tokio::time::timeout(ACCEPT_QUEUE_SETTLE, listener.accept()).await
+        {
+            match accepted {
+                Ok((stream, peer)) => self.serve(stream, peer),
+                Err(_) => break,
+            }
+        }
+        drop(listener);
+    }
+}
+
+/// After the last connection of the drain, how long the accept queue must stay empty before
+/// the listener closes.
+const ACCEPT_QUEUE_SETTLE: Duration = Duration::from_millis(20);
+
+/// Makes the kernel drop every packet for the listener (a classic BPF program that accepts
+/// nothing): new SYNs go unanswered, so a client's TCP retries and, once the listener is
+/// closed, is refused — a connect error, which load balancers retry on another node, for
+/// POSTs too, since nothing was sent. Connections already in the accept queue are unaffected.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn refuse_new_handshakes(listener: &TcpListener) -> std::io::Result<()> {
+    // BPF_RET | BPF_K with k = 0: keep 0 bytes of every packet, i.e. drop it.
+    const DROP_ALL: [socket2::SockFilter; 1] = [socket2::SockFilter::new(0x06, 0, 0, 0)];
+    socket2::SockRef::from(listener).attach_filter(&DROP_ALL)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn refuse_new_handshakes(_listener: &TcpListener) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then drains as the module docs say.
 pub async fn run(
     listener: TcpListener,
@@ -271,7 +396,12 @@ pub async fn run(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(1024);
-    let graceful = GracefulShutdown::new();
+    let conns = Connections {
+        builder,
+        graceful: GracefulShutdown::new(),
+        settings,
+        app,
+    };
     tokio::pin!(shutdown);
     let mut drain_until: Option<Instant> = None;
 
@@ -283,71 +413,19 @@ pub async fn run(
             }
         };
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                if settings.open.fetch_add(1, Ordering::Relaxed) >= settings.max_connections {
-                    settings.open.fetch_sub(1, Ordering::Relaxed);
-                    app.metrics.connection_refused();
-                    refuse(stream);
-                    continue;
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => conns.serve(stream, peer),
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                let open = Open(settings.open.clone());
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %e, "set_nodelay failed");
-                }
-                let state = Arc::new(ConnState::new());
-                let metrics = app.metrics.clone();
-                let app = app.clone();
-                let st = state.clone();
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let app = app.clone();
-                    let active = st.enter();
-                    async move {
-                        let inner = app.handle(req, Some(peer)).await;
-                        Ok::<_, Infallible>(inner.map(|inner| TrackedBody { inner, _active: active }))
-                    }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                let (header_timeout, idle_timeout) = (settings.header_read_timeout, settings.idle_timeout);
-                tokio::spawn(async move {
-                    let _open = open;
-                    tokio::pin!(conn);
-                    let check = tokio::time::sleep(header_timeout);
-                    tokio::pin!(check);
-                    loop {
-                        tokio::select! {
-                            res = conn.as_mut() => {
-                                if let Err(e) = res {
-                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                                }
-                                break;
-                            }
-                            () = check.as_mut() => match state.next_check(header_timeout, idle_timeout) {
-                                Some(next) => check.as_mut().reset(next),
-                                None => {
-                                    tracing::debug!(%peer, "closing a connection idle past its limit");
-                                    metrics.connection_idle_closed();
-                                    break;
-                                }
-                            },
-                        }
-                    }
-                });
-            }
+            },
             () = &mut shutdown, if drain_until.is_none() => {
-                app.start_draining();
-                drain_until = Some(Instant::now() + settings.drain_delay);
+                conns.app.start_draining();
+                drain_until = Some(Instant::now() + conns.settings.drain_delay);
                 tracing::info!(
-                    drain_delay_secs = settings.drain_delay.as_secs_f64(),
+                    drain_delay_secs = conns.settings.drain_delay.as_secs_f64(),
                     "shutting down: /readyz answers 503; still accepting during the drain delay"
                 );
             }
@@ -355,7 +433,13 @@ pub async fn run(
         }
     }
 
-    drop(listener);
+    conns.finish_accepting(listener).await;
+    let Connections {
+        graceful,
+        settings,
+        app,
+        ..
+    } = conns;
     tracing::info!(
         grace_secs = settings.grace.as_secs_f64(),
         "listener closed; draining in-flight requests"
