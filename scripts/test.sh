@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Beacon's whole test suite on a fresh machine: installs what the tests need (a Python
-# venv with the official openai SDK and opentelemetry-proto, Debian's PostgreSQL, Debian's
-# Chromium with Node.js and playwright-core for the console), checks formatting and lints,
+# venv with the official openai and anthropic SDKs, opentelemetry-proto, Helm and hadolint,
+# Debian's PostgreSQL, Debian's nginx, Debian's Chromium with Node.js and playwright-core for
+# the console), checks formatting and lints,
 # builds the binary and runs every unit, end-to-end and browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,8 +31,10 @@ then
 fi
 
 # --- Browser tests of the console: Debian's Chromium driven by playwright-core ---------------
+# --- and the multi-node test: Debian's nginx as the load balancer -------------------------------
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/sbin/nginx ] || need+=(nginx)
 { command -v node && command -v npm; } >/dev/null 2>&1 || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
     retry apt-get update -qq

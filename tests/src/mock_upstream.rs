@@ -510,6 +510,18 @@ async fn handle(
                     ok &= send(chunk(&served, json!({"content": w}), None)).await;
                 }
             }
+            // About a second: a stream still running when a node is told to stop.
+            "slow-stream" => {
+                for i in 0..10 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    ok &= send(chunk(
+                        &served,
+                        json!({"content": format!(" slow{i}")}),
+                        None,
+                    ))
+                    .await;
+                }
+            }
             _ => {
                 for w in WORDS {
                     ok &= send(chunk(&served, json!({"content": w}), None)).await;

@@ -162,7 +162,9 @@ async fn beacon_demo_completes_requests_and_shows_them_in_recent_completions() {
     );
     assert_eq!(generation["trace_id"].as_str().unwrap().len(), 32);
     assert!(
-        generation["attributes"].get("beacon.content.truncated").is_none(),
+        generation["attributes"]
+            .get("beacon.content.truncated")
+            .is_none(),
         "a short answer is not marked truncated: {generation}"
     );
 
