@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use crate::raw::{RawConfig, RawDestination, RawPrice};
 use crate::{
     AdminConfig, AliasTarget, Api, ApiKeyConfig, ApiSet, BroadcastConfig, Config,
-    DestinationConfig, DestinationKind, FieldError, MetadataLimits, ModelAlias, Price,
+    DestinationConfig, DestinationKind, FieldError, Limits, MetadataLimits, ModelAlias, Price,
     ProviderConfig, ProviderKind, RoutingConfig, ServerConfig, StoreConfig, TenantBroadcastConfig,
     TenantConfig, MAX_DESTINATIONS_PER_TYPE,
 };
@@ -412,6 +412,27 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
                 ));
             }
         }
+        let limits = Limits::from_raw(&t.limits, &field("limits")).unwrap_or_else(|e| {
+            errs.extend(e);
+            Limits::default()
+        });
+        let mut key_limits = BTreeMap::new();
+        for (id, raw) in &t.key_limits {
+            let path = field(&format!("key_limits.\"{id}\""));
+            if !is_key_id(id) {
+                errs.push(FieldError::new(
+                    path,
+                    "must be a key id: `key_` and 12 hex digits (`beacon key list` shows them)",
+                ));
+                continue;
+            }
+            match Limits::from_raw(raw, &path) {
+                Ok(l) => {
+                    key_limits.insert(id.clone(), l);
+                }
+                Err(e) => errs.extend(e),
+            }
+        }
         tenants.push(TenantConfig {
             name: t.name.unwrap_or_else(|| t.id.clone()),
             id: t.id,
@@ -420,6 +441,8 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
                 enabled: t.broadcast.enabled,
                 destinations,
             },
+            limits,
+            key_limits,
         });
     }
 
@@ -718,12 +741,14 @@ fn secs_or_zero(v: Option<f64>, default: f64, field: &str, errs: &mut Vec<FieldE
 
 fn secs(v: Option<f64>, default: f64, field: &str, errs: &mut Vec<FieldError>) -> Duration {
     let v = v.unwrap_or(default);
-    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+    // At least a millisecond: a positive value that rounds to a zero duration (1e-300)
+    // would make every timeout fire at once.
+    if v.is_finite() && (0.001..=86_400.0).contains(&v) {
         Duration::from_secs_f64(v)
     } else {
         errs.push(FieldError::new(
             field,
-            "must be a number of seconds between 0 and 86400",
+            "must be a number of seconds from 0.001 to 86400",
         ));
         Duration::from_secs_f64(default)
     }
@@ -1050,4 +1075,13 @@ targets = [{ provider = "a", model = "m" }]
         );
         assert_eq!(c.tenants[0].api_keys.len(), 2);
     }
+}
+
+/// `key_` followed by 12 lowercase hex digits: the id of a key.
+pub fn is_key_id(id: &str) -> bool {
+    id.strip_prefix("key_").is_some_and(|h| {
+        h.len() == 12
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
