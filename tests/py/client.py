@@ -46,9 +46,13 @@ def main() -> None:
                     else:
                         raw = c.chat.completions.with_raw_response.create(**item["request"])
                         text = raw.parse().choices[0].message.content
-                    results.append({"request_id": raw.headers.get("x-request-id"), "content": text})
+                    results.append({"request_id": raw.headers.get("x-request-id"), "content": text,
+                                    "headers": dict(raw.headers)})
+                except openai.APIStatusError as e:
+                    results.append({"error": str(e), "class": type(e).__name__, "status": e.status_code,
+                                    "body": e.body, "headers": dict(e.response.headers)})
                 except openai.APIError as e:
-                    results.append({"error": str(e)})
+                    results.append({"error": str(e), "class": type(e).__name__})
             out["results"] = results
         elif mode == "models":
             out["models"] = [m.model_dump() for m in client.models.list()]

@@ -232,6 +232,28 @@ async fn route(
                     v["id"] = d.id.into();
                     Ok((StatusCode::OK, v))
                 }
+                (["limits"], &Method::GET) => {
+                    let (own, keys) = inner.manager.store().limits(t).await?;
+                    Ok((StatusCode::OK, limits_view(&own, &keys)))
+                }
+                (["limits"], &Method::PUT) => {
+                    // A tenant's own ceiling is the operator's to set, not its management key's.
+                    who.check_operator()?;
+                    let limits = beacon_config::Limits::from_json(&read_json(req).await?)
+                        .map_err(AdminError::Invalid)?;
+                    inner.manager.store().set_tenant_limits(t, &limits).await?;
+                    tracing::info!(tenant = %t, limits = %limits.to_json(), "tenant limits set");
+                    inner.changed().await;
+                    Ok((StatusCode::OK, limits.to_json()))
+                }
+                (["keys", id, "limits"], &Method::PUT) => {
+                    let limits = beacon_config::Limits::from_json(&read_json(req).await?)
+                        .map_err(AdminError::Invalid)?;
+                    inner.manager.store().set_key_limits(t, id, &limits).await?;
+                    tracing::info!(tenant = %t, key = %id, limits = %limits.to_json(), "key limits set");
+                    inner.changed().await;
+                    Ok((StatusCode::OK, limits.to_json()))
+                }
                 (["recent"], &Method::GET) => Ok((
                     StatusCode::OK,
                     json!({ "data": inner.pipeline.recent().list(t), "node_capacity": beacon_broadcast::recent::CAPACITY }),
@@ -247,8 +269,8 @@ async fn route(
                             beacon_broadcast::recent::CAPACITY
                         ))
                     }),
-                ([] | ["keys" | "broadcast" | "destinations" | "recent"], _)
-                | (["keys", _] | ["destinations", _] | ["destinations", _, "stats" | "test"] | ["recent", _], _) => {
+                ([] | ["keys" | "broadcast" | "destinations" | "recent" | "limits"], _)
+                | (["keys", _] | ["destinations", _] | ["destinations", _, "stats" | "test"] | ["recent", _] | ["keys", _, "limits"], _) => {
                     not_allowed()
                 }
                 _ => Err(unknown(method, path)),
@@ -355,6 +377,15 @@ fn tenant_view(t: &Tenant) -> Value {
 
 fn broadcast_view(t: &Tenant) -> Value {
     json!({ "enabled": t.broadcast_enabled })
+}
+
+fn limits_view(
+    own: &beacon_config::Limits,
+    keys: &std::collections::BTreeMap<String, beacon_config::Limits>,
+) -> Value {
+    let keys: serde_json::Map<String, Value> =
+        keys.iter().map(|(k, l)| (k.clone(), l.to_json())).collect();
+    json!({ "tenant": own.to_json(), "keys": keys })
 }
 
 fn key_view(k: &ApiKey) -> Value {

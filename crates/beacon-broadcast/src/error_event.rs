@@ -30,7 +30,10 @@ pub fn exception_type(record: &CompletionRecord) -> Option<&'static str> {
             }
             Some(_) => Some("UpstreamError"),
         },
-        Outcome::Ok | Outcome::ClientCancelled | Outcome::Shutdown => None,
+        // A limit doing its job is not an incident.
+        Outcome::Ok | Outcome::ClientCancelled | Outcome::Shutdown | Outcome::Limited { .. } => {
+            None
+        }
     }
 }
 

@@ -563,6 +563,8 @@ mod tests {
                 enabled: true,
                 destinations,
             },
+            limits: Default::default(),
+            key_limits: Default::default(),
         }
     }
 

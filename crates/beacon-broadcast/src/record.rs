@@ -214,6 +214,13 @@ pub enum Outcome {
     /// The gateway cut the request at the end of its shutdown grace period (the client got
     /// an error chunk, or a 503).
     Shutdown,
+    /// Refused by a key's or tenant's limit (SPEC §5.1) before reaching the upstream.
+    Limited {
+        /// `rate_limit_exceeded` or `budget_exceeded`.
+        code: String,
+        /// What was exceeded.
+        message: String,
+    },
 }
 
 impl CompletionRecord {
@@ -287,6 +294,7 @@ impl Outcome {
             Self::Timeout => "timeout",
             Self::ClientCancelled => "client_cancelled",
             Self::Shutdown => "shutdown",
+            Self::Limited { .. } => "limited",
         }
     }
 }

@@ -10,6 +10,7 @@
 //! (through their own runtime snapshots) and never see the raw strings.
 
 mod env;
+pub mod limits;
 mod raw;
 mod validate;
 
@@ -21,8 +22,9 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 
 pub use env::expand_str;
+pub use limits::{Limits, RawLimits};
 pub use raw::RawDestination;
-pub use validate::destination_from_raw;
+pub use validate::{destination_from_raw, is_key_id};
 
 /// Maximum destinations of one type per tenant (SPEC §4).
 pub const MAX_DESTINATIONS_PER_TYPE: usize = 5;
@@ -273,6 +275,10 @@ pub struct TenantConfig {
     pub api_keys: Vec<ApiKeyConfig>,
     /// Broadcast switch and destinations.
     pub broadcast: TenantBroadcastConfig,
+    /// Limits on the whole tenant (SPEC §5.1).
+    pub limits: Limits,
+    /// Limits per key, by key id (`key_…`).
+    pub key_limits: BTreeMap<String, Limits>,
 }
 
 /// A tenant key as declared: only its SHA-256 is kept.
@@ -517,6 +523,8 @@ impl Config {
                     .map(String::from)
                     .collect(),
                 broadcast: raw::RawTenantBroadcast::default(),
+                limits: Default::default(),
+                key_limits: Default::default(),
             });
         }
         validate::validate(raw).map_err(|errors| ConfigError::Invalid {

@@ -146,6 +146,10 @@ pub struct RawTenant {
     pub api_keys: Vec<String>,
     #[serde(default)]
     pub broadcast: RawTenantBroadcast,
+    #[serde(default)]
+    pub limits: crate::limits::RawLimits,
+    #[serde(default)]
+    pub key_limits: BTreeMap<String, crate::limits::RawLimits>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -754,6 +754,15 @@ fn secs(v: Option<f64>, default: f64, field: &str, errs: &mut Vec<FieldError>) -
     }
 }
 
+/// `key_` followed by 12 lowercase hex digits: the id of a key.
+pub fn is_key_id(id: &str) -> bool {
+    id.strip_prefix("key_").is_some_and(|h| {
+        h.len() == 12
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{Config, ConfigError};
@@ -1075,13 +1084,4 @@ targets = [{ provider = "a", model = "m" }]
         );
         assert_eq!(c.tenants[0].api_keys.len(), 2);
     }
-}
-
-/// `key_` followed by 12 lowercase hex digits: the id of a key.
-pub fn is_key_id(id: &str) -> bool {
-    id.strip_prefix("key_").is_some_and(|h| {
-        h.len() == 12
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
 }

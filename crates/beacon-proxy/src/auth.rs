@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ProxyError;
+use crate::limits::{Limited, Limiter};
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -18,6 +19,8 @@ pub struct Caller {
     pub key_id: String,
     /// The key's tenant.
     pub tenant: Arc<TenantEntry>,
+    /// The key's own limits, when it has any (SPEC §5.1).
+    pub limit: Option<Arc<Limited>>,
 }
 
 /// What the hot path needs to know about a tenant.
@@ -29,6 +32,8 @@ pub struct TenantEntry {
     pub broadcast_enabled: bool,
     /// Some enabled destination is not in privacy mode, so prompts and completions are kept.
     pub keep_content: bool,
+    /// The tenant's limits, when it has any (SPEC §5.1).
+    pub limit: Option<Arc<Limited>>,
 }
 
 #[derive(Debug)]
@@ -36,6 +41,7 @@ struct KeyEntry {
     sha256: [u8; 32],
     key_id: String,
     tenant: Arc<TenantEntry>,
+    limit: Option<Arc<Limited>>,
 }
 
 /// One immutable view of all tenants and keys.
@@ -45,8 +51,23 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds a snapshot from declared tenants.
+    /// Builds a snapshot from declared tenants, without limits.
     pub fn from_config(tenants: &[TenantConfig]) -> Self {
+        Self::with_limits(tenants, None)
+    }
+
+    /// Builds a snapshot whose keys and tenants with limits count against `limiter`'s
+    /// scopes (the same counters across snapshots).
+    pub fn with_limits(tenants: &[TenantConfig], limiter: Option<&Limiter>) -> Self {
+        let limited = |limits: &beacon_config::Limits, scope: String| {
+            let limiter = limiter?;
+            (!limits.is_empty()).then(|| {
+                Arc::new(Limited {
+                    limits: *limits,
+                    scope: limiter.scope(scope),
+                })
+            })
+        };
         let mut keys = HashMap::new();
         for t in tenants {
             let b = &t.broadcast;
@@ -55,14 +76,20 @@ impl Snapshot {
                 broadcast_enabled: b.enabled,
                 keep_content: b.enabled
                     && b.destinations.iter().any(|d| d.enabled && !d.privacy_mode),
+                limit: limited(&t.limits, format!("t:{}", t.id)),
             });
             for k in &t.api_keys {
+                let limit = t
+                    .key_limits
+                    .get(&k.id)
+                    .and_then(|l| limited(l, format!("k:{}", k.id)));
                 keys.insert(
                     k.sha256,
                     KeyEntry {
                         sha256: k.sha256,
                         key_id: k.id.clone(),
                         tenant: entry.clone(),
+                        limit,
                     },
                 );
             }
@@ -80,6 +107,7 @@ impl Snapshot {
 #[derive(Debug, Default)]
 pub struct Directory {
     current: ArcSwap<Snapshot>,
+    limiter: Arc<Limiter>,
 }
 
 impl Directory {
@@ -87,7 +115,27 @@ impl Directory {
     pub fn new(snapshot: Snapshot) -> Self {
         Self {
             current: ArcSwap::from_pointee(snapshot),
+            limiter: Arc::default(),
         }
+    }
+
+    /// Starts with `tenants`, their limits counted by a limiter of its own.
+    pub fn with_tenants(tenants: &[TenantConfig]) -> Self {
+        let limiter = Arc::new(Limiter::default());
+        Self {
+            current: ArcSwap::from_pointee(Snapshot::with_limits(tenants, Some(&limiter))),
+            limiter,
+        }
+    }
+
+    /// Replaces the snapshot with one of `tenants`, limits included.
+    pub fn load(&self, tenants: &[TenantConfig]) {
+        self.replace(Snapshot::with_limits(tenants, Some(&self.limiter)));
+    }
+
+    /// The limiter every snapshot's limits count against.
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
     }
 
     /// Replaces the snapshot; requests in flight keep the one they started with.
@@ -136,6 +184,7 @@ impl Directory {
             Some(entry) if bool::from(entry.sha256.ct_eq(&digest)) => Ok(Caller {
                 key_id: entry.key_id.clone(),
                 tenant: entry.tenant.clone(),
+                limit: entry.limit.clone(),
             }),
             _ => Err(ProxyError::InvalidKey),
         }
@@ -160,6 +209,8 @@ mod tests {
             name: "Acme".into(),
             api_keys: vec![ApiKeyConfig::from_plaintext("bk-acme-1")],
             broadcast: TenantBroadcastConfig::default(),
+            limits: Default::default(),
+            key_limits: Default::default(),
         }]))
     }
 

@@ -98,6 +98,9 @@ pub enum ProxyError {
     /// The gateway is shutting down.
     #[error("The gateway is shutting down; retry on another node.")]
     ShuttingDown,
+    /// Over a key's or tenant's limit (SPEC §5.1).
+    #[error("{}", .0.message)]
+    Limited(Box<crate::limits::Refusal>),
 }
 
 impl ProxyError {
@@ -120,6 +123,7 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -133,6 +137,10 @@ impl ProxyError {
             | Self::UpstreamInvalid(_)
             | Self::UpstreamRedirect { .. } => "upstream_error",
             Self::ShuttingDown => "server_error",
+            Self::Limited(r) => match r.kind {
+                crate::limits::RefusalKind::Rate => "requests",
+                crate::limits::RefusalKind::Budget => "insufficient_quota",
+            },
             _ => "invalid_request_error",
         }
     }
@@ -157,6 +165,7 @@ impl ProxyError {
             Self::UpstreamInvalid(_) => "upstream_invalid_response",
             Self::UpstreamRedirect { .. } => "upstream_redirect",
             Self::ShuttingDown => "shutting_down",
+            Self::Limited(r) => r.code(),
         }
     }
 
@@ -190,6 +199,14 @@ impl ProxyError {
             ErrorShape::Anthropic => anthropic_error_body(self.status(), &self.to_string()),
         };
         let mut resp = json_response(self.status(), body, request_id);
+        if let Self::Limited(r) = &self {
+            let h = resp.headers_mut();
+            h.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(r.retry_after_secs),
+            );
+            r.headers.apply(h);
+        }
         if matches!(self, Self::MissingKey | Self::InvalidKey) {
             resp.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
@@ -288,5 +305,30 @@ mod tests {
             ProxyError::BodyTooLarge { limit: 1 }.status(),
             StatusCode::PAYLOAD_TOO_LARGE
         );
+    }
+
+    #[test]
+    fn a_refusal_is_a_429_in_the_routes_shape_with_retry_after() {
+        let refusal = || {
+            ProxyError::Limited(Box::new(crate::limits::Refusal {
+                kind: crate::limits::RefusalKind::Budget,
+                message: "Budget exhausted".into(),
+                retry_after_secs: 42,
+                headers: Default::default(),
+            }))
+        };
+        let r = refusal().into_response_as("req_1", ErrorShape::Anthropic);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()["retry-after"], "42");
+        let r = refusal().into_response("req_1");
+        assert_eq!(r.headers()["retry-after"], "42");
+        let e = refusal();
+        assert_eq!(
+            (e.code(), e.error_type()),
+            ("budget_exceeded", "insufficient_quota")
+        );
+        let body = anthropic_error_body(e.status(), &e.to_string());
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["type"], "rate_limit_error");
     }
 }

@@ -27,6 +27,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod handlers;
+pub mod limits;
 pub mod meter;
 pub mod metrics;
 pub mod request;

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use beacon_config::{
-    ApiKeyConfig, DestinationConfig, DestinationKind, TenantBroadcastConfig, TenantConfig,
+    ApiKeyConfig, DestinationConfig, DestinationKind, Limits, TenantBroadcastConfig, TenantConfig,
 };
 use sha2::{Digest, Sha256};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -62,7 +62,32 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE destinations ADD COLUMN follow_caller_sampling BIGINT NOT NULL DEFAULT -1",
     // SPEC §4.3: -1 = on (the default), 0 = off, 1 = on.
     "ALTER TABLE destinations ADD COLUMN error_events BIGINT NOT NULL DEFAULT -1",
+    // SPEC §5.1: limits as JSON ('' = none), and the counters every node adds to and reads
+    // back once a second (per scope — `k:<key id>` or `t:<tenant>` — and period).
+    "ALTER TABLE tenants ADD COLUMN limits TEXT NOT NULL DEFAULT '';
+    ALTER TABLE api_keys ADD COLUMN limits TEXT NOT NULL DEFAULT '';
+    CREATE TABLE IF NOT EXISTS limit_counters (
+        scope TEXT NOT NULL,
+        period TEXT NOT NULL,
+        requests BIGINT NOT NULL DEFAULT 0,
+        tokens BIGINT NOT NULL DEFAULT 0,
+        spend_micros BIGINT NOT NULL DEFAULT 0,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (scope, period)
+    )",
 ];
+
+/// Counts added to, or read back from, one scope's period (SPEC §5.1). A delta may be
+/// negative (a token estimate corrected down).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Requests.
+    pub requests: i64,
+    /// Tokens.
+    pub tokens: i64,
+    /// Spend, in millionths of a USD.
+    pub spend_micros: i64,
+}
 
 /// A tenant's destinations, in the column order `destination_from_row` reads.
 const DESTINATION_SELECT: &str =
@@ -412,6 +437,105 @@ impl Store {
         self.change_one(q, || format!("tenant `{tenant}`")).await
     }
 
+    /// A tenant's limits and its keys' limits (by key id; keys without limits left out).
+    pub async fn limits(
+        &self,
+        tenant: &str,
+    ) -> Result<(Limits, BTreeMap<String, Limits>), StoreError> {
+        let row = sqlx::query("SELECT limits FROM tenants WHERE id = $1")
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("tenant `{tenant}`")))?;
+        let own = stored_limits(&row.try_get::<String, _>(0)?);
+        let mut keys = BTreeMap::new();
+        for r in
+            sqlx::query("SELECT id, limits FROM api_keys WHERE tenant_id = $1 AND limits <> ''")
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?
+        {
+            keys.insert(r.try_get(0)?, stored_limits(&r.try_get::<String, _>(1)?));
+        }
+        Ok((own, keys))
+    }
+
+    /// Sets a tenant's limits (all of them: a field left out is no limit).
+    pub async fn set_tenant_limits(&self, tenant: &str, limits: &Limits) -> Result<(), StoreError> {
+        let q = sqlx::query("UPDATE tenants SET limits = $1 WHERE id = $2")
+            .bind(limits_column(limits))
+            .bind(tenant);
+        self.change_one(q, || format!("tenant `{tenant}`")).await
+    }
+
+    /// Sets a key's limits (all of them: a field left out is no limit).
+    pub async fn set_key_limits(
+        &self,
+        tenant: &str,
+        key_id: &str,
+        limits: &Limits,
+    ) -> Result<(), StoreError> {
+        let q = sqlx::query("UPDATE api_keys SET limits = $1 WHERE id = $2 AND tenant_id = $3")
+            .bind(limits_column(limits))
+            .bind(key_id)
+            .bind(tenant);
+        self.change_one(q, || format!("key `{key_id}`")).await
+    }
+
+    /// Adds this node's counts to the shared counters and reads the totals back, in one
+    /// transaction: `batch` is (scope, period, delta) — a zero delta only reads. The totals
+    /// come back in the same order.
+    pub async fn exchange_counts(
+        &self,
+        batch: &[(String, String, Counts)],
+    ) -> Result<Vec<Counts>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut totals = Vec::with_capacity(batch.len());
+        let now = now();
+        for (scope, period, d) in batch {
+            let row = sqlx::query(
+                "INSERT INTO limit_counters (scope, period, requests, tokens, spend_micros, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (scope, period) DO UPDATE SET \
+                 requests = limit_counters.requests + excluded.requests, \
+                 tokens = limit_counters.tokens + excluded.tokens, \
+                 spend_micros = limit_counters.spend_micros + excluded.spend_micros, \
+                 updated_at = excluded.updated_at \
+                 RETURNING requests, tokens, spend_micros",
+            )
+            .bind(scope)
+            .bind(period)
+            .bind(d.requests)
+            .bind(d.tokens)
+            .bind(d.spend_micros)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let get = |i: usize| -> Result<i64, StoreError> { Ok(row.try_get::<i64, _>(i)?) };
+            totals.push(Counts {
+                requests: get(0)?,
+                tokens: get(1)?,
+                spend_micros: get(2)?,
+            });
+        }
+        tx.commit().await?;
+        Ok(totals)
+    }
+
+    /// Removes counters no limit reads any more: minutes older than a day, days and months
+    /// untouched for 62 days. Returns how many rows went.
+    pub async fn prune_counters(&self) -> Result<u64, StoreError> {
+        let now = now();
+        let done = sqlx::query(
+            "DELETE FROM limit_counters WHERE (period LIKE 'm:%' AND updated_at < $1) OR updated_at < $2",
+        )
+        .bind(now - 86_400)
+        .bind(now - 62 * 86_400)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Creates a key and returns it with its plaintext — the only time the plaintext exists.
     pub async fn create_key(
         &self,
@@ -604,8 +728,31 @@ impl Store {
                         enabled: t.broadcast_enabled,
                         destinations: Vec::new(),
                     },
+                    limits: Limits::default(),
+                    key_limits: BTreeMap::new(),
                 },
             );
+        }
+        for r in sqlx::query("SELECT id, limits FROM tenants WHERE limits <> ''")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let id: String = r.try_get(0)?;
+            if let Some(t) = tenants.get_mut(&id) {
+                t.limits = stored_limits(&r.try_get::<String, _>(1)?);
+            }
+        }
+        for r in sqlx::query(
+            "SELECT tenant_id, id, limits FROM api_keys WHERE revoked_at IS NULL AND limits <> ''",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let tenant: String = r.try_get(0)?;
+            if let Some(t) = tenants.get_mut(&tenant) {
+                t.key_limits
+                    .insert(r.try_get(1)?, stored_limits(&r.try_get::<String, _>(2)?));
+            }
         }
         let keys = sqlx::query("SELECT tenant_id, sha256, name, id FROM api_keys WHERE revoked_at IS NULL ORDER BY created_at, id")
             .fetch_all(&self.pool)
@@ -761,3 +908,27 @@ fn parse_headers(text: &str) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests;
+
+/// The limits column: '' when nothing is limited, else the JSON form.
+fn limits_column(limits: &Limits) -> String {
+    if limits.is_empty() {
+        String::new()
+    } else {
+        limits.to_json().to_string()
+    }
+}
+
+/// Reads a limits column; one that no longer parses (written by a newer version) is no limit,
+/// with a warning.
+fn stored_limits(text: &str) -> Limits {
+    if text.is_empty() {
+        return Limits::default();
+    }
+    serde_json::from_str(text)
+        .ok()
+        .and_then(|v| Limits::from_json(&v).ok())
+        .unwrap_or_else(|| {
+            tracing::warn!(limits = text, "stored limits cannot be read; not enforced");
+            Limits::default()
+        })
+}

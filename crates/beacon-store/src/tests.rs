@@ -178,10 +178,82 @@ async fn tenants_keys_switches_and_destinations(store: &Store) {
     );
 }
 
+/// Limits (SPEC §5.1): stored per tenant and key, in the snapshot, and the shared counters.
+async fn limits_and_counters(store: &Store) {
+    let t = unique("limits");
+    store.create_tenant(&t, "Limits").await.unwrap();
+    let (key, _) = store.create_key(&t, "k", Role::Client).await.unwrap();
+    let tenant_limits = Limits {
+        requests_per_minute: Some(20),
+        usd_per_day_micros: Some(1_500_000),
+        ..Limits::default()
+    };
+    let key_limits = Limits {
+        concurrent_requests: Some(2),
+        ..Limits::default()
+    };
+    store.set_tenant_limits(&t, &tenant_limits).await.unwrap();
+    store
+        .set_key_limits(&t, &key.id, &key_limits)
+        .await
+        .unwrap();
+    let (own, keys) = store.limits(&t).await.unwrap();
+    assert_eq!(own, tenant_limits);
+    assert_eq!(keys.get(&key.id), Some(&key_limits));
+    let snap = store.snapshot().await.unwrap();
+    let mine = snap.iter().find(|x| x.id == t).unwrap();
+    assert_eq!(mine.limits, tenant_limits);
+    assert_eq!(mine.key_limits.get(&key.id), Some(&key_limits));
+    assert!(matches!(
+        store
+            .set_key_limits(&t, "key_000000000000", &key_limits)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Cleared: no limit.
+    store
+        .set_key_limits(&t, &key.id, &Limits::default())
+        .await
+        .unwrap();
+    assert!(store.limits(&t).await.unwrap().1.is_empty());
+
+    // Counters: deltas add up (negative ones too); a zero delta reads.
+    let scope = format!("t:{t}");
+    let add = |requests, tokens, spend_micros| Counts {
+        requests,
+        tokens,
+        spend_micros,
+    };
+    let got = store
+        .exchange_counts(&[
+            (scope.clone(), "m:1".into(), add(3, 100, 0)),
+            (scope.clone(), "d:1".into(), add(3, 100, 500)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![add(3, 100, 0), add(3, 100, 500)]);
+    let got = store
+        .exchange_counts(&[
+            (scope.clone(), "m:1".into(), add(2, -40, 0)),
+            (scope.clone(), "d:1".into(), Counts::default()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![add(5, 60, 0), add(3, 100, 500)]);
+    // Fresh counters are kept.
+    store.prune_counters().await.unwrap();
+    let got = store
+        .exchange_counts(&[(scope.clone(), "m:1".into(), Counts::default())])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![add(5, 60, 0)]);
+}
+
 #[tokio::test]
 async fn sqlite_backend() {
     let db = Db::new("sqlite-backend");
     tenants_keys_switches_and_destinations(&db.open().await).await;
+    limits_and_counters(&db.open().await).await;
 }
 
 #[tokio::test]
@@ -191,6 +263,7 @@ async fn postgres_backend() {
         .await
         .unwrap();
     tenants_keys_switches_and_destinations(&store).await;
+    limits_and_counters(&store).await;
     // Opening again (a second node, or a restart) does not re-run migrations.
     let again = Store::open(&url, SecretBox::new(Some(KEY)).unwrap())
         .await

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use beacon_config::Config;
-use beacon_proxy::auth::{Directory, Snapshot};
+use beacon_proxy::auth::Directory;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use std::io::Write as _;
@@ -14,6 +14,7 @@ use std::io::Write as _;
 mod admin_cli;
 mod demo;
 mod first_run;
+mod limits_sync;
 mod tenants;
 mod workers;
 
@@ -234,7 +235,8 @@ async fn serve(mut config: Config, demo: Option<demo::Running>) -> Result<(), St
         beacon_broadcast::start((&config.broadcast).into(), &tenants_now, stats.clone())
             .map_err(|e| e.to_string())?;
     let metrics = beacon_proxy::metrics::Metrics::new(&stats);
-    let directory = Arc::new(Directory::new(Snapshot::from_config(&tenants_now)));
+    let directory = Arc::new(Directory::with_tenants(&tenants_now));
+    let limits_sync = limits_sync::spawn(directory.clone(), store.clone());
     let reloader = Arc::new(tenants::Reloader::new(
         store.clone(),
         config.tenants.clone(),
@@ -328,6 +330,7 @@ async fn serve(mut config: Config, demo: Option<demo::Running>) -> Result<(), St
     })
     .await;
     reload.abort();
+    limits_sync.abort();
     // Records whose large token estimate is still running are submitted before the queue
     // closes (bounded by the broadcast shutdown deadline).
     let deadline = config.broadcast.shutdown_deadline;

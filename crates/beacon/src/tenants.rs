@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use beacon_broadcast::PipelineControl;
 use beacon_config::TenantConfig;
-use beacon_proxy::auth::{Directory, Snapshot};
+use beacon_proxy::auth::Directory;
 use beacon_store::{Role, Store, StoreError};
 
 /// How often each node checks the store for changes.
@@ -24,6 +24,12 @@ pub fn merge(mut stored: Vec<TenantConfig>, declared: &[TenantConfig]) -> Vec<Te
         match stored.iter_mut().find(|t| t.id == d.id) {
             Some(t) => {
                 t.api_keys.extend(d.api_keys.iter().cloned());
+                // Limits written in the file win over the store's.
+                if !d.limits.is_empty() {
+                    t.limits = d.limits;
+                }
+                t.key_limits
+                    .extend(d.key_limits.iter().map(|(k, l)| (k.clone(), *l)));
                 t.broadcast
                     .destinations
                     .extend(d.broadcast.destinations.iter().cloned());
@@ -120,7 +126,7 @@ impl Reloader {
             let version = self.store.change_version().await?;
             if version != *seen {
                 let tenants = load(&self.store, &self.declared).await?;
-                self.directory.replace(Snapshot::from_config(&tenants));
+                self.directory.load(&tenants);
                 if let Err(e) = self.pipeline.reload(&tenants) {
                     // An invalid stored destination must not stop key changes from applying.
                     tracing::warn!(error = %e, "broadcast destinations not reloaded");
@@ -179,6 +185,8 @@ mod tests {
             name: id.into(),
             api_keys: vec![ApiKeyConfig::from_plaintext(key)],
             broadcast: TenantBroadcastConfig::default(),
+            limits: Default::default(),
+            key_limits: Default::default(),
         }
     }
 

@@ -277,6 +277,7 @@ fn error_status(record: &CompletionRecord) -> Option<(&str, &str)> {
             "gateway_shutdown",
             "the gateway shut down before the completion finished",
         )),
+        Outcome::Limited { code, message } => Some((code, message)),
         Outcome::Ok | Outcome::ClientCancelled => None,
     }
 }

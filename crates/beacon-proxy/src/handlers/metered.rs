@@ -54,6 +54,8 @@ pub struct Labels {
     pub attempts: usize,
     /// The provider that served, when one did (the `x-beacon-provider` header's value).
     pub provider: Option<HeaderValue>,
+    /// The key's `x-ratelimit-*` headers, when it is limited (SPEC §5.1).
+    pub rate: crate::limits::RateHeaders,
 }
 
 /// Serves one request of API `A`; errors are answered in `A`'s shape.
@@ -72,6 +74,9 @@ pub async fn handle<A: WireApi>(
         }
     };
     let h = resp.headers_mut();
+    if !labels.rate.is_empty() {
+        labels.rate.apply(h);
+    }
     h.insert(ATTEMPTS_HEADER, HeaderValue::from(labels.attempts));
     if let Some(v) = labels.provider {
         h.insert(PROVIDER_HEADER, v);
@@ -173,6 +178,30 @@ async fn serve<A: WireApi>(
     let info = request_info::<A>(&caller, request_id, first, &request, &parts.headers);
     let mut meter = Meter::new(info, app.meter.clone(), received, received_wall);
     let deadline = tokio::time::Instant::from_std(received) + app.upstream_timeout;
+    // Limits (SPEC §5.1), with the meter made: a refused request is a record too. Tokens are
+    // admitted at an estimate of the prompt (its body's bytes ÷ 4) and corrected to the real
+    // usage when the record is accounted.
+    if caller.limit.is_some() || caller.tenant.limit.is_some() {
+        let estimate = (body.len() as u64).div_ceil(4);
+        match app.directory.limiter().admit(
+            caller.limit.as_deref(),
+            caller.tenant.limit.as_deref(),
+            estimate,
+        ) {
+            Ok(admission) => {
+                labels.rate = admission.headers;
+                meter.hold(admission);
+            }
+            Err(refusal) => {
+                labels.rate = refusal.headers;
+                meter.finish(Outcome::Limited {
+                    code: refusal.code().to_string(),
+                    message: refusal.message.clone(),
+                });
+                return Err(ProxyError::Limited(Box::new(refusal)));
+            }
+        }
+    }
 
     // 3. Exchange: attempts until one serves or the policy gives up (SPEC §2.2).
     let forwarded: Vec<_> = A::FORWARDED_HEADERS

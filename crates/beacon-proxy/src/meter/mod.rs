@@ -113,9 +113,17 @@ pub struct Meter {
     tool_bytes: usize,
     /// An estimate made ahead of [`Meter::finish`] (see [`Meter::estimate_off_loop`]).
     estimated: Option<TokenUsage>,
+    /// The request's place in its key's and tenant's limits, settled with the real usage
+    /// and cost when the record is accounted (SPEC §5.1).
+    admission: Option<crate::limits::Admission>,
 }
 
 impl Meter {
+    /// Holds the request's place in its limits until the record is accounted.
+    pub fn hold(&mut self, admission: crate::limits::Admission) {
+        self.admission = Some(admission);
+    }
+
     /// Starts metering a routed request received at `received`.
     pub fn new(
         info: RequestInfo,
@@ -133,6 +141,7 @@ impl Meter {
             upstream_done: None,
             first_chunk: None,
             upstream_status: None,
+            admission: None,
             attempts: Vec::new(),
             reported: None,
             served_model: None,
@@ -320,7 +329,10 @@ impl Meter {
 
         let failed_without_response = matches!(
             outcome,
-            Outcome::UpstreamError { .. } | Outcome::Timeout | Outcome::Shutdown
+            Outcome::UpstreamError { .. }
+                | Outcome::Timeout
+                | Outcome::Shutdown
+                | Outcome::Limited { .. }
         ) && self.upstream_status.is_none_or(|s| s >= 400);
         // Usage now, or an estimate too large for the event loop, finished on the estimator
         // thread (the record is submitted from there).
@@ -416,9 +428,11 @@ impl Meter {
             trace_context: info.trace_context,
             content,
         };
+        let mut admission = self.admission.take();
         match later {
             None => {
                 let cost = account(&self.shared, &mut record, usage, reported_cost, no_cost);
+                settle(admission.as_mut(), &usage, &cost);
                 emit(&self.shared, record);
                 Some(Accounted { usage, cost })
             }
@@ -426,7 +440,8 @@ impl Meter {
                 let shared = self.shared.clone();
                 estimate::spawn(input, move |usage, method| {
                     shared.metrics.observe_estimate(method);
-                    account(&shared, &mut record, usage, reported_cost, no_cost);
+                    let cost = account(&shared, &mut record, usage, reported_cost, no_cost);
+                    settle(admission.as_mut(), &usage, &cost);
                     emit(&shared, record);
                 });
                 None
@@ -479,6 +494,18 @@ impl Meter {
             output,
             output_bytes: self.output_bytes,
         }
+    }
+}
+
+/// Counts the real tokens and cost against the request's limits.
+fn settle(admission: Option<&mut crate::limits::Admission>, usage: &TokenUsage, cost: &Cost) {
+    if let Some(a) = admission {
+        use rust_decimal::prelude::ToPrimitive;
+        let micros = (cost.total * rust_decimal::Decimal::from(1_000_000u32))
+            .ceil()
+            .to_u64()
+            .unwrap_or(0);
+        a.settle(usage.total_tokens, micros);
     }
 }
 

@@ -1,0 +1,811 @@
+//! Where a request is limited (SPEC §5.1): requests and tokens per minute, concurrent
+//! requests, and spend per UTC day and month, per key and per tenant.
+//!
+//! ```text
+//! auth::Directory snapshot ── key / tenant with limits ──▶ Limited { limits, Arc<Scope> }
+//! handlers::metered (after routing, with the meter) ──▶ Limiter::admit
+//!      ├─ over a limit → Refusal: 429 rate_limit_exceeded | budget_exceeded, retry-after,
+//!      │                 x-ratelimit-*; the record's outcome is `limited`
+//!      └─ Admission (held by the meter): settle(real tokens, cost) at finish; its drop
+//!                        frees the concurrency slot, however the request ends
+//! Limiter::sync, once a second (the binary's main runtime) ──▶ SharedCounts (the store):
+//!      this node's deltas added, every node's totals read back
+//! ```
+//!
+//! The hot path takes one uncontended mutex per limited scope and touches nothing else: no
+//! store query, no allocation on admission. Keys and tenants without limits cost nothing.
+//!
+//! Across nodes: each node counts locally and, once a second, adds its deltas to the
+//! shared counters and reads every node's totals back. A request another node admitted
+//! reaches this node's view within two sync intervals (its sync, then this node's), so a
+//! limit can be overshot by at most what the *other* nodes admit in two seconds:
+//! `overshoot ≤ Σ other nodes' admissions per second × 2 s` — e.g. two nodes each taking
+//! 2 requests a second against a shared 20 per minute accept at most 20 + 4. Budgets are
+//! also overshot by the cost of the requests in flight when the budget runs out (a
+//! request's cost is known only when it ends). Without the store (it cannot be reached) a
+//! node enforces its own counts alone.
+
+pub mod window;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use beacon_config::Limits;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The clock limits run on: wall time plus an offset that tests move.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    offset_ms: Arc<AtomicI64>,
+    /// When non-zero, the time itself (unit tests stop the clock).
+    fixed_ms: Arc<AtomicI64>,
+}
+
+impl Clock {
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        let fixed = self.fixed_ms.load(Ordering::Relaxed);
+        if fixed > 0 {
+            return fixed as u64;
+        }
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        (wall + self.offset_ms.load(Ordering::Relaxed)).max(0) as u64
+    }
+
+    #[cfg(test)]
+    fn set_fixed_ms(&self, ms: i64) {
+        self.fixed_ms.store(ms, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    fn advance_ms(&self, ms: i64) {
+        self.fixed_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// Moves the clock (tests: a budget's next UTC day without waiting for it).
+    pub fn set_offset_ms(&self, ms: i64) {
+        self.offset_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// A key's or a tenant's limits and the counters they are checked against.
+#[derive(Debug)]
+pub struct Limited {
+    /// The limits.
+    pub limits: Limits,
+    /// The counters (kept across snapshot reloads).
+    pub scope: Arc<Scope>,
+}
+
+impl PartialEq for Limited {
+    fn eq(&self, other: &Self) -> bool {
+        self.limits == other.limits && self.scope.name == other.scope.name
+    }
+}
+impl Eq for Limited {}
+
+/// The counters of one key (`k:<key id>`) or tenant (`t:<tenant>`).
+#[derive(Debug)]
+pub struct Scope {
+    /// `k:<key id>` or `t:<tenant>`, also its name in the shared counters.
+    pub name: String,
+    state: Mutex<State>,
+}
+
+/// Which counter period a delta belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Period {
+    Minute(u64),
+    Day(u64),
+    Month(u64),
+}
+
+impl Period {
+    fn key(self) -> String {
+        match self {
+            Period::Minute(m) => format!("m:{m}"),
+            Period::Day(d) => format!("d:{d}"),
+            Period::Month(m) => format!("mo:{m}"),
+        }
+    }
+}
+
+/// Counts in one period: what this node adds, or what every node has added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Requests.
+    pub requests: i64,
+    /// Tokens.
+    pub tokens: i64,
+    /// Spend, in millionths of a USD.
+    pub spend_micros: i64,
+}
+
+impl Counts {
+    fn add(&mut self, o: Counts) {
+        self.requests += o.requests;
+        self.tokens += o.tokens;
+        self.spend_micros += o.spend_micros;
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    minute: u64,
+    day: u64,
+    month: u64,
+    /// This node's counts: [current minute, previous minute].
+    local_m: [Counts; 2],
+    /// The other nodes' counts for the same minutes, as of the last sync.
+    remote_m: [Counts; 2],
+    local_day: Counts,
+    remote_day: Counts,
+    local_month: Counts,
+    remote_month: Counts,
+    concurrent: u64,
+    /// Not yet added to the shared counters.
+    pending: HashMap<Period, Counts>,
+}
+
+impl State {
+    /// Moves the windows to `now`.
+    fn roll(&mut self, now: u64) {
+        let m = window::minute(now);
+        if m != self.minute {
+            if m == self.minute + 1 {
+                self.local_m = [Counts::default(), self.local_m[0]];
+                self.remote_m = [Counts::default(), self.remote_m[0]];
+            } else {
+                self.local_m = Default::default();
+                self.remote_m = Default::default();
+            }
+            self.minute = m;
+        }
+        let d = window::day(now);
+        if d != self.day {
+            self.day = d;
+            self.local_day = Counts::default();
+            self.remote_day = Counts::default();
+        }
+        let mo = window::month(now);
+        if mo != self.month {
+            self.month = mo;
+            self.local_month = Counts::default();
+            self.remote_month = Counts::default();
+        }
+    }
+
+    fn minute_totals(&self) -> (Counts, Counts) {
+        let mut cur = self.local_m[0];
+        cur.add(self.remote_m[0]);
+        let mut prev = self.local_m[1];
+        prev.add(self.remote_m[1]);
+        (cur, prev)
+    }
+
+    fn record(&mut self, now: u64, c: Counts) {
+        self.local_m[0].add(c);
+        self.local_day.add(c);
+        self.local_month.add(c);
+        for p in [
+            Period::Minute(window::minute(now)),
+            Period::Day(window::day(now)),
+            Period::Month(window::month(now)),
+        ] {
+            self.pending.entry(p).or_default().add(c);
+        }
+    }
+}
+
+fn pos(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// A rate: requests or tokens per minute, or concurrent requests.
+    Rate,
+    /// A budget: USD per day or month.
+    Budget,
+}
+
+/// A refused request: 429 with `retry-after` and the rate headers.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Rate or budget.
+    pub kind: RefusalKind,
+    /// What was exceeded, for the client.
+    pub message: String,
+    /// Seconds until the request would fit.
+    pub retry_after_secs: u64,
+    /// The key's `x-ratelimit-*` headers.
+    pub headers: RateHeaders,
+}
+
+impl Refusal {
+    /// The error code: `rate_limit_exceeded` or `budget_exceeded`.
+    pub fn code(&self) -> &'static str {
+        match self.kind {
+            RefusalKind::Rate => "rate_limit_exceeded",
+            RefusalKind::Budget => "budget_exceeded",
+        }
+    }
+}
+
+/// OpenAI's `x-ratelimit-*` values of a limited key: the tightest of its key and tenant
+/// limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateHeaders {
+    requests: Option<(u64, u64, u64)>,
+    tokens: Option<(u64, u64, u64)>,
+}
+
+const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+
+/// OpenAI's duration format: `1s`, `6m0s`.
+fn duration(secs: u64) -> String {
+    if secs >= 60 {
+        format!("{}m{}s", secs / 60, secs % 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+impl RateHeaders {
+    /// Keeps the tighter (fewer remaining) of two (limit, remaining, reset) triples.
+    fn tighter(a: Option<(u64, u64, u64)>, b: (u64, u64, u64)) -> Option<(u64, u64, u64)> {
+        match a {
+            Some(a) if a.1 <= b.1 => Some(a),
+            _ => Some(b),
+        }
+    }
+
+    /// Adds the headers to a response.
+    pub fn apply(&self, h: &mut HeaderMap) {
+        for (v, names) in [
+            (
+                self.requests,
+                [LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS],
+            ),
+            (self.tokens, [LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS]),
+        ] {
+            if let Some((limit, remaining, reset)) = v {
+                let [l, r, s] = names;
+                h.insert(l, HeaderValue::from(limit));
+                h.insert(r, HeaderValue::from(remaining));
+                if let Ok(v) = HeaderValue::from_str(&duration(reset)) {
+                    h.insert(s, v);
+                }
+            }
+        }
+    }
+
+    /// True when no rate applies.
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_none() && self.tokens.is_none()
+    }
+}
+
+/// Seconds until a sliding count is back to zero.
+fn secs_to_empty(now: u64, cur: u64, prev: u64) -> u64 {
+    let left_in_minute = (window::MINUTE_MS - now % window::MINUTE_MS).div_ceil(1000);
+    if cur > 0 {
+        left_in_minute + 60
+    } else if prev > 0 {
+        left_in_minute
+    } else {
+        0
+    }
+}
+
+/// An admitted request: its place in the counters until it ends.
+#[derive(Debug)]
+pub struct Admission {
+    scopes: [Option<Arc<Scope>>; 2],
+    estimated_tokens: u64,
+    clock: Clock,
+    settled: bool,
+    /// The key's `x-ratelimit-*` headers at admission.
+    pub headers: RateHeaders,
+}
+
+impl Admission {
+    /// Counts what the request really used: the token estimate admitted is corrected to
+    /// `tokens`, and `cost_micros` is added to the budgets.
+    pub fn settle(&mut self, tokens: u64, cost_micros: u64) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let now = self.clock.now_ms();
+        let delta = Counts {
+            requests: 0,
+            tokens: tokens as i64 - self.estimated_tokens as i64,
+            spend_micros: i64::try_from(cost_micros).unwrap_or(i64::MAX),
+        };
+        for scope in self.scopes.iter().flatten() {
+            let mut st = lock(&scope.state);
+            st.roll(now);
+            st.record(now, delta);
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        for scope in self.scopes.iter().flatten() {
+            let mut st = lock(&scope.state);
+            st.concurrent = st.concurrent.saturating_sub(1);
+        }
+    }
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// The future [`SharedCounts::exchange`] returns.
+pub type ExchangeFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Counts>, String>> + Send + 'a>>;
+
+/// Counters shared by every node (the store): adds deltas and returns totals, in order.
+pub trait SharedCounts: Send + Sync {
+    /// Adds each (scope, period, delta) and returns each total after the addition.
+    fn exchange(&self, batch: Vec<(String, String, Counts)>) -> ExchangeFuture<'_>;
+}
+
+/// Every limited scope of this node, and the clock.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    scopes: Mutex<HashMap<String, Arc<Scope>>>,
+    /// The clock limits run on.
+    pub clock: Clock,
+}
+
+impl Limiter {
+    /// The scope named `name`, created on first use; the same counters across reloads.
+    pub fn scope(&self, name: String) -> Arc<Scope> {
+        let mut scopes = match self.scopes.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        scopes
+            .entry(name.clone())
+            .or_insert_with(|| {
+                Arc::new(Scope {
+                    name,
+                    state: Mutex::new(State::default()),
+                })
+            })
+            .clone()
+    }
+
+    /// Admits a request of about `estimated_tokens` against the key's and the tenant's limits
+    /// (either may be absent), or refuses it. Nothing is counted for a refused request.
+    pub fn admit(
+        &self,
+        key: Option<&Limited>,
+        tenant: Option<&Limited>,
+        estimated_tokens: u64,
+    ) -> Result<Admission, Refusal> {
+        let now = self.clock.now_ms();
+        let scoped: [Option<&Limited>; 2] = [key, tenant];
+        // Key first, then tenant: one lock order everywhere.
+        let mut guards: [Option<MutexGuard<'_, State>>; 2] = [None, None];
+        for (g, l) in guards.iter_mut().zip(scoped) {
+            if let Some(l) = l {
+                let mut st = lock(&l.scope.state);
+                st.roll(now);
+                *g = Some(st);
+            }
+        }
+        let mut headers = RateHeaders::default();
+        let mut refusal: Option<(RefusalKind, String, u64)> = None;
+        for (g, l) in guards.iter().zip(scoped) {
+            let (Some(st), Some(l)) = (g, l) else {
+                continue;
+            };
+            // Named only in a refusal's message: nothing is formatted for an admission.
+            let who = || match l.scope.name.split_once(':') {
+                Some(("k", id)) => format!("key `{id}`"),
+                Some((_, id)) => format!("tenant `{id}`"),
+                None => l.scope.name.clone(),
+            };
+            let (cur, prev) = st.minute_totals();
+            let mut refuse = |kind, message: String, wait: u64| {
+                if refusal.is_none() {
+                    refusal = Some((kind, message, wait));
+                }
+            };
+            if let Some(rpm) = l.limits.requests_per_minute {
+                let (c, p) = (pos(cur.requests), pos(prev.requests));
+                let used = window::sliding(now, c, p);
+                if used + 1 > rpm {
+                    let wait = window::secs_until_fits(now, c, p, 1, rpm);
+                    refuse(RefusalKind::Rate, format!("Rate limit reached for {}: {rpm} requests per minute. Retry in {wait} s.", who()), wait);
+                }
+                let remaining = rpm.saturating_sub(used + 1);
+                headers.requests = RateHeaders::tighter(
+                    headers.requests,
+                    (rpm, remaining, secs_to_empty(now, c + 1, p)),
+                );
+            }
+            if let Some(tpm) = l.limits.tokens_per_minute {
+                let (c, p) = (pos(cur.tokens), pos(prev.tokens));
+                let used = window::sliding(now, c, p);
+                if used + estimated_tokens > tpm {
+                    let wait = window::secs_until_fits(now, c, p, estimated_tokens, tpm);
+                    refuse(RefusalKind::Rate, format!("Rate limit reached for {}: {tpm} tokens per minute (this request: about {estimated_tokens}). Retry in {wait} s.", who()), wait);
+                }
+                let remaining = tpm.saturating_sub(used + estimated_tokens);
+                headers.tokens = RateHeaders::tighter(
+                    headers.tokens,
+                    (tpm, remaining, secs_to_empty(now, c + estimated_tokens, p)),
+                );
+            }
+            if let Some(max) = l.limits.concurrent_requests {
+                if st.concurrent + 1 > max {
+                    refuse(
+                        RefusalKind::Rate,
+                        format!(
+                            "Concurrency limit reached for {}: {max} requests at once.",
+                            who()
+                        ),
+                        1,
+                    );
+                }
+            }
+            if let Some(budget) = l.limits.usd_per_day_micros {
+                let spent = pos(st.local_day.spend_micros + st.remote_day.spend_micros);
+                if spent >= budget {
+                    let wait = window::secs_to_next_day(now);
+                    refuse(RefusalKind::Budget, format!("Budget exhausted for {}: {} USD per day (UTC) spent. It resets at midnight UTC, in {wait} s.", who(), budget as f64 / 1e6), wait);
+                }
+            }
+            if let Some(budget) = l.limits.usd_per_month_micros {
+                let spent = pos(st.local_month.spend_micros + st.remote_month.spend_micros);
+                if spent >= budget {
+                    let wait = window::secs_to_next_month(now);
+                    refuse(RefusalKind::Budget, format!("Budget exhausted for {}: {} USD per month (UTC) spent. It resets on the 1st, in {wait} s.", who(), budget as f64 / 1e6), wait);
+                }
+            }
+        }
+        if let Some((kind, message, retry_after_secs)) = refusal {
+            return Err(Refusal {
+                kind,
+                message,
+                retry_after_secs,
+                headers,
+            });
+        }
+        let admitted = Counts {
+            requests: 1,
+            tokens: i64::try_from(estimated_tokens).unwrap_or(i64::MAX),
+            spend_micros: 0,
+        };
+        for st in guards.iter_mut().flatten() {
+            st.record(now, admitted);
+            st.concurrent += 1;
+        }
+        drop(guards);
+        Ok(Admission {
+            scopes: [
+                key.map(|l| l.scope.clone()),
+                tenant.map(|l| l.scope.clone()),
+            ],
+            estimated_tokens,
+            clock: self.clock.clone(),
+            settled: false,
+            headers,
+        })
+    }
+
+    /// Adds this node's counts to the shared counters and takes every node's totals back
+    /// (once a second). Scopes no snapshot uses any more are forgotten.
+    pub async fn sync(&self, shared: &dyn SharedCounts) -> Result<(), String> {
+        let scopes: Vec<Arc<Scope>> = {
+            let mut all = match self.scopes.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            all.retain(|_, s| Arc::strong_count(s) > 1);
+            all.values().cloned().collect()
+        };
+        if scopes.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        // Per scope: the periods read, this node's count in each at the moment its deltas
+        // were taken, and the deltas.
+        let mut batch = Vec::with_capacity(scopes.len() * 4);
+        let mut taken = Vec::with_capacity(scopes.len());
+        for scope in &scopes {
+            let mut st = lock(&scope.state);
+            st.roll(now);
+            let periods = [
+                (Period::Minute(st.minute), st.local_m[0]),
+                (Period::Minute(st.minute.saturating_sub(1)), st.local_m[1]),
+                (Period::Day(st.day), st.local_day),
+                (Period::Month(st.month), st.local_month),
+            ];
+            let mut pending = std::mem::take(&mut st.pending);
+            for (p, _) in &periods {
+                let delta = pending.remove(p).unwrap_or_default();
+                batch.push((scope.name.clone(), p.key(), delta));
+            }
+            // Deltas of periods already past (a minute rolled since): pushed, not read.
+            let stale: Vec<(String, String, Counts)> = pending
+                .into_iter()
+                .map(|(p, d)| (scope.name.clone(), p.key(), d))
+                .collect();
+            taken.push((periods, stale.len()));
+            batch.extend(stale);
+        }
+        let totals = shared.exchange(batch).await?;
+        let mut at = 0;
+        for (scope, (periods, stale)) in scopes.iter().zip(taken) {
+            let Some(t) = totals.get(at..at + 4) else {
+                break;
+            };
+            at += 4 + stale;
+            let mut st = lock(&scope.state);
+            st.roll(self.clock.now_ms());
+            let others = |total: Counts, mine: Counts| Counts {
+                requests: (total.requests - mine.requests).max(0),
+                tokens: (total.tokens - mine.tokens).max(0),
+                spend_micros: (total.spend_micros - mine.spend_micros).max(0),
+            };
+            // Applied only to the periods still current: a window that rolled meanwhile is
+            // refreshed at the next sync.
+            if periods[0].0 == Period::Minute(st.minute) {
+                st.remote_m = [others(t[0], periods[0].1), others(t[1], periods[1].1)];
+            }
+            if periods[2].0 == Period::Day(st.day) {
+                st.remote_day = others(t[2], periods[2].1);
+            }
+            if periods[3].0 == Period::Month(st.month) {
+                st.remote_month = others(t[3], periods[3].1);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_796_601_600_000; // 2026-12-07T00:00:00Z
+
+    fn limiter_at(ms: i64) -> Limiter {
+        let l = Limiter::default();
+        l.clock.set_fixed_ms(ms);
+        l
+    }
+
+    fn limited(l: &Limiter, name: &str, limits: Limits) -> Limited {
+        Limited {
+            limits,
+            scope: l.scope(name.into()),
+        }
+    }
+
+    #[test]
+    fn requests_per_minute_refuse_the_sixth_and_refill_gradually() {
+        let l = limiter_at(T0 + 1_000);
+        let key = limited(
+            &l,
+            "k:key_000000000001",
+            Limits {
+                requests_per_minute: Some(5),
+                ..Default::default()
+            },
+        );
+        let mut held = Vec::new();
+        for i in 0..5 {
+            let a = l.admit(Some(&key), None, 0).unwrap();
+            assert_eq!(a.headers.requests.unwrap().1, 4 - i, "remaining");
+            held.push(a);
+        }
+        let r = l.admit(Some(&key), None, 0).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::Rate);
+        assert!(r.message.contains("5 requests per minute"), "{}", r.message);
+        assert_eq!(r.headers.requests.unwrap().1, 0);
+        // Used at 00:00:01: fits again once 20 % of them have slid out of the window, 12 s
+        // into the next minute.
+        assert_eq!(r.retry_after_secs, 59 + 12);
+        let mut h = HeaderMap::new();
+        r.headers.apply(&mut h);
+        assert_eq!(h["x-ratelimit-limit-requests"], "5");
+        assert_eq!(h["x-ratelimit-remaining-requests"], "0");
+        assert_eq!(h["x-ratelimit-reset-requests"], "1m59s");
+        // A refused request is not counted: at 00:01:12 one fits, a second does not.
+        l.clock.advance_ms(71_000);
+        assert!(l.admit(Some(&key), None, 0).is_ok());
+        assert!(l.admit(Some(&key), None, 0).is_err());
+        // Two minutes on, the whole allowance is back.
+        l.clock.advance_ms(120_000);
+        for _ in 0..5 {
+            assert!(l.admit(Some(&key), None, 0).is_ok());
+        }
+    }
+
+    #[test]
+    fn concurrency_is_released_however_a_request_ends() {
+        let l = limiter_at(T0);
+        let t = limited(
+            &l,
+            "t:acme",
+            Limits {
+                concurrent_requests: Some(2),
+                ..Default::default()
+            },
+        );
+        let a = l.admit(None, Some(&t), 0).unwrap();
+        let b = l.admit(None, Some(&t), 0).unwrap();
+        assert!(l.admit(None, Some(&t), 0).is_err());
+        drop(a);
+        let c = l.admit(None, Some(&t), 0).unwrap();
+        drop((b, c));
+        assert!(l.admit(None, Some(&t), 0).is_ok());
+    }
+
+    #[test]
+    fn tokens_use_the_estimate_then_the_real_usage() {
+        let l = limiter_at(T0);
+        let k = limited(
+            &l,
+            "k:key_000000000002",
+            Limits {
+                tokens_per_minute: Some(1000),
+                ..Default::default()
+            },
+        );
+        let mut a = l.admit(Some(&k), None, 600).unwrap();
+        assert_eq!(a.headers.tokens.unwrap().1, 400);
+        assert!(l.admit(Some(&k), None, 600).is_err(), "600 + 600 > 1000");
+        // It really used 100: 900 left.
+        a.settle(100, 0);
+        assert!(l.admit(Some(&k), None, 600).is_ok());
+        assert!(l.admit(Some(&k), None, 301).is_err());
+    }
+
+    #[test]
+    fn a_day_budget_stops_the_key_until_the_next_utc_day() {
+        let l = limiter_at(T0 + 23 * 3_600_000);
+        let k = limited(
+            &l,
+            "k:key_000000000003",
+            Limits {
+                usd_per_day_micros: Some(1_000_000),
+                ..Default::default()
+            },
+        );
+        let tenant = limited(&l, "t:other", Limits::default());
+        let mut a = l.admit(Some(&k), Some(&tenant), 0).unwrap();
+        a.settle(10, 600_000);
+        let mut b = l.admit(Some(&k), Some(&tenant), 0).unwrap();
+        b.settle(10, 600_000); // in flight when admitted: the budget may be overshot by it
+        let r = l.admit(Some(&k), Some(&tenant), 0).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::Budget);
+        assert_eq!(r.retry_after_secs, 3_600, "midnight UTC is an hour away");
+        assert!(r.message.contains("1 USD per day"), "{}", r.message);
+        // 23:59:59.999 still refused; midnight resets.
+        l.clock.advance_ms(3_600_000 - 1);
+        assert!(l.admit(Some(&k), Some(&tenant), 0).is_err());
+        l.clock.advance_ms(1);
+        assert!(l.admit(Some(&k), Some(&tenant), 0).is_ok());
+    }
+
+    #[test]
+    fn the_tighter_of_key_and_tenant_is_reported_and_enforced() {
+        let l = limiter_at(T0 + 30_000);
+        let k = limited(
+            &l,
+            "k:key_000000000004",
+            Limits {
+                requests_per_minute: Some(100),
+                ..Default::default()
+            },
+        );
+        let t = limited(
+            &l,
+            "t:acme",
+            Limits {
+                requests_per_minute: Some(3),
+                ..Default::default()
+            },
+        );
+        let a = l.admit(Some(&k), Some(&t), 0).unwrap();
+        assert_eq!(a.headers.requests.unwrap().0, 3, "the tenant's is tighter");
+        l.admit(Some(&k), Some(&t), 0).unwrap();
+        l.admit(Some(&k), Some(&t), 0).unwrap();
+        let r = l.admit(Some(&k), Some(&t), 0).unwrap_err();
+        assert!(r.message.contains("tenant `acme`"), "{}", r.message);
+    }
+
+    /// A store stand-in: one map of totals, as the `limit_counters` table adds them.
+    #[derive(Default)]
+    struct Shared(Mutex<HashMap<(String, String), Counts>>);
+
+    impl SharedCounts for Shared {
+        fn exchange(&self, batch: Vec<(String, String, Counts)>) -> ExchangeFuture<'_> {
+            let mut m = self.0.lock().unwrap();
+            let out = batch
+                .into_iter()
+                .map(|(s, p, d)| {
+                    let t = m.entry((s, p)).or_default();
+                    t.add(d);
+                    *t
+                })
+                .collect();
+            Box::pin(async move { Ok(out) })
+        }
+    }
+
+    #[tokio::test]
+    async fn two_nodes_reconcile_through_the_shared_counters() {
+        let shared = Shared::default();
+        let (a, b) = (limiter_at(T0 + 5_000), limiter_at(T0 + 5_000));
+        let limits = Limits {
+            requests_per_minute: Some(10),
+            usd_per_day_micros: Some(5_000_000),
+            ..Default::default()
+        };
+        let (ka, kb) = (
+            limited(&a, "k:key_00000000000a", limits),
+            limited(&b, "k:key_00000000000a", limits),
+        );
+        for _ in 0..6 {
+            a.admit(Some(&ka), None, 0).unwrap().settle(0, 500_000);
+        }
+        // Before a sync, node B sees nothing of A's six: it admits up to its own 10.
+        a.sync(&shared).await.unwrap();
+        b.sync(&shared).await.unwrap();
+        // After: B knows A's six, and has room for four.
+        for _ in 0..4 {
+            b.admit(Some(&kb), None, 0).unwrap().settle(0, 500_000);
+        }
+        let r = b.admit(Some(&kb), None, 0).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::Rate, "{}", r.message);
+        // A learns B's four at its next sync: its own count is not counted twice.
+        b.sync(&shared).await.unwrap();
+        a.sync(&shared).await.unwrap();
+        assert!(a.admit(Some(&ka), None, 0).is_err());
+        {
+            let st = lock(&ka.scope.state);
+            assert_eq!((st.local_m[0].requests, st.remote_m[0].requests), (6, 4));
+            assert_eq!(
+                st.local_day.spend_micros + st.remote_day.spend_micros,
+                5_000_000
+            );
+        }
+        // The day budget (5 USD) is spent across the two: both refuse on budget next minute.
+        a.clock.advance_ms(120_000);
+        let r = a.admit(Some(&ka), None, 0).unwrap_err();
+        assert_eq!(r.kind, RefusalKind::Budget);
+        // Syncing again changes nothing: the totals are idempotent reads plus zero deltas.
+        a.sync(&shared).await.unwrap();
+        a.sync(&shared).await.unwrap();
+        let st = lock(&ka.scope.state);
+        assert_eq!(
+            st.local_day.spend_micros + st.remote_day.spend_micros,
+            5_000_000
+        );
+    }
+}
