@@ -53,8 +53,8 @@ pub struct Entry {
     pub tenant_id: String,
     /// The request id.
     pub request_id: String,
-    /// The record as JSON (content excluded, as in the record log).
-    record: Value,
+    /// The record, without its content (the spans carry what was exported of it).
+    record: CompletionRecord,
     deliveries: Mutex<Vec<Delivery>>,
 }
 
@@ -63,7 +63,14 @@ struct Delivery {
     destination_id: String,
     name: String,
     state: State,
-    spans: Option<Value>,
+    /// The record's encoded span messages as sent, decoded only when viewed.
+    spans: Option<Spans>,
+}
+
+#[derive(Debug)]
+enum Spans {
+    Kept(Vec<u8>),
+    TooLarge(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,7 +99,13 @@ impl Recent {
         let entry = Arc::new(Entry {
             tenant_id: record.tenant_id.clone(),
             request_id: record.request_id.clone(),
-            record: serde_json::to_value(record).unwrap_or(Value::Null),
+            record: {
+                // Everything but the text: the export path spends a few allocations on a
+                // tracked record, and serializes it only when someone looks.
+                let mut r = record.clone();
+                r.content = None;
+                r
+            },
             deliveries: Mutex::new(Vec::new()),
         });
         if let Ok(mut ring) = self.ring.lock() {
@@ -166,7 +179,11 @@ impl Entry {
                             "reason": reason,
                         });
                         if with_spans {
-                            v["spans"] = d.spans.clone().unwrap_or(Value::Null);
+                            v["spans"] = match &d.spans {
+                                Some(Spans::Kept(bytes)) => decode(bytes),
+                                Some(Spans::TooLarge(n)) => json!({ "omitted": format!("{n} bytes of spans, more than the {MAX_SPAN_BYTES} kept") }),
+                                None => Value::Null,
+                            };
                         }
                         v
                     })
@@ -175,7 +192,7 @@ impl Entry {
             .unwrap_or_default();
         json!({
             "request_id": self.request_id,
-            "record": self.record,
+            "record": serde_json::to_value(&self.record).unwrap_or(Value::Null),
             "destinations": destinations,
         })
     }
@@ -184,15 +201,15 @@ impl Entry {
 impl Slot {
     /// Marks the record delivered, keeping the spans that went out (the record's encoded
     /// span messages).
-    pub fn exported(&self, spans: Option<&[u8]>) {
-        let view = spans.map(|bytes| {
+    pub fn exported(&self, spans: Option<Vec<u8>>) {
+        let kept = spans.map(|bytes| {
             if bytes.len() > MAX_SPAN_BYTES {
-                json!({ "omitted": format!("{} bytes of spans, more than the {} kept", bytes.len(), MAX_SPAN_BYTES) })
+                Spans::TooLarge(bytes.len())
             } else {
-                decode(bytes)
+                Spans::Kept(bytes)
             }
         });
-        self.set(State::Exported, view);
+        self.set(State::Exported, kept);
     }
 
     /// Marks the record not delivered, with the reason.
@@ -209,7 +226,7 @@ impl Slot {
             .unwrap_or(false)
     }
 
-    fn set(&self, state: State, spans: Option<Value>) {
+    fn set(&self, state: State, spans: Option<Spans>) {
         if let Ok(mut d) = self.entry.deliveries.lock() {
             if let Some(d) = d.get_mut(self.index) {
                 d.state = state;
@@ -318,7 +335,7 @@ mod tests {
             Some(&mut exported),
         );
         assert_eq!(exported.len(), 2);
-        slot.exported(spans.get(exported[0].spans.clone()));
+        slot.exported(spans.get(exported[0].spans.clone()).map(<[u8]>::to_vec));
         assert!(!slot.pending());
 
         let view = recent.get("acme", &a.request_id).unwrap();

@@ -199,13 +199,12 @@ impl ProxyError {
             ErrorShape::Anthropic => anthropic_error_body(self.status(), &self.to_string()),
         };
         let mut resp = json_response(self.status(), body, request_id);
+        // The rate headers are added by the route's handler, on every response of the key.
         if let Self::Limited(r) = &self {
-            let h = resp.headers_mut();
-            h.insert(
+            resp.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 HeaderValue::from(r.retry_after_secs),
             );
-            r.headers.apply(h);
         }
         if matches!(self, Self::MissingKey | Self::InvalidKey) {
             resp.headers_mut().insert(

@@ -561,8 +561,8 @@ impl Send {
                     if let Ok(mut g) = self.sink.health.last_success.lock() {
                         *g = Some(SystemTime::now());
                     }
-                    for (slot, spans) in &tracked {
-                        slot.exported(spans.as_deref());
+                    for (slot, spans) in tracked {
+                        slot.exported(spans);
                     }
                     return Sent::Done;
                 }

@@ -39,38 +39,41 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The clock limits run on: wall time plus an offset that tests move.
 #[derive(Debug, Clone, Default)]
-pub struct Clock {
-    offset_ms: Arc<AtomicI64>,
+pub struct Clock(Arc<ClockState>);
+
+#[derive(Debug, Default)]
+struct ClockState {
+    offset_ms: AtomicI64,
     /// When non-zero, the time itself (unit tests stop the clock).
-    fixed_ms: Arc<AtomicI64>,
+    fixed_ms: AtomicI64,
 }
 
 impl Clock {
     /// Milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> u64 {
-        let fixed = self.fixed_ms.load(Ordering::Relaxed);
+        let fixed = self.0.fixed_ms.load(Ordering::Relaxed);
         if fixed > 0 {
             return fixed as u64;
         }
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        (wall + self.offset_ms.load(Ordering::Relaxed)).max(0) as u64
+        (wall + self.0.offset_ms.load(Ordering::Relaxed)).max(0) as u64
     }
 
     #[cfg(test)]
     fn set_fixed_ms(&self, ms: i64) {
-        self.fixed_ms.store(ms, Ordering::Relaxed);
+        self.0.fixed_ms.store(ms, Ordering::Relaxed);
     }
 
     #[cfg(test)]
     fn advance_ms(&self, ms: i64) {
-        self.fixed_ms.fetch_add(ms, Ordering::Relaxed);
+        self.0.fixed_ms.fetch_add(ms, Ordering::Relaxed);
     }
 
     /// Moves the clock (tests: a budget's next UTC day without waiting for it).
     pub fn set_offset_ms(&self, ms: i64) {
-        self.offset_ms.store(ms, Ordering::Relaxed);
+        self.0.offset_ms.store(ms, Ordering::Relaxed);
     }
 }
 
@@ -140,6 +143,9 @@ struct State {
     minute: u64,
     day: u64,
     month: u64,
+    /// When the current day and month end (ms): the calendar is computed only then.
+    day_end_ms: u64,
+    month_end_ms: u64,
     /// This node's counts: [current minute, previous minute].
     local_m: [Counts; 2],
     /// The other nodes' counts for the same minutes, as of the last sync.
@@ -149,8 +155,9 @@ struct State {
     local_month: Counts,
     remote_month: Counts,
     concurrent: u64,
-    /// Not yet added to the shared counters.
-    pending: HashMap<Period, Counts>,
+    /// Not yet added to the shared counters: a few periods (this minute, the day, the
+    /// month, and a minute that rolled since the last sync), searched in order.
+    pending: Vec<(Period, Counts)>,
 }
 
 impl State {
@@ -167,17 +174,23 @@ impl State {
             }
             self.minute = m;
         }
-        let d = window::day(now);
-        if d != self.day {
-            self.day = d;
-            self.local_day = Counts::default();
-            self.remote_day = Counts::default();
+        if now >= self.day_end_ms {
+            let d = window::day(now);
+            if d != self.day {
+                self.day = d;
+                self.local_day = Counts::default();
+                self.remote_day = Counts::default();
+            }
+            self.day_end_ms = (d + 1) * window::DAY_MS;
         }
-        let mo = window::month(now);
-        if mo != self.month {
-            self.month = mo;
-            self.local_month = Counts::default();
-            self.remote_month = Counts::default();
+        if now >= self.month_end_ms {
+            let mo = window::month(now);
+            if mo != self.month {
+                self.month = mo;
+                self.local_month = Counts::default();
+                self.remote_month = Counts::default();
+            }
+            self.month_end_ms = window::month_start_day(mo + 1) * window::DAY_MS;
         }
     }
 
@@ -189,16 +202,20 @@ impl State {
         (cur, prev)
     }
 
-    fn record(&mut self, now: u64, c: Counts) {
+    /// Counts `c` in the current periods (the state rolled to now).
+    fn record(&mut self, c: Counts) {
         self.local_m[0].add(c);
         self.local_day.add(c);
         self.local_month.add(c);
         for p in [
-            Period::Minute(window::minute(now)),
-            Period::Day(window::day(now)),
-            Period::Month(window::month(now)),
+            Period::Minute(self.minute),
+            Period::Day(self.day),
+            Period::Month(self.month),
         ] {
-            self.pending.entry(p).or_default().add(c);
+            match self.pending.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, d)) => d.add(c),
+                None => self.pending.push((p, c)),
+            }
         }
     }
 }
@@ -254,6 +271,35 @@ const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-toke
 const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
 const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
 
+/// Numbers below this are header values made once: cloning one allocates nothing.
+const SMALL_NUMBERS: u64 = 1024;
+
+/// Header values of the numbers below [`SMALL_NUMBERS`] and of the durations 0–120 s
+/// (every request-window reset), made once. Their text is leaked on purpose: a few KiB,
+/// once, so each value is a `'static` one whose clone is free.
+static PREMADE: std::sync::LazyLock<(Vec<HeaderValue>, Vec<HeaderValue>)> =
+    std::sync::LazyLock::new(|| {
+        let make = |s: String| HeaderValue::from_static(Box::leak(s.into_boxed_str()));
+        (
+            (0..SMALL_NUMBERS).map(|n| make(n.to_string())).collect(),
+            (0..=120).map(|secs| make(duration(secs))).collect(),
+        )
+    });
+
+fn number(n: u64) -> HeaderValue {
+    match PREMADE.0.get(n as usize) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(n),
+    }
+}
+
+fn reset_value(secs: u64) -> HeaderValue {
+    match PREMADE.1.get(secs as usize) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from_str(&duration(secs)).unwrap_or(HeaderValue::from_static("0s")),
+    }
+}
+
 /// OpenAI's duration format: `1s`, `6m0s`.
 fn duration(secs: u64) -> String {
     if secs >= 60 {
@@ -272,7 +318,7 @@ impl RateHeaders {
         }
     }
 
-    /// Adds the headers to a response.
+    /// Adds the headers to a response that has none of them yet.
     pub fn apply(&self, h: &mut HeaderMap) {
         for (v, names) in [
             (
@@ -283,11 +329,9 @@ impl RateHeaders {
         ] {
             if let Some((limit, remaining, reset)) = v {
                 let [l, r, s] = names;
-                h.insert(l, HeaderValue::from(limit));
-                h.insert(r, HeaderValue::from(remaining));
-                if let Ok(v) = HeaderValue::from_str(&duration(reset)) {
-                    h.insert(s, v);
-                }
+                h.append(l, number(limit));
+                h.append(r, number(remaining));
+                h.append(s, reset_value(reset));
             }
         }
     }
@@ -338,7 +382,7 @@ impl Admission {
         for scope in self.scopes.iter().flatten() {
             let mut st = lock(&scope.state);
             st.roll(now);
-            st.record(now, delta);
+            st.record(delta);
         }
     }
 }
@@ -499,7 +543,7 @@ impl Limiter {
             spend_micros: 0,
         };
         for st in guards.iter_mut().flatten() {
-            st.record(now, admitted);
+            st.record(admitted);
             st.concurrent += 1;
         }
         drop(guards);
@@ -545,7 +589,10 @@ impl Limiter {
             ];
             let mut pending = std::mem::take(&mut st.pending);
             for (p, _) in &periods {
-                let delta = pending.remove(p).unwrap_or_default();
+                let delta = match pending.iter().position(|(q, _)| q == p) {
+                    Some(i) => pending.swap_remove(i).1,
+                    None => Counts::default(),
+                };
                 batch.push((scope.name.clone(), p.key(), delta));
             }
             // Deltas of periods already past (a minute rolled since): pushed, not read.
