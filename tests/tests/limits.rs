@@ -52,6 +52,8 @@ async fn an_rpm_limit_refuses_the_sixth_request_with_headers_and_the_sdks_rate_l
     for (i, r) in results[..5].iter().enumerate() {
         assert!(r["content"].is_string(), "request {i}: {r}");
         let h = &r["headers"];
+        // Beacon's figures replace the upstream's relayed ones (the mock, like OpenAI, sends
+        // its own account-wide x-ratelimit-*): one value, the key's.
         assert_eq!(h["x-ratelimit-limit-requests"], "5", "{r}");
         assert_eq!(
             h["x-ratelimit-remaining-requests"],

@@ -318,7 +318,7 @@ impl RateHeaders {
         }
     }
 
-    /// Adds the headers to a response that has none of them yet.
+    /// Sets the headers on a response.
     pub fn apply(&self, h: &mut HeaderMap) {
         for (v, names) in [
             (
@@ -329,9 +329,11 @@ impl RateHeaders {
         ] {
             if let Some((limit, remaining, reset)) = v {
                 let [l, r, s] = names;
-                h.append(l, number(limit));
-                h.append(r, number(remaining));
-                h.append(s, reset_value(reset));
+                // Inserted, not appended: the upstream's own x-ratelimit-* (relayed) are the
+                // provider's account-wide figures, not this key's.
+                h.insert(l, number(limit));
+                h.insert(r, number(remaining));
+                h.insert(s, reset_value(reset));
             }
         }
     }
