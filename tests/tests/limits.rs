@@ -263,3 +263,148 @@ async fn two_nodes_on_postgres_share_a_tenants_rpm_limit_within_the_documented_o
     );
     assert!(per_node[0] > 0 && per_node[1] > 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_usage_report_totals_equal_the_sum_of_the_records() {
+    let upstream = MockUpstream::start().await;
+    let operator = "usage-operator-token-0123456789";
+    let config = Beacon::config(
+        &upstream.base_url(),
+        &format!(
+            "\n[tenants.key_limits.\"{}\"]\nrequests_per_minute = 10\n\n[admin]\ntoken = \"{operator}\"\n",
+            key_id()
+        ),
+    );
+    let beacon = Beacon::start(&config);
+    let auth = format!("Bearer {TENANT_KEY}");
+    let mut sent = 0;
+    for model in [
+        "mock/echo",
+        "mock/echo",
+        "mock/echo",
+        "mock/echo",
+        "mock/gpt-4o",
+        "mock/gpt-4o",
+        "mock/error-500",
+    ]
+    .iter()
+    .chain(std::iter::repeat_n(&"mock/echo", 5))
+    {
+        let r = raw_request(
+            beacon.addr,
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            json!({"model": model, "messages": [{"role": "user", "content": "count me"}]})
+                .to_string(),
+        )
+        .await;
+        assert!(
+            [200, 429, 500, 502].contains(&r.status),
+            "{}: {:?}",
+            r.status,
+            r.body
+        );
+        sent += 1;
+    }
+    // Every request made a record: ok, an upstream error, and the ones past 10 a minute.
+    let records = loop {
+        let records = beacon.records();
+        if records.len() == sent {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(records.iter().any(|r| r["outcome"]["kind"] == "limited"));
+    let nanos = |r: &Value| -> i64 {
+        r["cost"]["total"]
+            .as_str()
+            .map_or(0, |t| (t.parse::<f64>().unwrap() * 1e9).ceil() as i64)
+    };
+    let want = json!({
+        "requests": records.len(),
+        "input_tokens": records.iter().map(|r| r["usage"]["prompt_tokens"].as_i64().unwrap()).sum::<i64>(),
+        "output_tokens": records.iter().map(|r| r["usage"]["completion_tokens"].as_i64().unwrap()).sum::<i64>(),
+        "cost_nanos": records.iter().map(nanos).sum::<i64>(),
+        "errors": records.iter().filter(|r| r["outcome"]["kind"] != "ok").count(),
+    });
+    let admin = format!("Bearer {operator}");
+    let report = |query: &'static str| {
+        let admin = admin.clone();
+        let addr = beacon.addr;
+        async move {
+            let r = raw_request(
+                addr,
+                "GET",
+                &format!("/admin/v1/tenants/acme/usage{query}"),
+                &[("authorization", &admin)],
+                "",
+            )
+            .await;
+            (r.status, r.json())
+        }
+    };
+    // Written off the hot path every 2 s.
+    let started = Instant::now();
+    let by_model = loop {
+        let (status, v) = report("?group_by=model").await;
+        assert_eq!(status, 200, "{v}");
+        if v["total"]["requests"] == want["requests"] {
+            break v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the ledger never caught up: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for k in [
+        "requests",
+        "input_tokens",
+        "output_tokens",
+        "cost_nanos",
+        "errors",
+    ] {
+        assert_eq!(by_model["total"][k], want[k], "{k}: {by_model} vs {want}");
+    }
+    let models: Vec<(&str, i64)> = by_model["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap(),
+                g["requests"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        models,
+        vec![("mock/echo", 9), ("mock/error-500", 1), ("mock/gpt-4o", 2)]
+    );
+    let (_, by_key) = report("?group_by=key").await;
+    assert_eq!(by_key["data"].as_array().unwrap().len(), 1);
+    assert_eq!(by_key["data"][0]["group"], key_id());
+    assert_eq!(by_key["total"], by_model["total"]);
+    let (_, by_day) = report("").await;
+    assert_eq!(by_day["group_by"], "day");
+    assert_eq!(by_day["total"], by_model["total"]);
+    // Outside the range: nothing.
+    let (_, old) = report("?from=2020-01-01&to=2020-02-01").await;
+    assert_eq!(old["total"]["requests"], 0);
+    // Bad input names the parameter.
+    for (query, field) in [
+        ("?group_by=week", "group_by"),
+        ("?from=2026-13-01", "from"),
+        ("?from=20&to=10", "from"),
+        ("?limit=5", "limit"),
+    ] {
+        let (status, v) = report(query).await;
+        assert_eq!(status, 400, "{query}: {v}");
+        assert!(v.to_string().contains(field), "{query}: {v}");
+    }
+    let _ = upstream;
+}

@@ -232,6 +232,15 @@ async fn route(
                     v["id"] = d.id.into();
                     Ok((StatusCode::OK, v))
                 }
+                (["usage"], &Method::GET) => {
+                    let q = UsageQuery::parse(req.uri().query().unwrap_or(""))?;
+                    let rows = inner
+                        .manager
+                        .store()
+                        .usage(t, q.from.div_euclid(60), q.to.div_euclid(60), q.group)
+                        .await?;
+                    Ok((StatusCode::OK, usage_view(&q, &rows)))
+                }
                 (["limits"], &Method::GET) => {
                     let (own, keys) = inner.manager.store().limits(t).await?;
                     Ok((StatusCode::OK, limits_view(&own, &keys)))
@@ -269,7 +278,7 @@ async fn route(
                             beacon_broadcast::recent::CAPACITY
                         ))
                     }),
-                ([] | ["keys" | "broadcast" | "destinations" | "recent" | "limits"], _)
+                ([] | ["keys" | "broadcast" | "destinations" | "recent" | "limits" | "usage"], _)
                 | (["keys", _] | ["destinations", _] | ["destinations", _, "stats" | "test"] | ["recent", _] | ["keys", _, "limits"], _) => {
                     not_allowed()
                 }
@@ -377,6 +386,129 @@ fn tenant_view(t: &Tenant) -> Value {
 
 fn broadcast_view(t: &Tenant) -> Value {
     json!({ "enabled": t.broadcast_enabled })
+}
+
+/// `?from&to&group_by` of a usage report: times as Unix seconds or `YYYY-MM-DD` (UTC
+/// midnight); `to` defaults to now, `from` to 30 days before `to`, `group_by` to `day`.
+struct UsageQuery {
+    from: i64,
+    to: i64,
+    group: beacon_store::UsageGroup,
+}
+
+impl UsageQuery {
+    fn parse(query: &str) -> Result<Self, AdminError> {
+        let mut from = None;
+        let mut to = None;
+        let mut group = beacon_store::UsageGroup::Day;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_encoding::percent_decode_str(v)
+                .decode_utf8()
+                .map_err(|_| AdminError::field(k.to_string(), "must be UTF-8"))?;
+            match k {
+                "from" => from = Some(time_param("from", &v)?),
+                "to" => to = Some(time_param("to", &v)?),
+                "group_by" => {
+                    group = match v.as_ref() {
+                        "key" => beacon_store::UsageGroup::Key,
+                        "model" => beacon_store::UsageGroup::Model,
+                        "day" => beacon_store::UsageGroup::Day,
+                        _ => {
+                            return Err(AdminError::field(
+                                "group_by",
+                                "must be `key`, `model` or `day`",
+                            ))
+                        }
+                    }
+                }
+                other => {
+                    return Err(AdminError::field(
+                        other.to_string(),
+                        "unknown parameter: use from, to and group_by",
+                    ))
+                }
+            }
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let to = to.unwrap_or(now + 60);
+        let from = from.unwrap_or(to - 30 * 86_400);
+        if from > to {
+            return Err(AdminError::field("from", "must not be after `to`"));
+        }
+        Ok(Self { from, to, group })
+    }
+}
+
+/// Unix seconds, or a `YYYY-MM-DD` date (its UTC midnight).
+fn time_param(name: &str, v: &str) -> Result<i64, AdminError> {
+    if let Ok(secs) = v.parse::<i64>() {
+        if (0..=253_402_300_799).contains(&secs) {
+            return Ok(secs);
+        }
+    }
+    let date = || -> Option<i64> {
+        let mut it = v.splitn(3, '-');
+        let y: i64 = it.next()?.parse().ok()?;
+        let m: i64 = it.next()?.parse().ok()?;
+        let d: i64 = it.next()?.parse().ok()?;
+        if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+            return None;
+        }
+        // days-from-civil (Howard Hinnant).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let mp = if m > 2 { m - 3 } else { m + 9 };
+        let doy = (153 * mp + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        Some((era * 146_097 + doe - 719_468) * 86_400)
+    };
+    date().ok_or_else(|| {
+        AdminError::field(
+            name.to_string(),
+            "must be Unix seconds or a date as YYYY-MM-DD (UTC)",
+        )
+    })
+}
+
+fn usage_view(q: &UsageQuery, rows: &[(String, beacon_store::UsageCounts)]) -> Value {
+    let counts = |c: &beacon_store::UsageCounts| {
+        json!({
+            "requests": c.requests,
+            "input_tokens": c.input_tokens,
+            "output_tokens": c.output_tokens,
+            "cached_tokens": c.cached_tokens,
+            "reasoning_tokens": c.reasoning_tokens,
+            "cost_usd": c.cost_nanos as f64 / 1e9,
+            "cost_nanos": c.cost_nanos,
+            "errors": c.errors,
+        })
+    };
+    let mut total = beacon_store::UsageCounts::default();
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|(group, c)| {
+            total.requests += c.requests;
+            total.input_tokens += c.input_tokens;
+            total.output_tokens += c.output_tokens;
+            total.cached_tokens += c.cached_tokens;
+            total.reasoning_tokens += c.reasoning_tokens;
+            total.cost_nanos += c.cost_nanos;
+            total.errors += c.errors;
+            let mut v = counts(c);
+            v["group"] = group.clone().into();
+            v
+        })
+        .collect();
+    let group_by = match q.group {
+        beacon_store::UsageGroup::Key => "key",
+        beacon_store::UsageGroup::Model => "model",
+        beacon_store::UsageGroup::Day => "day",
+    };
+    json!({ "from": q.from, "to": q.to, "group_by": group_by, "data": data, "total": counts(&total) })
 }
 
 fn limits_view(

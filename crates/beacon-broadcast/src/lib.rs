@@ -23,6 +23,7 @@
 pub mod destination;
 pub mod error_event;
 pub mod ingress;
+pub mod ledger;
 pub mod pipeline;
 pub mod recent;
 pub mod record;

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::destination::{DestinationError, DestinationSpec};
 use crate::ingress::Queued;
+use crate::ledger::Ledger;
 use crate::recent::Recent;
 use crate::record_log::RecordLog;
 use crate::sampling;
@@ -208,6 +209,7 @@ pub struct PipelineControl {
     routes: Arc<ArcSwap<Routes>>,
     spawner: Arc<Spawner>,
     recent: Arc<Recent>,
+    ledger: Arc<Ledger>,
 }
 
 impl PipelineControl {
@@ -227,6 +229,11 @@ impl PipelineControl {
     /// The last records this node exported (the Recent completions view).
     pub fn recent(&self) -> &Recent {
         &self.recent
+    }
+
+    /// The usage rows counted since the last flush (SPEC §5.1).
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 }
 
@@ -301,10 +308,12 @@ pub(crate) fn spawn(
         spawner.routes(tenants, &HashMap::new())?,
     ));
     let recent = Arc::new(Recent::default());
+    let ledger = Arc::new(Ledger::default());
     let control = PipelineControl {
         routes: routes.clone(),
         spawner: spawner.clone(),
         recent: recent.clone(),
+        ledger: ledger.clone(),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
     let router = Router {
@@ -312,6 +321,7 @@ pub(crate) fn spawn(
         stats,
         warned: AtomicBool::new(false),
         recent,
+        ledger,
     };
     let task = runtime.spawn(run(config, rx, router, stop_rx, deadline_tx, spawner));
     Ok(PipelineHandle {
@@ -327,13 +337,15 @@ struct Router {
     stats: Arc<Stats>,
     warned: AtomicBool,
     recent: Arc<Recent>,
+    ledger: Arc<Ledger>,
 }
 
 impl Router {
     /// Fans a record out to its tenant's destinations, counting every destination it skips.
     fn route(&self, record: Queued) {
         let routes = self.routes.load();
-        // Tracked whether or not it goes anywhere: the view shows that too.
+        // Counted and tracked whether or not it goes anywhere.
+        self.ledger.add(&record.record);
         let entry = self.recent.track(&record.record);
         let Some(route) = routes.get(&record.tenant_id) else {
             return;

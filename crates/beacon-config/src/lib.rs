@@ -168,6 +168,8 @@ impl Default for AdminConfig {
 pub struct StoreConfig {
     /// `sqlite://path` or `postgres://...`.
     pub url: String,
+    /// Days of usage ledger kept (SPEC §5.1).
+    pub usage_retention_days: u32,
 }
 
 /// `[broadcast]`.

@@ -87,6 +87,7 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub url: Option<String>,
+    pub usage_retention_days: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -145,7 +145,21 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             "must start with sqlite:// or postgres://",
         ));
     }
-    let store = StoreConfig { url };
+    let usage_retention_days = match raw.store.usage_retention_days {
+        None => 90,
+        Some(d) if (1..=36_500).contains(&d) => d as u32,
+        Some(_) => {
+            errs.push(FieldError::new(
+                "store.usage_retention_days",
+                "must be a number of days from 1 to 36500",
+            ));
+            90
+        }
+    };
+    let store = StoreConfig {
+        url,
+        usage_retention_days,
+    };
 
     let broadcast = BroadcastConfig {
         allow_private_destinations: raw.broadcast.allow_private_destinations.unwrap_or(false),

@@ -75,7 +75,68 @@ const MIGRATIONS: &[&str] = &[
         updated_at BIGINT NOT NULL,
         PRIMARY KEY (scope, period)
     )",
+    // SPEC §5.1: the usage ledger, one row per minute, tenant, key and model; cost in
+    // billionths of a USD.
+    "CREATE TABLE IF NOT EXISTS usage_ledger (
+        minute BIGINT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        requests BIGINT NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cached_tokens BIGINT NOT NULL,
+        reasoning_tokens BIGINT NOT NULL,
+        cost_nanos BIGINT NOT NULL,
+        errors BIGINT NOT NULL,
+        PRIMARY KEY (tenant_id, minute, key_id, model)
+    )",
 ];
+
+/// One usage row as the store keeps it (SPEC §5.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageRow {
+    /// Minutes since the Unix epoch.
+    pub minute: i64,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Key id.
+    pub key_id: String,
+    /// Model as the client asked for it.
+    pub model: String,
+    /// The counts.
+    pub counts: UsageCounts,
+}
+
+/// The counts of usage rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageCounts {
+    /// Requests.
+    pub requests: i64,
+    /// Prompt tokens.
+    pub input_tokens: i64,
+    /// Completion tokens.
+    pub output_tokens: i64,
+    /// Cached prompt tokens.
+    pub cached_tokens: i64,
+    /// Reasoning tokens.
+    pub reasoning_tokens: i64,
+    /// Cost in billionths of a USD.
+    pub cost_nanos: i64,
+    /// Requests that did not end `ok`.
+    pub errors: i64,
+}
+
+/// How a usage report groups its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    /// By key id.
+    Key,
+    /// By model.
+    Model,
+    /// By UTC day (`YYYY-MM-DD`).
+    Day,
+}
 
 /// Counts added to, or read back from, one scope's period (SPEC §5.1). A delta may be
 /// negative (a token estimate corrected down).
@@ -522,6 +583,96 @@ impl Store {
         Ok(totals)
     }
 
+    /// Adds usage rows to the ledger, in one transaction.
+    pub async fn add_usage(&self, rows: &[UsageRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            let c = &r.counts;
+            sqlx::query(
+                "INSERT INTO usage_ledger (minute, tenant_id, key_id, model, requests, input_tokens, \
+                 output_tokens, cached_tokens, reasoning_tokens, cost_nanos, errors) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (tenant_id, minute, key_id, model) DO UPDATE SET \
+                 requests = usage_ledger.requests + excluded.requests, \
+                 input_tokens = usage_ledger.input_tokens + excluded.input_tokens, \
+                 output_tokens = usage_ledger.output_tokens + excluded.output_tokens, \
+                 cached_tokens = usage_ledger.cached_tokens + excluded.cached_tokens, \
+                 reasoning_tokens = usage_ledger.reasoning_tokens + excluded.reasoning_tokens, \
+                 cost_nanos = usage_ledger.cost_nanos + excluded.cost_nanos, \
+                 errors = usage_ledger.errors + excluded.errors",
+            )
+            .bind(r.minute)
+            .bind(&r.tenant_id)
+            .bind(&r.key_id)
+            .bind(&r.model)
+            .bind(c.requests)
+            .bind(c.input_tokens)
+            .bind(c.output_tokens)
+            .bind(c.cached_tokens)
+            .bind(c.reasoning_tokens)
+            .bind(c.cost_nanos)
+            .bind(c.errors)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A tenant's usage from minute `from` (inclusive) to minute `to` (exclusive), grouped;
+    /// groups in ascending order.
+    pub async fn usage(
+        &self,
+        tenant: &str,
+        from: i64,
+        to: i64,
+        group: UsageGroup,
+    ) -> Result<Vec<(String, UsageCounts)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT minute, key_id, model, requests, input_tokens, output_tokens, cached_tokens, \
+             reasoning_tokens, cost_nanos, errors FROM usage_ledger \
+             WHERE tenant_id = $1 AND minute >= $2 AND minute < $3",
+        )
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        // Grouped here, not in SQL: the day of a minute is computed the same way for SQLite
+        // and PostgreSQL.
+        let mut groups: BTreeMap<String, UsageCounts> = BTreeMap::new();
+        for r in &rows {
+            let minute: i64 = r.try_get(0)?;
+            let name = match group {
+                UsageGroup::Key => r.try_get::<String, _>(1)?,
+                UsageGroup::Model => r.try_get::<String, _>(2)?,
+                UsageGroup::Day => utc_date(minute.div_euclid(1440)),
+            };
+            let g = groups.entry(name).or_default();
+            g.requests += r.try_get::<i64, _>(3)?;
+            g.input_tokens += r.try_get::<i64, _>(4)?;
+            g.output_tokens += r.try_get::<i64, _>(5)?;
+            g.cached_tokens += r.try_get::<i64, _>(6)?;
+            g.reasoning_tokens += r.try_get::<i64, _>(7)?;
+            g.cost_nanos += r.try_get::<i64, _>(8)?;
+            g.errors += r.try_get::<i64, _>(9)?;
+        }
+        Ok(groups.into_iter().collect())
+    }
+
+    /// Removes usage rows older than `retention_days`; returns how many went.
+    pub async fn prune_usage(&self, retention_days: u32) -> Result<u64, StoreError> {
+        let cutoff = now() / 60 - i64::from(retention_days) * 1440;
+        let done = sqlx::query("DELETE FROM usage_ledger WHERE minute < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Removes counters no limit reads any more: minutes older than a day, days and months
     /// untouched for 62 days. Returns how many rows went.
     pub async fn prune_counters(&self) -> Result<u64, StoreError> {
@@ -931,4 +1082,19 @@ fn stored_limits(text: &str) -> Limits {
             tracing::warn!(limits = text, "stored limits cannot be read; not enforced");
             Limits::default()
         })
+}
+
+/// `YYYY-MM-DD` of a day index since the Unix epoch (UTC).
+pub fn utc_date(days: i64) -> String {
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }

@@ -14,6 +14,7 @@ use std::io::Write as _;
 mod admin_cli;
 mod demo;
 mod first_run;
+mod ledger_flush;
 mod limits_sync;
 mod tenants;
 mod workers;
@@ -237,6 +238,13 @@ async fn serve(mut config: Config, demo: Option<demo::Running>) -> Result<(), St
     let metrics = beacon_proxy::metrics::Metrics::new(&stats);
     let directory = Arc::new(Directory::with_tenants(&tenants_now));
     let limits_sync = limits_sync::spawn(directory.clone(), store.clone());
+    let ledger = pipeline.control().ledger().clone();
+    let ledger_store = store.clone();
+    let ledger_task = ledger_flush::spawn(
+        ledger.clone(),
+        store.clone(),
+        config.store.usage_retention_days,
+    );
     let reloader = Arc::new(tenants::Reloader::new(
         store.clone(),
         config.tenants.clone(),
@@ -331,6 +339,7 @@ async fn serve(mut config: Config, demo: Option<demo::Running>) -> Result<(), St
     .await;
     reload.abort();
     limits_sync.abort();
+    ledger_task.abort();
     // Records whose large token estimate is still running are submitted before the queue
     // closes (bounded by the broadcast shutdown deadline).
     let deadline = config.broadcast.shutdown_deadline;
@@ -345,6 +354,10 @@ async fn serve(mut config: Config, demo: Option<demo::Running>) -> Result<(), St
         .shutdown()
         .await
         .map_err(|e| format!("the broadcast pipeline failed at shutdown: {e}"))?;
+    // Every record the pipeline took in is counted: the last rows go to the store now.
+    if let Err(e) = ledger_flush::flush(&ledger, &ledger_store).await {
+        tracing::warn!(error = %e, "the usage ledger's last rows could not be written");
+    }
     if let Some(d) = &demo {
         use std::sync::atomic::Ordering;
         tracing::info!(
