@@ -178,6 +178,33 @@ test("Settings › Observability: enable broadcast, test, save, and watch export
     await page.locator('#recent-detail section[data-destination="Sentry production"] details[data-span="chat mock/echo"]').waitFor();
     await page.locator("#recent-detail").getByText("gen_ai.usage.input_tokens").first().waitFor();
     await audit(page, "recent completions");
+
+    // Usage: the completion in the ledger (written every 2 s), the chart, top keys; then a
+    // limit set on the key through the editor.
+    let keyRow = null;
+    for (let i = 0; i < 40 && !keyRow; i++) {
+      await page.getByRole("link", { name: "Recent completions" }).click();
+      await page.getByRole("link", { name: "Usage" }).click();
+      await page.getByRole("heading", { name: "Usage" }).waitFor();
+      if (await page.locator("#top-keys-body tr[data-group]").count() > 0) keyRow = page.locator("#top-keys-body tr[data-group]").first();
+      else await page.waitForTimeout(500);
+    }
+    assert.ok(keyRow, "the completion reached the usage ledger");
+    const keyId = await keyRow.getAttribute("data-group");
+    assert.match(keyId, /^key_[0-9a-f]{12}$/);
+    assert.ok(await page.locator("svg.chart rect.bar").count() === 30, "30 days of bars");
+    await page.locator("#top-models-body tr[data-group=\"mock/echo\"]").waitFor();
+    await page.getByLabel("Limits of").selectOption(keyId);
+    await page.getByLabel("Requests per minute").fill("-1");
+    await page.getByRole("button", { name: "Save limits" }).click();
+    await page.locator("#limits-error").filter({ hasText: "requests_per_minute" }).waitFor();
+    await page.getByLabel("Requests per minute").fill("100");
+    await page.getByLabel("USD per day (UTC)").fill("2.5");
+    await page.getByRole("button", { name: "Save limits" }).click();
+    await page.locator(`#limits-body tr[data-key="${keyId}"]`).getByText("requests_per_minute = 100").waitFor();
+    await page.locator(`#limits-body tr[data-key="${keyId}"]`).getByText("/ 100").waitFor();
+    await audit(page, "usage");
+    await shot(page, "08-usage");
     await page.getByRole("link", { name: "Settings › Observability" }).click();
     await page.getByRole("heading", { name: "Observability" }).waitFor();
 

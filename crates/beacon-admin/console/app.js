@@ -165,8 +165,8 @@ function renderHeader() {
 function route() {
   if (!state.session) return;
   stopRefresh();
-  const page = { "#/keys": "keys", "#/recent": "recent" }[location.hash] || "observability";
-  for (const id of ["observability", "recent", "keys"]) {
+  const page = { "#/keys": "keys", "#/recent": "recent", "#/usage": "usage" }[location.hash] || "observability";
+  for (const id of ["observability", "recent", "usage", "keys"]) {
     const link = $(`nav-${id}`);
     if (id === page) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -179,6 +179,7 @@ function route() {
   }
   if (page === "keys") renderKeys();
   else if (page === "recent") renderRecent();
+  else if (page === "usage") renderUsage();
   else renderObservability();
 }
 
@@ -695,6 +696,181 @@ async function showCompletion(requestId) {
         : h("p", { class: "muted" }, d.spans?.omitted || (d.state === "exported" ? "Spans not kept." : "Nothing was exported to this destination.")))));
   panel.querySelector("details")?.setAttribute("open", "");
   $("detail-title").scrollIntoView({ block: "nearest" });
+}
+
+// ---------------------------------------------------------------- usage and limits
+
+const LIMIT_FIELDS = [
+  ["requests_per_minute", "Requests per minute"],
+  ["tokens_per_minute", "Tokens per minute"],
+  ["concurrent_requests", "Concurrent requests"],
+  ["usd_per_day", "USD per day (UTC)"],
+  ["usd_per_month", "USD per month (UTC)"],
+];
+
+function dayString(d) {
+  return d.toISOString().slice(0, 10);
+}
+
+function money(usd) {
+  return usd < 0.01 && usd > 0 ? `$${usd.toPrecision(3)}` : `$${usd.toFixed(2)}`;
+}
+
+/** Spend per day as an SVG bar chart (attributes only: the page's CSP allows no inline style). */
+function spendChart(days, rows) {
+  const byDay = Object.fromEntries(rows.map((r) => [r.group, r.cost_usd]));
+  const values = days.map((d) => byDay[d] || 0);
+  const max = Math.max(...values, 1e-9);
+  const W = 720, H = 160, pad = 24, bw = (W - pad) / days.length;
+  const svgNS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(svgNS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H + 24}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("aria-label", `Spend per day, ${days[0]} to ${days[days.length - 1]}: total ${money(values.reduce((a, b) => a + b, 0))}`);
+  days.forEach((d, i) => {
+    const h = Math.round((values[i] / max) * H);
+    const rect = document.createElementNS(svgNS, "rect");
+    rect.setAttribute("x", String(pad + i * bw + 2));
+    rect.setAttribute("y", String(H - h));
+    rect.setAttribute("width", String(Math.max(bw - 4, 1)));
+    rect.setAttribute("height", String(Math.max(h, values[i] > 0 ? 1 : 0)));
+    rect.setAttribute("class", "bar");
+    rect.setAttribute("data-day", d);
+    const title = document.createElementNS(svgNS, "title");
+    title.textContent = `${d}: ${money(values[i])}`;
+    rect.append(title);
+    svg.append(rect);
+    if (i % Math.ceil(days.length / 7) === 0) {
+      const t = document.createElementNS(svgNS, "text");
+      t.setAttribute("x", String(pad + i * bw + 2));
+      t.setAttribute("y", String(H + 16));
+      t.setAttribute("class", "axis");
+      t.textContent = d.slice(5);
+      svg.append(t);
+    }
+  });
+  return svg;
+}
+
+function usageTable(id, title, rows, label) {
+  const sorted = [...rows].sort((a, b) => b.cost_usd - a.cost_usd || b.requests - a.requests).slice(0, 10);
+  return h("section", { class: "card", "aria-labelledby": `${id}-title` },
+    h("h2", { id: `${id}-title` }, title),
+    h("table", { "aria-labelledby": `${id}-title` },
+      h("thead", {}, h("tr", {}, [label, "Requests", "Tokens in / out", "Errors", "Spend"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", { id: `${id}-body` }, sorted.length ? sorted.map((r) => h("tr", { "data-group": r.group },
+        h("th", { scope: "row" }, h("code", {}, r.group)),
+        h("td", { class: "num" }, String(r.requests)),
+        h("td", { class: "num" }, `${r.input_tokens} / ${r.output_tokens}`),
+        h("td", { class: "num" }, String(r.errors)),
+        h("td", { class: "num" }, money(r.cost_usd)))) : h("tr", {}, h("td", { colspan: 5, class: "empty" }, "No usage in this period.")))));
+}
+
+/** "used / limit (pct)" with a meter, or "no limit". */
+function closeness(used, limit, fmt = String) {
+  if (limit === undefined || limit === null) return h("span", { class: "muted" }, "no limit");
+  const pct = limit > 0 ? Math.min(100, Math.round((used / limit) * 100)) : 100;
+  return h("span", { class: pct >= 90 ? "bad" : pct >= 70 ? "warn" : "ok" },
+    h("meter", { min: "0", max: "100", value: String(pct), "aria-label": `${pct} % of the limit` }),
+    ` ${fmt(used)} / ${fmt(limit)} (${pct} %)`);
+}
+
+async function renderUsage() {
+  const main = $("main");
+  const days = [];
+  const today = new Date();
+  for (let i = 29; i >= 0; i--) days.push(dayString(new Date(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate() - i))));
+  const from = Math.floor(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate() - 29) / 1000);
+  let byDay, byKey, byModel, todayByKey, minuteByKey, limits, keys;
+  try {
+    const startOfDay = Math.floor(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate()) / 1000);
+    [byDay, byKey, byModel, todayByKey, minuteByKey, limits, keys] = await Promise.all([
+      api("GET", tenantPath(`/usage?group_by=day&from=${from}`)),
+      api("GET", tenantPath(`/usage?group_by=key&from=${from}`)),
+      api("GET", tenantPath(`/usage?group_by=model&from=${from}`)),
+      api("GET", tenantPath(`/usage?group_by=key&from=${startOfDay}`)),
+      api("GET", tenantPath(`/usage?group_by=key&from=${Math.floor(Date.now() / 1000) - 60}`)),
+      api("GET", tenantPath("/limits")),
+      api("GET", tenantPath("/keys")),
+    ]);
+  } catch (err) {
+    main.replaceChildren(h("p", { class: "error", role: "alert" }, `Could not load usage: ${err.message}`));
+    return;
+  }
+  const today_ = Object.fromEntries(todayByKey.data.map((r) => [r.group, r]));
+  const minute = Object.fromEntries(minuteByKey.data.map((r) => [r.group, r]));
+  const limitRows = keys.data.filter((k) => !k.revoked_at).map((k) => {
+    const l = limits.keys[k.id] || {};
+    return h("tr", { "data-key": k.id },
+      h("th", { scope: "row" }, k.name, " ", h("code", { class: "small" }, k.id)),
+      h("td", { class: "small" }, closeness(minute[k.id]?.requests || 0, l.requests_per_minute)),
+      h("td", { class: "small" }, closeness(today_[k.id]?.cost_usd || 0, l.usd_per_day, money)),
+      h("td", { class: "small" }, Object.keys(l).length ? Object.entries(l).map(([f, v]) => `${f} = ${v}`).join(", ") : h("span", { class: "muted" }, "none")));
+  });
+  main.replaceChildren(
+    h("h1", { tabindex: "-1", id: "page-title" }, "Usage"),
+    h("p", { class: "lede" }, `Spend, tokens and requests of this tenant over the last 30 days (UTC), from every node's usage ledger, and each key's limits with how close it is now. Total: ${money(byDay.total.cost_usd)} over ${byDay.total.requests} requests.`),
+    h("section", { class: "card", "aria-labelledby": "spend-title" },
+      h("h2", { id: "spend-title" }, "Spend per day"), spendChart(days, byDay.data)),
+    h("div", { class: "two" },
+      usageTable("top-keys", "Top keys", byKey.data, "Key"),
+      usageTable("top-models", "Top models", byModel.data, "Model")),
+    h("section", { class: "card", "aria-labelledby": "limits-title" },
+      h("h2", { id: "limits-title" }, "Limits"),
+      h("p", { class: "help" }, "Tenant limits: ",
+        Object.keys(limits.tenant).length ? Object.entries(limits.tenant).map(([f, v]) => `${f} = ${v}`).join(", ") : "none",
+        state.session.role === "operator" ? "" : " (set by the operator)"),
+      h("table", { "aria-labelledby": "limits-title" },
+        h("thead", {}, h("tr", {}, ["Key", "Requests in the last minute", "Spend today", "Limits"].map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", { id: "limits-body" }, limitRows.length ? limitRows : h("tr", {}, h("td", { colspan: 4, class: "empty" }, "No active keys."))))),
+    limitsEditor(keys.data.filter((k) => !k.revoked_at), limits));
+}
+
+function limitsEditor(keys, limits) {
+  const target = h("select", { id: "limits-target" },
+    state.session.role === "operator" ? h("option", { value: "" }, "The whole tenant") : null,
+    keys.map((k) => h("option", { value: k.id }, `Key ${k.name} (${k.id})`)));
+  const inputs = Object.fromEntries(LIMIT_FIELDS.map(([f]) => [f, h("input", { id: `limit-${f}`, type: "number", min: "0", step: f.startsWith("usd") ? "0.01" : "1", inputmode: "decimal" })]));
+  const error = h("p", { class: "error", role: "alert", id: "limits-error" });
+  const fill = () => {
+    const current = target.value ? limits.keys[target.value] || {} : limits.tenant;
+    for (const [f] of LIMIT_FIELDS) inputs[f].value = current[f] ?? "";
+  };
+  target.addEventListener("change", fill);
+  // Validated here, with the field named in the message, not by the browser's bubbles.
+  const form = h("form", { "aria-labelledby": "editor-title", novalidate: true },
+    h("div", { class: "field" }, h("label", { for: "limits-target" }, "Limits of"), target),
+    h("div", { class: "grid" }, LIMIT_FIELDS.map(([f, label]) => h("div", { class: "field" }, h("label", { for: `limit-${f}` }, label), inputs[f]))),
+    h("p", { class: "help" }, "Leave a field empty for no limit. Over a limit, requests get 429 (rate_limit_exceeded or budget_exceeded) until it frees up."),
+    error,
+    h("button", { type: "submit", class: "primary", id: "save-limits" }, "Save limits"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    error.textContent = "";
+    const body = {};
+    for (const [f] of LIMIT_FIELDS) {
+      const v = inputs[f].value.trim();
+      if (v === "") continue;
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 0 || (!f.startsWith("usd") && !Number.isInteger(n))) {
+        error.textContent = `${f}: ${f.startsWith("usd") ? "a number of USD, 0 or more" : "a whole number, 0 or more"}.`;
+        inputs[f].focus();
+        return;
+      }
+      body[f] = n;
+    }
+    try {
+      const path = target.value ? `/keys/${encodeURIComponent(target.value)}/limits` : "/limits";
+      await api("PUT", tenantPath(path), body);
+      toast("Limits saved: in force on every node within a second");
+      await renderUsage();
+    } catch (err) {
+      error.textContent = err.message;
+    }
+  });
+  fill();
+  return h("section", { class: "card", "aria-labelledby": "editor-title" }, h("h2", { id: "editor-title" }, "Edit limits"), form);
 }
 
 // ---------------------------------------------------------------- keys
