@@ -457,14 +457,7 @@ fn time_param(name: &str, v: &str) -> Result<i64, AdminError> {
         if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
             return None;
         }
-        // days-from-civil (Howard Hinnant).
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y.rem_euclid(400);
-        let mp = if m > 2 { m - 3 } else { m + 9 };
-        let doy = (153 * mp + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        Some((era * 146_097 + doe - 719_468) * 86_400)
+        Some(beacon_config::calendar::days_from_civil(y, m as u32, d as u32) * 86_400)
     };
     date().ok_or_else(|| {
         AdminError::field(

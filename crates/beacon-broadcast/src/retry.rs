@@ -116,17 +116,10 @@ fn httpdate(v: &str) -> Option<std::time::SystemTime> {
     let [h, m, s] = hms.as_slice() else {
         return None;
     };
-    // Days since the epoch (civil-from-days inverse, Howard Hinnant's algorithm).
-    let (y, mo) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * mo + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    if !(1..=31).contains(&day) {
+        return None;
+    }
+    let days = beacon_config::calendar::days_from_civil(year, month as u32, day as u32);
     let secs = days * 86_400 + h * 3600 + m * 60 + s;
     Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
 }

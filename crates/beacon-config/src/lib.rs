@@ -9,6 +9,7 @@
 //! The validated [`Config`] is immutable; the proxy and the broadcast pipeline read it
 //! (through their own runtime snapshots) and never see the raw strings.
 
+pub mod calendar;
 mod env;
 pub mod limits;
 mod raw;

@@ -649,7 +649,7 @@ impl Store {
             let name = match group {
                 UsageGroup::Key => r.try_get::<String, _>(1)?,
                 UsageGroup::Model => r.try_get::<String, _>(2)?,
-                UsageGroup::Day => utc_date(minute.div_euclid(1440)),
+                UsageGroup::Day => beacon_config::calendar::date(minute.div_euclid(1440)),
             };
             let g = groups.entry(name).or_default();
             g.requests += r.try_get::<i64, _>(3)?;
@@ -1082,19 +1082,4 @@ fn stored_limits(text: &str) -> Limits {
             tracing::warn!(limits = text, "stored limits cannot be read; not enforced");
             Limits::default()
         })
-}
-
-/// `YYYY-MM-DD` of a day index since the Unix epoch (UTC).
-pub fn utc_date(days: i64) -> String {
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }

@@ -27,31 +27,16 @@ pub fn month(now_ms: u64) -> u64 {
     (y - 1970) * 12 + (m - 1)
 }
 
-/// (year, month 1–12, day 1–31) of a day index — Howard Hinnant's civil-from-days.
+/// (year, month 1–12, day 1–31) of a day index.
 pub fn civil(days: u64) -> (u64, u64, u64) {
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y as u64, m as u64, d as u64)
+    let (y, m, d) = beacon_config::calendar::civil(days as i64);
+    (y as u64, u64::from(m), u64::from(d))
 }
 
 /// Day index of the first day of a month index.
 pub fn month_start_day(month: u64) -> u64 {
-    let (y, m) = (1970 + month / 12, month % 12 + 1);
-    // days-from-civil
-    let y = if m <= 2 { y as i64 - 1 } else { y as i64 };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m as i64 - 3 } else { m as i64 + 9 };
-    let doy = (153 * mp + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe - 719_468) as u64
+    beacon_config::calendar::days_from_civil(1970 + (month / 12) as i64, (month % 12) as u32 + 1, 1)
+        as u64
 }
 
 /// Seconds from `now_ms` to the next UTC midnight (at least 1).
