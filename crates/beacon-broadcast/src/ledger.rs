@@ -89,10 +89,53 @@ pub fn cost_nanos(usd: rust_decimal::Decimal) -> i64 {
         .unwrap_or(0)
 }
 
-/// Rows counted since the last flush.
+/// Rows counted since the last flush, found by a hash of the key's parts so that counting a
+/// record into an existing row allocates nothing.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    rows: Mutex<HashMap<LedgerKey, LedgerRow>>,
+    rows: Mutex<Rows>,
+}
+
+#[derive(Debug, Default)]
+struct Rows {
+    by_hash: HashMap<u64, Vec<(LedgerKey, LedgerRow)>>,
+    len: usize,
+    /// One seeded hasher for the life of the map.
+    state: std::collections::hash_map::RandomState,
+}
+
+impl Rows {
+    fn hash(&self, minute: i64, tenant: &str, key_id: &str, model: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.state.hash_one((minute, tenant, key_id, model))
+    }
+
+    /// Adds `row` to the row of these parts, creating it (or, past [`MAX_ROWS`], adding to
+    /// the `(other)` row) when there is none.
+    fn add(&mut self, minute: i64, tenant: &str, key_id: &str, model: &str, row: &LedgerRow) {
+        let h = self.hash(minute, tenant, key_id, model);
+        if let Some(bucket) = self.by_hash.get_mut(&h) {
+            if let Some((_, r)) = bucket.iter_mut().find(|(k, _)| {
+                k.minute == minute && k.tenant == tenant && k.key_id == key_id && k.model == model
+            }) {
+                r.add(row);
+                return;
+            }
+        }
+        if self.len >= MAX_ROWS && model != OTHER_MODEL {
+            return self.add(minute, tenant, key_id, OTHER_MODEL, row);
+        }
+        self.len += 1;
+        self.by_hash.entry(h).or_default().push((
+            LedgerKey {
+                minute,
+                tenant: tenant.to_string(),
+                key_id: key_id.to_string(),
+                model: model.to_string(),
+            },
+            *row,
+        ));
+    }
 }
 
 impl Ledger {
@@ -101,12 +144,6 @@ impl Ledger {
         let row = LedgerRow::of(record);
         let minute =
             i64::try_from(record.timings.received_unix_nanos / 60_000_000_000).unwrap_or(i64::MAX);
-        let mut rows = match self.rows.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        // The common case, a row that exists: found by borrowed parts, nothing allocated
-        // beyond the key's own strings on a miss.
         let mut model = record.requested_model.as_str();
         if model.len() > MAX_MODEL_BYTES {
             let mut cut = MAX_MODEL_BYTES;
@@ -115,25 +152,11 @@ impl Ledger {
             }
             model = &model[..cut];
         }
-        let key = LedgerKey {
-            minute,
-            tenant: record.tenant_id.clone(),
-            key_id: record.key_id.clone(),
-            model: model.to_string(),
+        let mut rows = match self.rows.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
         };
-        if let Some(r) = rows.get_mut(&key) {
-            r.add(&row);
-            return;
-        }
-        let key = if rows.len() >= MAX_ROWS {
-            LedgerKey {
-                model: OTHER_MODEL.to_string(),
-                ..key
-            }
-        } else {
-            key
-        };
-        rows.entry(key).or_default().add(&row);
+        rows.add(minute, &record.tenant_id, &record.key_id, model, &row);
     }
 
     /// Takes every row counted so far.
@@ -142,7 +165,11 @@ impl Ledger {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        std::mem::take(&mut *rows).into_iter().collect()
+        rows.len = 0;
+        std::mem::take(&mut rows.by_hash)
+            .into_values()
+            .flatten()
+            .collect()
     }
 
     /// Puts back rows a flush could not write, to be written with the next (merged with
@@ -152,20 +179,8 @@ impl Ledger {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        for (key, row) in back {
-            if let Some(r) = rows.get_mut(&key) {
-                r.add(&row);
-                continue;
-            }
-            let key = if rows.len() >= MAX_ROWS {
-                LedgerKey {
-                    model: OTHER_MODEL.to_string(),
-                    ..key
-                }
-            } else {
-                key
-            };
-            rows.entry(key).or_default().add(&row);
+        for (k, row) in back {
+            rows.add(k.minute, &k.tenant, &k.key_id, &k.model, &row);
         }
     }
 }
