@@ -47,13 +47,18 @@ async function audit(page, what) {
     `accessibility violations on ${what}`);
 }
 
-test("Settings › Observability: enable broadcast, test, save, and watch exports rise", async () => {
-  const browser = await chromium.launch({
+/** Debian's Chromium, headless. */
+function launch() {
+  return chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
+}
+
+test("Settings › Observability: enable broadcast, test, save, and watch exports rise", async () => {
+  const browser = await launch();
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     const page = await context.newPage();
@@ -271,12 +276,7 @@ test("Settings › Observability: enable broadcast, test, save, and watch export
 });
 
 test("beacon demo: the first-run block, and a completion in Recent completions", async () => {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch();
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     const page = await context.newPage();

@@ -136,18 +136,7 @@ fn reply_to(last_user: &str) -> String {
 }
 
 fn id(prefix: &str) -> String {
-    format!("{prefix}{:016x}", rand_u64())
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+    format!("{prefix}{:016x}", super::random())
 }
 
 fn now_secs() -> u64 {

@@ -118,7 +118,8 @@ fn toml_string(s: &str) -> String {
     out
 }
 
-fn random() -> u64 {
+/// A random 64-bit number (ids and the demo key; not a secret beyond this machine's demo).
+pub(crate) fn random() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
