@@ -156,6 +156,19 @@ http {{
     return proc
 
 
+# The response headers OpenAI's API sends with a chat completion (its API reference, "Rate
+# limits" and "Debugging requests"): what Beacon relays (the x-ratelimit-* family, the
+# processing time, the request id) and what it drops. The `/openai/` stub answers with them.
+OPENAI_HEADERS = "".join(f"\n            add_header {k} {v} always;" for k, v in (
+    ("openai-organization", "org-benchmark"), ("openai-processing-ms", "412"),
+    ("openai-version", "2020-10-01"), ("x-request-id", "req_0123456789abcdef0123456789abcdef"),
+    ("x-ratelimit-limit-requests", "10000"), ("x-ratelimit-limit-tokens", "30000000"),
+    ("x-ratelimit-remaining-requests", "9999"), ("x-ratelimit-remaining-tokens", "29999986"),
+    ("x-ratelimit-reset-requests", "6ms"), ("x-ratelimit-reset-tokens", "0s"),
+    ("strict-transport-security", "max-age=31536000"), ("cf-cache-status", "DYNAMIC"),
+))
+
+
 def stub_block(tmp, port):
     # The long streams are files: a POST to a static file is a 405, which error_page turns
     # into an internal GET of the file (nginx's static module serves no POST).
@@ -172,6 +185,8 @@ def stub_block(tmp, port):
     server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
         location = /v1/chat/completions {{ default_type application/json; return 200 '{nginx_quote(COMPLETION)}'; }}
+        location = /openai/v1/chat/completions {{ default_type application/json;{OPENAI_HEADERS}
+                                                  return 200 '{nginx_quote(COMPLETION)}'; }}
         location = /sse/v1/chat/completions {{ default_type text/event-stream; return 200 '{nginx_quote(SSE)}'; }}
         location = /api/1/integration/otlp/v1/traces {{ default_type application/x-protobuf; return 200 ''; }}{files}
     }}"""
@@ -653,14 +668,22 @@ if __name__ == "__main__":
     main()
 
 
-def callgrind_instructions(start, binary, tmp, path, body, n, tag):
+def callgrind_instructions(start, binary, tmp, path, body, n, tag, per_thread=False):
     """Instructions (all threads, callgrind) of a Beacon started by `start(name, binary)`
-    -> (proc, port) serving `n` sequential POSTs of `body` (bytes or str) to `path`."""
+    -> (proc, port) serving `n` sequential POSTs of `body` (bytes or str) to `path`.
+
+    With `per_thread`, each thread's instructions, largest first: sequential requests on one
+    connection are served by one proxy worker (the first), and exported by the export
+    thread (the second); the main runtime's timers (store syncs, ledger writes, snapshot
+    reloads) and the store's own threads run per second, not per request, and the export
+    thread's batches vary with timing, so the serving worker's count is the steadiest
+    measure of what the request path costs."""
     import glob as _glob
     import http.client as _http
     out = tmp / f"cg-{tag}"
     wrapper = tmp / f"wrap-{tag}.sh"
-    wrapper.write_text(f"#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={out}.%p {binary} \"$@\"\n")
+    separate = " --separate-threads=yes" if per_thread else ""
+    wrapper.write_text(f"#!/bin/sh\nexec valgrind --tool=callgrind{separate} --callgrind-out-file={out}.%p {binary} \"$@\"\n")
     wrapper.chmod(0o755)
     proc, port = start(f"cg{tag}", str(wrapper))
     time.sleep(2)
@@ -671,6 +694,13 @@ def callgrind_instructions(start, binary, tmp, path, body, n, tag):
         r = c.getresponse(); r.read(); assert r.status == 200, r.status
     time.sleep(2)
     proc.terminate(); proc.wait(timeout=120)
+    if per_thread:
+        counts = []
+        for f in _glob.glob(f"{out}.*"):
+            with open(f, errors="replace") as fh:
+                counts.append(next((int(line.split()[1]) for line in fh
+                                    if line.startswith(("summary:", "totals:"))), 0))
+        return sorted(counts, reverse=True)
     total = 0
     for f in _glob.glob(f"{out}.*"):
         for line in open(f):

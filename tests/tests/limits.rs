@@ -406,5 +406,15 @@ async fn the_usage_report_totals_equal_the_sum_of_the_records() {
         assert_eq!(status, 400, "{query}: {v}");
         assert!(v.to_string().contains(field), "{query}: {v}");
     }
+    // The ledger and the limit counters reach the store in periodic batches, counted: a
+    // write is a transaction, not a request (12 requests here, a write or two).
+    let m = beacon_e2e::metrics(beacon.addr).await;
+    let ledger_writes = m[r#"beacon_store_writes_total{what="usage_ledger",result="ok"}"#];
+    let ledger_rows = m[r#"beacon_store_rows_written_total{what="usage_ledger"}"#];
+    assert!((1.0..=3.0).contains(&ledger_writes), "{ledger_writes}");
+    // One row per minute, key and model: three models, in one or two minutes.
+    assert!((3.0..=6.0).contains(&ledger_rows), "{ledger_rows}");
+    assert!(m[r#"beacon_store_writes_total{what="limit_counters",result="ok"}"#] >= 1.0);
+    assert!(!m.contains_key(r#"beacon_store_writes_total{what="usage_ledger",result="error"}"#));
     let _ = upstream;
 }

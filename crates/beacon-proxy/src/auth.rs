@@ -61,12 +61,7 @@ impl Snapshot {
     pub fn with_limits(tenants: &[TenantConfig], limiter: Option<&Limiter>) -> Self {
         let limited = |limits: &beacon_config::Limits, scope: String| {
             let limiter = limiter?;
-            (!limits.is_empty()).then(|| {
-                Arc::new(Limited {
-                    limits: *limits,
-                    scope: limiter.scope(scope),
-                })
-            })
+            (!limits.is_empty()).then(|| Arc::new(Limited::new(*limits, limiter.scope(scope))))
         };
         let mut keys = HashMap::new();
         for t in tenants {

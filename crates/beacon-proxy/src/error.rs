@@ -261,6 +261,12 @@ pub fn error_body(
     Bytes::from(v.to_string())
 }
 
+/// Headers a response is made room for at once: Beacon's own (content type, request id,
+/// attempts, provider), what an OpenAI upstream relays (six `x-ratelimit-*`, its request id,
+/// `openai-processing-ms`), which a limited key's own rate headers replace — so a map
+/// never grows (and moves its entries) while a response is being made.
+pub const RESPONSE_HEADERS: usize = 12;
+
 /// A JSON response with the standard headers.
 pub fn json_response(
     status: StatusCode,
@@ -270,6 +276,7 @@ pub fn json_response(
     let mut resp = http::Response::new(ProxyBody::full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
+    *h = http::HeaderMap::with_capacity(RESPONSE_HEADERS);
     h.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

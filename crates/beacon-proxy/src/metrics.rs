@@ -73,6 +73,17 @@ struct ProviderLabels {
     provider: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StoreWriteLabels {
+    what: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WhatLabels {
+    what: &'static str,
+}
+
 /// An interned, escaped label value: building a label set clones a pointer, not a string.
 type Label = LabelValue;
 
@@ -106,6 +117,8 @@ pub struct Metrics {
     failovers: Family<ReasonLabels, Counter>,
     cooldowns: Family<ProviderLabels, Counter>,
     cooling: Family<ProviderLabels, Gauge>,
+    store_writes: Family<StoreWriteLabels, Counter>,
+    store_rows: Family<WhatLabels, Counter>,
     models: Mutex<HashMap<String, Label>>,
     tenants: Mutex<HashMap<String, Label>>,
 }
@@ -206,8 +219,22 @@ impl Metrics {
             "Targets (provider/model) cooling down now, by provider",
             cooling.clone(),
         );
+        let store_writes = Family::<StoreWriteLabels, Counter>::default();
+        let store_rows = Family::<WhatLabels, Counter>::default();
+        registry.register(
+            "beacon_store_writes",
+            "Periodic writes to the store off the request path (what: usage_ledger every 2 s, limit_counters every 1 s), by result; each is one transaction",
+            store_writes.clone(),
+        );
+        registry.register(
+            "beacon_store_rows_written",
+            "Rows those writes added to (usage ledger rows, limit counter rows), by what",
+            store_rows.clone(),
+        );
         broadcast.register(&mut registry);
         Arc::new(Self {
+            store_writes,
+            store_rows,
             attempts,
             failovers,
             cooldowns,
@@ -368,6 +395,21 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .clone()
+    }
+
+    /// A periodic store write of `what` (`usage_ledger`, `limit_counters`) ended: `Ok(rows)`
+    /// or an error.
+    pub fn observe_store_write(&self, what: &'static str, result: Result<usize, ()>) {
+        let labels = StoreWriteLabels {
+            what,
+            result: if result.is_ok() { "ok" } else { "error" },
+        };
+        self.store_writes.get_or_create(&labels).inc();
+        if let Ok(rows) = result {
+            self.store_rows
+                .get_or_create(&WhatLabels { what })
+                .inc_by(rows as u64);
+        }
     }
 
     /// A failed attempt was followed by another.

@@ -120,6 +120,11 @@ pub fn describe_error(e: &hyper_util::client::legacy::Error) -> String {
     text.chars().take(300).collect()
 }
 
+/// OpenAI's `x-ratelimit-*` rate headers (a limited key's responses carry its own instead).
+pub fn is_openai_rate_header(name: &http::HeaderName) -> bool {
+    name.as_str().starts_with("x-ratelimit-")
+}
+
 /// Upstream response headers worth passing to the client (rate limits, the upstream's id).
 pub fn passthrough_header(name: &http::HeaderName) -> bool {
     let n = name.as_str();

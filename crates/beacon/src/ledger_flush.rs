@@ -50,6 +50,7 @@ pub fn spawn(
     ledger: Arc<Ledger>,
     store: Store,
     retention_days: u32,
+    metrics: Arc<beacon_proxy::metrics::Metrics>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(FLUSH_INTERVAL);
@@ -69,7 +70,13 @@ pub fn spawn(
                 }
             }
             ticks += 1;
-            match flush(&ledger, &store).await {
+            let flushed = flush(&ledger, &store).await;
+            match &flushed {
+                Ok(0) => {}
+                Ok(rows) => metrics.observe_store_write("usage_ledger", Ok(*rows)),
+                Err(_) => metrics.observe_store_write("usage_ledger", Err(())),
+            }
+            match flushed {
                 Ok(_) if failing => {
                     failing = false;
                     tracing::info!("the usage ledger is written to the store again");

@@ -52,7 +52,11 @@ pub const LIMITS_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Reconciles the limits with the store once a second. `BEACON_CLOCK_OFFSET_FILE` (for
 /// tests) names a file whose number of seconds is added to the limits' clock, read each time.
-pub fn spawn(directory: Arc<Directory>, store: Store) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    directory: Arc<Directory>,
+    store: Store,
+    metrics: Arc<beacon_proxy::metrics::Metrics>,
+) -> tokio::task::JoinHandle<()> {
     let offset_file = std::env::var_os("BEACON_CLOCK_OFFSET_FILE").map(std::path::PathBuf::from);
     tokio::spawn(async move {
         let shared = StoreCounts(store);
@@ -80,12 +84,18 @@ pub fn spawn(directory: Arc<Directory>, store: Store) -> tokio::task::JoinHandle
                         .set_offset_ms((secs * 1000.0) as i64);
                 }
             }
-            match directory.limiter().sync(&shared).await {
-                Ok(()) if failing => {
+            let synced = directory.limiter().sync(&shared).await;
+            match &synced {
+                Ok(0) => {}
+                Ok(rows) => metrics.observe_store_write("limit_counters", Ok(*rows)),
+                Err(_) => metrics.observe_store_write("limit_counters", Err(())),
+            }
+            match synced {
+                Ok(_) if failing => {
                     failing = false;
                     tracing::info!("limits reconcile with the store again");
                 }
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(e) if !failing => {
                     failing = true;
                     tracing::warn!(error = %e, "limits cannot reconcile with the store; this node enforces its own counts until it can");

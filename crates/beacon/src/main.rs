@@ -237,13 +237,14 @@ async fn serve(mut config: Config, demo: Option<demo::Running>) -> Result<(), St
             .map_err(|e| e.to_string())?;
     let metrics = beacon_proxy::metrics::Metrics::new(&stats);
     let directory = Arc::new(Directory::with_tenants(&tenants_now));
-    let limits_sync = limits_sync::spawn(directory.clone(), store.clone());
+    let limits_sync = limits_sync::spawn(directory.clone(), store.clone(), metrics.clone());
     let ledger = pipeline.control().ledger().clone();
     let ledger_store = store.clone();
     let ledger_task = ledger_flush::spawn(
         ledger.clone(),
         store.clone(),
         config.store.usage_retention_days,
+        metrics.clone(),
     );
     let reloader = Arc::new(tenants::Reloader::new(
         store.clone(),

@@ -86,6 +86,18 @@ pub async fn handle<A: WireApi>(
     resp
 }
 
+/// How an attempt's answer is relayed, the same for every attempt of a request.
+struct Relay<'a> {
+    /// The client's headers this API forwards upstream.
+    forwarded: &'a [(http::HeaderName, HeaderValue)],
+    /// When the whole exchange must be over.
+    deadline: tokio::time::Instant,
+    /// Read a stream up to its first event (it could still fail over).
+    read_ahead: bool,
+    /// The key is limited: its own `x-ratelimit-*` replace the upstream's.
+    own_rate_headers: bool,
+}
+
 /// What the upstream answered, before the relay.
 enum Reply {
     /// A stream: relayed by `MeteredSse`, with its first frame when it was read ahead (a
@@ -183,17 +195,19 @@ async fn serve<A: WireApi>(
     // usage when the record is accounted.
     if caller.limit.is_some() || caller.tenant.limit.is_some() {
         let estimate = (body.len() as u64).div_ceil(4);
-        match app.directory.limiter().admit(
+        let limiter = app.directory.limiter();
+        match limiter.admit_at(
+            limiter.clock.at(received_wall),
             caller.limit.as_deref(),
             caller.tenant.limit.as_deref(),
             estimate,
         ) {
-            Ok(admission) => {
-                labels.rate = admission.headers;
+            Ok(mut admission) => {
+                labels.rate = admission.take_headers();
                 meter.hold(admission);
             }
-            Err(refusal) => {
-                labels.rate = refusal.headers;
+            Err(mut refusal) => {
+                labels.rate = std::mem::take(&mut refusal.headers);
                 meter.finish(Outcome::Limited {
                     code: refusal.code().to_string(),
                     message: refusal.message.clone(),
@@ -219,7 +233,16 @@ async fn serve<A: WireApi>(
         attempts.count += 1;
         let started = Instant::now();
         let attempted = attempt::<A>(
-            app, route, &request, &forwarded, deadline, read_ahead, &mut meter,
+            app,
+            route,
+            &request,
+            Relay {
+                forwarded: &forwarded,
+                deadline,
+                read_ahead,
+                own_rate_headers: !labels.rate.is_empty(),
+            },
+            &mut meter,
         )
         .await;
         let out_of_time = tokio::time::Instant::now() >= deadline;
@@ -332,11 +355,15 @@ async fn attempt<A: WireApi>(
     app: &App,
     route: &Route,
     request: &ClientRequest<'_>,
-    forwarded: &[(http::HeaderName, HeaderValue)],
-    deadline: tokio::time::Instant,
-    read_ahead: bool,
+    relay: Relay<'_>,
     meter: &mut Meter,
 ) -> Attempted {
+    let Relay {
+        forwarded,
+        deadline,
+        read_ahead,
+        own_rate_headers,
+    } = relay;
     let failed = |result, outcome, error| Attempted {
         result,
         retry_after: None,
@@ -423,7 +450,11 @@ async fn attempt<A: WireApi>(
     };
     let mut passthrough = http::HeaderMap::new();
     for (k, v) in resp.headers() {
-        if upstream::passthrough_header(k) {
+        // A limited key's responses carry its own x-ratelimit-* (SPEC §5.1), never the
+        // provider's account-wide ones: those are not copied to be replaced.
+        if upstream::passthrough_header(k)
+            && !(own_rate_headers && upstream::is_openai_rate_header(k))
+        {
             passthrough.append(k.clone(), v.clone());
         }
     }
@@ -620,6 +651,7 @@ fn sse_response(
 ) -> Response<ProxyBody> {
     let mut out = Response::new(ProxyBody::Sse(body));
     let h = out.headers_mut();
+    *h = http::HeaderMap::with_capacity(crate::error::RESPONSE_HEADERS);
     h.extend(passthrough);
     h.insert(
         http::header::CONTENT_TYPE,

@@ -71,6 +71,23 @@ impl Clock {
         self.0.fixed_ms.fetch_add(ms, Ordering::Relaxed);
     }
 
+    /// `wall` on this clock, in ms since the Unix epoch (a time the caller has read).
+    pub fn at(&self, wall: SystemTime) -> u64 {
+        let fixed = self.0.fixed_ms.load(Ordering::Relaxed);
+        if fixed > 0 {
+            return fixed as u64;
+        }
+        let wall = wall
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        (wall + self.offset_ms()).max(0) as u64
+    }
+
+    /// How far the clock is moved from wall time, in ms.
+    pub fn offset_ms(&self) -> i64 {
+        self.0.offset_ms.load(Ordering::Relaxed)
+    }
+
     /// Moves the clock (tests: a budget's next UTC day without waiting for it).
     pub fn set_offset_ms(&self, ms: i64) {
         self.0.offset_ms.store(ms, Ordering::Relaxed);
@@ -84,6 +101,22 @@ pub struct Limited {
     pub limits: Limits,
     /// The counters (kept across snapshot reloads).
     pub scope: Arc<Scope>,
+    /// `x-ratelimit-limit-requests` and `-tokens` values, made once per snapshot.
+    limit_values: [Option<&'static HeaderValue>; 2],
+}
+
+impl Limited {
+    /// `limits` counted in `scope`.
+    pub fn new(limits: Limits, scope: Arc<Scope>) -> Self {
+        Self {
+            limit_values: [
+                limits.requests_per_minute.and_then(interned),
+                limits.tokens_per_minute.and_then(interned),
+            ],
+            limits,
+            scope,
+        }
+    }
 }
 
 impl PartialEq for Limited {
@@ -155,40 +188,90 @@ struct State {
     local_month: Counts,
     remote_month: Counts,
     concurrent: u64,
-    /// Not yet added to the shared counters: a few periods (this minute, the day, the
-    /// month, and a minute that rolled since the last sync), searched in order.
-    pending: Vec<(Period, Counts)>,
+    /// How much of `local_m`, `local_day` and `local_month` the shared counters have: what
+    /// is above it is added at the next sync. Counting a request touches only the locals.
+    synced_m: [Counts; 2],
+    synced_day: Counts,
+    synced_month: Counts,
+    /// Not-yet-synced counts of periods that rolled away before a sync (a stalled sync, or
+    /// a minute skipped): pushed at the next sync, never read back.
+    stale: Vec<(Period, Counts)>,
+}
+
+impl Counts {
+    fn minus(self, o: Counts) -> Counts {
+        Counts {
+            requests: self.requests - o.requests,
+            tokens: self.tokens - o.tokens,
+            spend_micros: self.spend_micros - o.spend_micros,
+        }
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Counts::default()
+    }
 }
 
 impl State {
-    /// Moves the windows to `now`.
+    /// Moves the windows to `now`: three comparisons, unless a period ended.
+    #[inline]
     fn roll(&mut self, now: u64) {
+        if window::minute(now) != self.minute || now >= self.day_end_ms || now >= self.month_end_ms
+        {
+            self.roll_periods(now);
+        }
+    }
+
+    /// [`State::roll`] when a period ended.
+    #[cold]
+    fn roll_periods(&mut self, now: u64) {
         let m = window::minute(now);
         if m != self.minute {
+            // The minutes that leave the two-minute window keep their unsynced counts.
+            let leaving: &[usize] = if m == self.minute + 1 { &[1] } else { &[1, 0] };
+            for &i in leaving {
+                let unsynced = self.local_m[i].minus(self.synced_m[i]);
+                if !unsynced.is_zero() {
+                    let minute = self.minute.saturating_sub(i as u64);
+                    self.stale.push((Period::Minute(minute), unsynced));
+                }
+            }
             if m == self.minute + 1 {
                 self.local_m = [Counts::default(), self.local_m[0]];
                 self.remote_m = [Counts::default(), self.remote_m[0]];
+                self.synced_m = [Counts::default(), self.synced_m[0]];
             } else {
                 self.local_m = Default::default();
                 self.remote_m = Default::default();
+                self.synced_m = Default::default();
             }
             self.minute = m;
         }
         if now >= self.day_end_ms {
             let d = window::day(now);
             if d != self.day {
+                let unsynced = self.local_day.minus(self.synced_day);
+                if !unsynced.is_zero() {
+                    self.stale.push((Period::Day(self.day), unsynced));
+                }
                 self.day = d;
                 self.local_day = Counts::default();
                 self.remote_day = Counts::default();
+                self.synced_day = Counts::default();
             }
             self.day_end_ms = (d + 1) * window::DAY_MS;
         }
         if now >= self.month_end_ms {
             let mo = window::month(now);
             if mo != self.month {
+                let unsynced = self.local_month.minus(self.synced_month);
+                if !unsynced.is_zero() {
+                    self.stale.push((Period::Month(self.month), unsynced));
+                }
                 self.month = mo;
                 self.local_month = Counts::default();
                 self.remote_month = Counts::default();
+                self.synced_month = Counts::default();
             }
             self.month_end_ms = window::month_start_day(mo + 1) * window::DAY_MS;
         }
@@ -202,21 +285,30 @@ impl State {
         (cur, prev)
     }
 
+    /// Marks `d` of period `p` as not added to the shared counters after all.
+    fn unsync(&mut self, p: Period, d: Counts) {
+        if d.is_zero() {
+            return;
+        }
+        let synced = match p {
+            Period::Minute(m) if m == self.minute => &mut self.synced_m[0],
+            Period::Minute(m) if m + 1 == self.minute => &mut self.synced_m[1],
+            Period::Day(day) if day == self.day => &mut self.synced_day,
+            Period::Month(mo) if mo == self.month => &mut self.synced_month,
+            _ => {
+                self.stale.push((p, d));
+                return;
+            }
+        };
+        *synced = synced.minus(d);
+    }
+
     /// Counts `c` in the current periods (the state rolled to now).
+    #[inline]
     fn record(&mut self, c: Counts) {
         self.local_m[0].add(c);
         self.local_day.add(c);
         self.local_month.add(c);
-        for p in [
-            Period::Minute(self.minute),
-            Period::Day(self.day),
-            Period::Month(self.month),
-        ] {
-            match self.pending.iter_mut().find(|(q, _)| *q == p) {
-                Some((_, d)) => d.add(c),
-                None => self.pending.push((p, c)),
-            }
-        }
     }
 }
 
@@ -260,8 +352,18 @@ impl Refusal {
 /// limits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateHeaders {
-    requests: Option<(u64, u64, u64)>,
-    tokens: Option<(u64, u64, u64)>,
+    requests: Option<Rate>,
+    tokens: Option<Rate>,
+}
+
+/// One rate's figures: the limit (and its premade header value), what remains, and the
+/// seconds until the window is empty. Small enough to be moved without a `memcpy` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rate {
+    limit: u64,
+    limit_value: Option<&'static HeaderValue>,
+    remaining: u64,
+    reset_secs: u64,
 }
 
 const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
@@ -286,10 +388,41 @@ static PREMADE: std::sync::LazyLock<(Vec<HeaderValue>, Vec<HeaderValue>)> =
         )
     });
 
+/// Most distinct limit values made into `'static` header values (a few bytes each, leaked
+/// once); past it, a limit's value is an ordinary one.
+const MAX_INTERNED: usize = 4096;
+
+/// The header value of a limit, made once (at a snapshot's load): every response of a
+/// limited key carries it, and a `'static` value is cloned without touching a shared
+/// reference count. `None` past [`MAX_INTERNED`] distinct values (made per response then).
+fn interned(n: u64) -> Option<&'static HeaderValue> {
+    static VALUES: std::sync::LazyLock<Mutex<HashMap<u64, &'static HeaderValue>>> =
+        std::sync::LazyLock::new(Default::default);
+    if let Some(v) = PREMADE.0.get(n as usize) {
+        return Some(v);
+    }
+    let mut values = match VALUES.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if let Some(v) = values.get(&n) {
+        return Some(v);
+    }
+    if values.len() >= MAX_INTERNED {
+        return None;
+    }
+    let text: &'static str = Box::leak(n.to_string().into_boxed_str());
+    let v: &'static HeaderValue = Box::leak(Box::new(HeaderValue::from_static(text)));
+    values.insert(n, v);
+    Some(v)
+}
+
 fn number(n: u64) -> HeaderValue {
     match PREMADE.0.get(n as usize) {
         Some(v) => v.clone(),
-        None => HeaderValue::from(n),
+        // One exact-size copy of the digits (http's `From<u64>` grows a `BytesMut`).
+        None => HeaderValue::from_bytes(itoa::Buffer::new().format(n).as_bytes())
+            .unwrap_or_else(|_| HeaderValue::from(n)),
     }
 }
 
@@ -309,32 +442,49 @@ fn duration(secs: u64) -> String {
     }
 }
 
+impl Rate {
+    fn apply(self, h: &mut HeaderMap, limit: HeaderName, remaining: HeaderName, reset: HeaderName) {
+        // Appended: a limited key's responses never carry the upstream's x-ratelimit-*
+        // (handlers::metered leaves them out of what it relays), so there is nothing to
+        // replace.
+        let value = self
+            .limit_value
+            .map_or_else(|| number(self.limit), Clone::clone);
+        h.append(limit, value);
+        h.append(remaining, number(self.remaining));
+        h.append(reset, reset_value(self.reset_secs));
+    }
+}
+
 impl RateHeaders {
-    /// Keeps the tighter (fewer remaining) of two (limit, remaining, reset) triples.
-    fn tighter(a: Option<(u64, u64, u64)>, b: (u64, u64, u64)) -> Option<(u64, u64, u64)> {
-        match a {
-            Some(a) if a.1 <= b.1 => Some(a),
-            _ => Some(b),
+    /// Keeps the tighter (fewer remaining) of two rates.
+    fn tighter(slot: &mut Option<Rate>, b: Rate) {
+        if slot.as_ref().is_none_or(|a| b.remaining < a.remaining) {
+            *slot = Some(b);
         }
     }
 
+    /// (limit, remaining, seconds to reset) of the requests rate, when limited.
+    pub fn requests(&self) -> Option<(u64, u64, u64)> {
+        self.requests
+            .as_ref()
+            .map(|r| (r.limit, r.remaining, r.reset_secs))
+    }
+
+    /// (limit, remaining, seconds to reset) of the tokens rate, when limited.
+    pub fn tokens(&self) -> Option<(u64, u64, u64)> {
+        self.tokens
+            .as_ref()
+            .map(|r| (r.limit, r.remaining, r.reset_secs))
+    }
+
     /// Sets the headers on a response.
-    pub fn apply(&self, h: &mut HeaderMap) {
-        for (v, names) in [
-            (
-                self.requests,
-                [LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS],
-            ),
-            (self.tokens, [LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS]),
-        ] {
-            if let Some((limit, remaining, reset)) = v {
-                let [l, r, s] = names;
-                // Inserted, not appended: the upstream's own x-ratelimit-* (relayed) are the
-                // provider's account-wide figures, not this key's.
-                h.insert(l, number(limit));
-                h.insert(r, number(remaining));
-                h.insert(s, reset_value(reset));
-            }
+    pub fn apply(self, h: &mut HeaderMap) {
+        if let Some(rate) = self.requests {
+            rate.apply(h, LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS);
+        }
+        if let Some(rate) = self.tokens {
+            rate.apply(h, LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS);
         }
     }
 
@@ -361,21 +511,28 @@ fn secs_to_empty(now: u64, cur: u64, prev: u64) -> u64 {
 pub struct Admission {
     scopes: [Option<Arc<Scope>>; 2],
     estimated_tokens: u64,
-    clock: Clock,
+    /// The clock's offset from wall time at admission (see [`Clock`]).
+    offset_ms: i64,
     settled: bool,
     /// The key's `x-ratelimit-*` headers at admission.
-    pub headers: RateHeaders,
+    headers: RateHeaders,
 }
 
 impl Admission {
-    /// Counts what the request really used: the token estimate admitted is corrected to
-    /// `tokens`, and `cost_micros` is added to the budgets.
-    pub fn settle(&mut self, tokens: u64, cost_micros: u64) {
+    /// The key's `x-ratelimit-*` headers at admission (taken once).
+    pub fn take_headers(&mut self) -> RateHeaders {
+        std::mem::take(&mut self.headers)
+    }
+
+    /// The request is over (at `ended_unix_ms`, wall time): the token estimate admitted is
+    /// corrected to the `tokens` it really used, `cost_micros` is added to the budgets, and
+    /// its concurrency slot is freed (under the same lock).
+    pub fn settle(&mut self, tokens: u64, cost_micros: u64, ended_unix_ms: u64) {
         if self.settled {
             return;
         }
         self.settled = true;
-        let now = self.clock.now_ms();
+        let now = (ended_unix_ms as i64 + self.offset_ms).max(0) as u64;
         let delta = Counts {
             requests: 0,
             tokens: tokens as i64 - self.estimated_tokens as i64,
@@ -385,12 +542,17 @@ impl Admission {
             let mut st = lock(&scope.state);
             st.roll(now);
             st.record(delta);
+            st.concurrent = st.concurrent.saturating_sub(1);
         }
     }
 }
 
 impl Drop for Admission {
+    /// A request that ends unsettled (cancelled, failed before an answer) frees its slot.
     fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
         for scope in self.scopes.iter().flatten() {
             let mut st = lock(&scope.state);
             st.concurrent = st.concurrent.saturating_sub(1);
@@ -398,10 +560,149 @@ impl Drop for Admission {
     }
 }
 
+#[inline]
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     match m.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
+    }
+}
+
+/// Which limit a request is over (the refusal's message is made from it, off the fast path).
+#[derive(Debug, Clone, Copy)]
+enum Over {
+    Requests { cur: u64, prev: u64 },
+    Tokens { cur: u64, prev: u64 },
+    Concurrency,
+    Day,
+    Month,
+}
+
+/// Checks one scope's limits for a request of `estimated_tokens` at `now`, tightening the
+/// rate headers; the first limit exceeded, if any.
+#[inline]
+fn check(
+    st: &State,
+    l: &Limited,
+    now: u64,
+    estimated_tokens: u64,
+    headers: &mut RateHeaders,
+) -> Option<Over> {
+    let limits = &l.limits;
+    let mut over = None;
+    if limits.requests_per_minute.is_some() || limits.tokens_per_minute.is_some() {
+        let (cur, prev) = st.minute_totals();
+        if let Some(rpm) = limits.requests_per_minute {
+            let (c, p) = (pos(cur.requests), pos(prev.requests));
+            let used = window::sliding(now, c, p);
+            if used + 1 > rpm {
+                over = Some(Over::Requests { cur: c, prev: p });
+            }
+            RateHeaders::tighter(
+                &mut headers.requests,
+                Rate {
+                    limit: rpm,
+                    limit_value: l.limit_values[0],
+                    remaining: rpm.saturating_sub(used + 1),
+                    reset_secs: secs_to_empty(now, c + 1, p),
+                },
+            );
+        }
+        if let Some(tpm) = limits.tokens_per_minute {
+            let (c, p) = (pos(cur.tokens), pos(prev.tokens));
+            let used = window::sliding(now, c, p);
+            if used + estimated_tokens > tpm {
+                over = over.or(Some(Over::Tokens { cur: c, prev: p }));
+            }
+            RateHeaders::tighter(
+                &mut headers.tokens,
+                Rate {
+                    limit: tpm,
+                    limit_value: l.limit_values[1],
+                    remaining: tpm.saturating_sub(used + estimated_tokens),
+                    reset_secs: secs_to_empty(now, c + estimated_tokens, p),
+                },
+            );
+        }
+    }
+    if over.is_some() {
+        return over;
+    }
+    if limits
+        .concurrent_requests
+        .is_some_and(|max| st.concurrent >= max)
+    {
+        return Some(Over::Concurrency);
+    }
+    let spent = |local: Counts, remote: Counts| pos(local.spend_micros + remote.spend_micros);
+    if limits
+        .usd_per_day_micros
+        .is_some_and(|b| spent(st.local_day, st.remote_day) >= b)
+    {
+        return Some(Over::Day);
+    }
+    if limits
+        .usd_per_month_micros
+        .is_some_and(|b| spent(st.local_month, st.remote_month) >= b)
+    {
+        return Some(Over::Month);
+    }
+    None
+}
+
+/// The refusal of a request over `over` of `l`'s limits: kind, message and wait.
+#[cold]
+fn refusal(
+    l: &Limited,
+    over: Over,
+    now: u64,
+    estimated_tokens: u64,
+    headers: RateHeaders,
+) -> Refusal {
+    let who = match l.scope.name.split_once(':') {
+        Some(("k", id)) => format!("key `{id}`"),
+        Some((_, id)) => format!("tenant `{id}`"),
+        None => l.scope.name.clone(),
+    };
+    let limits = &l.limits;
+    let (kind, message, wait) = match over {
+        Over::Requests { cur, prev } => {
+            let rpm = limits.requests_per_minute.unwrap_or(0);
+            let wait = window::secs_until_fits(now, cur, prev, 1, rpm);
+            let message = format!(
+                "Rate limit reached for {who}: {rpm} requests per minute. Retry in {wait} s."
+            );
+            (RefusalKind::Rate, message, wait)
+        }
+        Over::Tokens { cur, prev } => {
+            let tpm = limits.tokens_per_minute.unwrap_or(0);
+            let wait = window::secs_until_fits(now, cur, prev, estimated_tokens, tpm);
+            let message = format!("Rate limit reached for {who}: {tpm} tokens per minute (this request: about {estimated_tokens}). Retry in {wait} s.");
+            (RefusalKind::Rate, message, wait)
+        }
+        Over::Concurrency => {
+            let max = limits.concurrent_requests.unwrap_or(0);
+            let message = format!("Concurrency limit reached for {who}: {max} requests at once.");
+            (RefusalKind::Rate, message, 1)
+        }
+        Over::Day => {
+            let budget = limits.usd_per_day_micros.unwrap_or(0) as f64 / 1e6;
+            let wait = window::secs_to_next_day(now);
+            let message = format!("Budget exhausted for {who}: {budget} USD per day (UTC) spent. It resets at midnight UTC, in {wait} s.");
+            (RefusalKind::Budget, message, wait)
+        }
+        Over::Month => {
+            let budget = limits.usd_per_month_micros.unwrap_or(0) as f64 / 1e6;
+            let wait = window::secs_to_next_month(now);
+            let message = format!("Budget exhausted for {who}: {budget} USD per month (UTC) spent. It resets on the 1st, in {wait} s.");
+            (RefusalKind::Budget, message, wait)
+        }
+    };
+    Refusal {
+        kind,
+        message,
+        retry_after_secs: wait,
+        headers,
     }
 }
 
@@ -442,16 +743,28 @@ impl Limiter {
     }
 
     /// Admits a request of about `estimated_tokens` against the key's and the tenant's limits
-    /// (either may be absent), or refuses it. Nothing is counted for a refused request.
+    /// (either may be absent), or refuses it, now. Nothing is counted for a refused request.
     pub fn admit(
         &self,
         key: Option<&Limited>,
         tenant: Option<&Limited>,
         estimated_tokens: u64,
     ) -> Result<Admission, Refusal> {
-        let now = self.clock.now_ms();
+        self.admit_at(self.clock.now_ms(), key, tenant, estimated_tokens)
+    }
+
+    /// [`Limiter::admit`] at `now` (ms on [`Limiter::clock`]: the request's arrival, which
+    /// the caller has read already).
+    pub fn admit_at(
+        &self,
+        now: u64,
+        key: Option<&Limited>,
+        tenant: Option<&Limited>,
+        estimated_tokens: u64,
+    ) -> Result<Admission, Refusal> {
         let scoped: [Option<&Limited>; 2] = [key, tenant];
-        // Key first, then tenant: one lock order everywhere.
+        // Key first, then tenant: one lock order everywhere; both held while checking and
+        // counting, so two requests cannot both take the last unit of either.
         let mut guards: [Option<MutexGuard<'_, State>>; 2] = [None, None];
         for (g, l) in guards.iter_mut().zip(scoped) {
             if let Some(l) = l {
@@ -461,83 +774,17 @@ impl Limiter {
             }
         }
         let mut headers = RateHeaders::default();
-        let mut refusal: Option<(RefusalKind, String, u64)> = None;
+        let mut over: Option<(&Limited, Over)> = None;
         for (g, l) in guards.iter().zip(scoped) {
-            let (Some(st), Some(l)) = (g, l) else {
-                continue;
-            };
-            // Named only in a refusal's message: nothing is formatted for an admission.
-            let who = || match l.scope.name.split_once(':') {
-                Some(("k", id)) => format!("key `{id}`"),
-                Some((_, id)) => format!("tenant `{id}`"),
-                None => l.scope.name.clone(),
-            };
-            let (cur, prev) = st.minute_totals();
-            let mut refuse = |kind, message: String, wait: u64| {
-                if refusal.is_none() {
-                    refusal = Some((kind, message, wait));
-                }
-            };
-            if let Some(rpm) = l.limits.requests_per_minute {
-                let (c, p) = (pos(cur.requests), pos(prev.requests));
-                let used = window::sliding(now, c, p);
-                if used + 1 > rpm {
-                    let wait = window::secs_until_fits(now, c, p, 1, rpm);
-                    refuse(RefusalKind::Rate, format!("Rate limit reached for {}: {rpm} requests per minute. Retry in {wait} s.", who()), wait);
-                }
-                let remaining = rpm.saturating_sub(used + 1);
-                headers.requests = RateHeaders::tighter(
-                    headers.requests,
-                    (rpm, remaining, secs_to_empty(now, c + 1, p)),
-                );
-            }
-            if let Some(tpm) = l.limits.tokens_per_minute {
-                let (c, p) = (pos(cur.tokens), pos(prev.tokens));
-                let used = window::sliding(now, c, p);
-                if used + estimated_tokens > tpm {
-                    let wait = window::secs_until_fits(now, c, p, estimated_tokens, tpm);
-                    refuse(RefusalKind::Rate, format!("Rate limit reached for {}: {tpm} tokens per minute (this request: about {estimated_tokens}). Retry in {wait} s.", who()), wait);
-                }
-                let remaining = tpm.saturating_sub(used + estimated_tokens);
-                headers.tokens = RateHeaders::tighter(
-                    headers.tokens,
-                    (tpm, remaining, secs_to_empty(now, c + estimated_tokens, p)),
-                );
-            }
-            if let Some(max) = l.limits.concurrent_requests {
-                if st.concurrent + 1 > max {
-                    refuse(
-                        RefusalKind::Rate,
-                        format!(
-                            "Concurrency limit reached for {}: {max} requests at once.",
-                            who()
-                        ),
-                        1,
-                    );
-                }
-            }
-            if let Some(budget) = l.limits.usd_per_day_micros {
-                let spent = pos(st.local_day.spend_micros + st.remote_day.spend_micros);
-                if spent >= budget {
-                    let wait = window::secs_to_next_day(now);
-                    refuse(RefusalKind::Budget, format!("Budget exhausted for {}: {} USD per day (UTC) spent. It resets at midnight UTC, in {wait} s.", who(), budget as f64 / 1e6), wait);
-                }
-            }
-            if let Some(budget) = l.limits.usd_per_month_micros {
-                let spent = pos(st.local_month.spend_micros + st.remote_month.spend_micros);
-                if spent >= budget {
-                    let wait = window::secs_to_next_month(now);
-                    refuse(RefusalKind::Budget, format!("Budget exhausted for {}: {} USD per month (UTC) spent. It resets on the 1st, in {wait} s.", who(), budget as f64 / 1e6), wait);
+            if let (Some(st), Some(l)) = (g, l) {
+                if let Some(o) = check(st, l, now, estimated_tokens, &mut headers) {
+                    over = over.or(Some((l, o)));
                 }
             }
         }
-        if let Some((kind, message, retry_after_secs)) = refusal {
-            return Err(Refusal {
-                kind,
-                message,
-                retry_after_secs,
-                headers,
-            });
+        if let Some((l, o)) = over {
+            drop(guards);
+            return Err(refusal(l, o, now, estimated_tokens, headers));
         }
         let admitted = Counts {
             requests: 1,
@@ -555,15 +802,16 @@ impl Limiter {
                 tenant.map(|l| l.scope.clone()),
             ],
             estimated_tokens,
-            clock: self.clock.clone(),
+            offset_ms: self.clock.offset_ms(),
             settled: false,
             headers,
         })
     }
 
     /// Adds this node's counts to the shared counters and takes every node's totals back
-    /// (once a second). Scopes no snapshot uses any more are forgotten.
-    pub async fn sync(&self, shared: &dyn SharedCounts) -> Result<(), String> {
+    /// (once a second); the number of counter rows exchanged (0: no limited scope). Scopes
+    /// no snapshot uses any more are forgotten.
+    pub async fn sync(&self, shared: &dyn SharedCounts) -> Result<usize, String> {
         let scopes: Vec<Arc<Scope>> = {
             let mut all = match self.scopes.lock() {
                 Ok(g) => g,
@@ -573,7 +821,7 @@ impl Limiter {
             all.values().cloned().collect()
         };
         if scopes.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let now = self.clock.now_ms();
         // Per scope: the periods read, this node's count in each at the moment its deltas
@@ -589,29 +837,47 @@ impl Limiter {
                 (Period::Day(st.day), st.local_day),
                 (Period::Month(st.month), st.local_month),
             ];
-            let mut pending = std::mem::take(&mut st.pending);
-            for (p, _) in &periods {
-                let delta = match pending.iter().position(|(q, _)| q == p) {
-                    Some(i) => pending.swap_remove(i).1,
-                    None => Counts::default(),
-                };
+            let deltas = [
+                st.local_m[0].minus(st.synced_m[0]),
+                st.local_m[1].minus(st.synced_m[1]),
+                st.local_day.minus(st.synced_day),
+                st.local_month.minus(st.synced_month),
+            ];
+            (st.synced_m, st.synced_day, st.synced_month) =
+                (st.local_m, st.local_day, st.local_month);
+            for ((p, _), delta) in periods.iter().zip(deltas) {
                 batch.push((scope.name.clone(), p.key(), delta));
             }
             // Deltas of periods already past (a minute rolled since): pushed, not read.
-            let stale: Vec<(String, String, Counts)> = pending
-                .into_iter()
-                .map(|(p, d)| (scope.name.clone(), p.key(), d))
-                .collect();
-            taken.push((periods, stale.len()));
-            batch.extend(stale);
+            let stale = std::mem::take(&mut st.stale);
+            for (p, d) in &stale {
+                batch.push((scope.name.clone(), p.key(), *d));
+            }
+            taken.push((periods, deltas, stale));
         }
-        let totals = shared.exchange(batch).await?;
+        let rows = batch.len();
+        let totals = match shared.exchange(batch).await {
+            Ok(t) => t,
+            Err(e) => {
+                // Nothing was added: the deltas go back to being unsynced.
+                let now = self.clock.now_ms();
+                for (scope, (periods, deltas, stale)) in scopes.iter().zip(taken) {
+                    let mut st = lock(&scope.state);
+                    st.roll(now);
+                    for ((p, _), d) in periods.iter().zip(deltas) {
+                        st.unsync(*p, d);
+                    }
+                    st.stale.extend(stale);
+                }
+                return Err(e);
+            }
+        };
         let mut at = 0;
-        for (scope, (periods, stale)) in scopes.iter().zip(taken) {
+        for (scope, (periods, _, stale)) in scopes.iter().zip(taken) {
             let Some(t) = totals.get(at..at + 4) else {
                 break;
             };
-            at += 4 + stale;
+            at += 4 + stale.len();
             let mut st = lock(&scope.state);
             st.roll(self.clock.now_ms());
             let others = |total: Counts, mine: Counts| Counts {
@@ -631,7 +897,7 @@ impl Limiter {
                 st.remote_month = others(t[3], periods[3].1);
             }
         }
-        Ok(())
+        Ok(rows)
     }
 }
 
@@ -648,10 +914,7 @@ mod tests {
     }
 
     fn limited(l: &Limiter, name: &str, limits: Limits) -> Limited {
-        Limited {
-            limits,
-            scope: l.scope(name.into()),
-        }
+        Limited::new(limits, l.scope(name.into()))
     }
 
     #[test]
@@ -668,13 +931,13 @@ mod tests {
         let mut held = Vec::new();
         for i in 0..5 {
             let a = l.admit(Some(&key), None, 0).unwrap();
-            assert_eq!(a.headers.requests.unwrap().1, 4 - i, "remaining");
+            assert_eq!(a.headers.requests().unwrap().1, 4 - i, "remaining");
             held.push(a);
         }
         let r = l.admit(Some(&key), None, 0).unwrap_err();
         assert_eq!(r.kind, RefusalKind::Rate);
         assert!(r.message.contains("5 requests per minute"), "{}", r.message);
-        assert_eq!(r.headers.requests.unwrap().1, 0);
+        assert_eq!(r.headers.requests().unwrap().1, 0);
         // Used at 00:00:01: fits again once 20 % of them have slid out of the window, 12 s
         // into the next minute.
         assert_eq!(r.retry_after_secs, 59 + 12);
@@ -726,10 +989,10 @@ mod tests {
             },
         );
         let mut a = l.admit(Some(&k), None, 600).unwrap();
-        assert_eq!(a.headers.tokens.unwrap().1, 400);
+        assert_eq!(a.headers.tokens().unwrap().1, 400);
         assert!(l.admit(Some(&k), None, 600).is_err(), "600 + 600 > 1000");
         // It really used 100: 900 left.
-        a.settle(100, 0);
+        a.settle(100, 0, l.clock.now_ms());
         assert!(l.admit(Some(&k), None, 600).is_ok());
         assert!(l.admit(Some(&k), None, 301).is_err());
     }
@@ -747,9 +1010,9 @@ mod tests {
         );
         let tenant = limited(&l, "t:other", Limits::default());
         let mut a = l.admit(Some(&k), Some(&tenant), 0).unwrap();
-        a.settle(10, 600_000);
+        a.settle(10, 600_000, l.clock.now_ms());
         let mut b = l.admit(Some(&k), Some(&tenant), 0).unwrap();
-        b.settle(10, 600_000); // in flight when admitted: the budget may be overshot by it
+        b.settle(10, 600_000, l.clock.now_ms()); // in flight when admitted: the budget may be overshot by it
         let r = l.admit(Some(&k), Some(&tenant), 0).unwrap_err();
         assert_eq!(r.kind, RefusalKind::Budget);
         assert_eq!(r.retry_after_secs, 3_600, "midnight UTC is an hour away");
@@ -781,11 +1044,152 @@ mod tests {
             },
         );
         let a = l.admit(Some(&k), Some(&t), 0).unwrap();
-        assert_eq!(a.headers.requests.unwrap().0, 3, "the tenant's is tighter");
+        assert_eq!(
+            a.headers.requests().unwrap().0,
+            3,
+            "the tenant's is tighter"
+        );
         l.admit(Some(&k), Some(&t), 0).unwrap();
         l.admit(Some(&k), Some(&t), 0).unwrap();
         let r = l.admit(Some(&k), Some(&t), 0).unwrap_err();
         assert!(r.message.contains("tenant `acme`"), "{}", r.message);
+    }
+
+    #[test]
+    fn rate_headers_carry_the_limit_remaining_and_reset() {
+        let l = limiter_at(T0 + 30_000);
+        let k = limited(
+            &l,
+            "k:key_000000000005",
+            Limits {
+                requests_per_minute: Some(250_000),
+                tokens_per_minute: Some(2_000_000),
+                ..Default::default()
+            },
+        );
+        let mut a = l.admit(Some(&k), None, 100).unwrap();
+        let mut h = HeaderMap::new();
+        a.take_headers().apply(&mut h);
+        assert_eq!(h["x-ratelimit-limit-requests"], "250000");
+        assert_eq!(h["x-ratelimit-remaining-requests"], "249999");
+        assert_eq!(h["x-ratelimit-reset-requests"], "1m30s");
+        assert_eq!(h["x-ratelimit-limit-tokens"], "2000000");
+        assert_eq!(h["x-ratelimit-remaining-tokens"], "1999900");
+        assert_eq!(h["x-ratelimit-reset-tokens"], "1m30s");
+        // A limit's value is made once and shared.
+        assert_eq!(interned(250_000).unwrap(), "250000");
+        assert!(std::ptr::eq(
+            interned(250_000).unwrap(),
+            interned(250_000).unwrap()
+        ));
+        assert_eq!(interned(7).unwrap(), "7");
+    }
+
+    /// Shared counters that can be made to fail, to check nothing is lost when they do.
+    #[derive(Default)]
+    struct Flaky {
+        inner: Shared,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl SharedCounts for Flaky {
+        fn exchange(&self, batch: Vec<(String, String, Counts)>) -> ExchangeFuture<'_> {
+            if self.down.load(Ordering::Relaxed) {
+                return Box::pin(async { Err("the store is down".to_string()) });
+            }
+            self.inner.exchange(batch)
+        }
+    }
+
+    fn shared_total(s: &Shared, scope: &str, period: Period) -> Counts {
+        s.0.lock()
+            .unwrap()
+            .get(&(scope.to_string(), period.key()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn counts_survive_a_failed_sync_and_a_skipped_minute() {
+        let shared = Flaky::default();
+        let l = limiter_at(T0 + 10_000);
+        let name = "k:key_00000000000b";
+        let k = limited(
+            &l,
+            name,
+            Limits {
+                requests_per_minute: Some(1_000),
+                usd_per_day_micros: Some(100_000_000),
+                ..Default::default()
+            },
+        );
+        let minute0 = window::minute(T0 as u64 + 10_000);
+        for _ in 0..3 {
+            l.admit(Some(&k), None, 0)
+                .unwrap()
+                .settle(0, 1_000, l.clock.now_ms());
+        }
+        l.sync(&shared).await.unwrap();
+        assert_eq!(
+            shared_total(&shared.inner, name, Period::Minute(minute0)).requests,
+            3
+        );
+        // The store goes down: two more, a failed sync, then the minute rolls twice.
+        for _ in 0..2 {
+            l.admit(Some(&k), None, 0)
+                .unwrap()
+                .settle(0, 1_000, l.clock.now_ms());
+        }
+        shared.down.store(true, Ordering::Relaxed);
+        assert!(l.sync(&shared).await.is_err());
+        l.clock.advance_ms(150_000);
+        l.admit(Some(&k), None, 0)
+            .unwrap()
+            .settle(0, 1_000, l.clock.now_ms());
+        assert!(l.sync(&shared).await.is_err());
+        // Back up: every count reaches the store once, in the minute it was made.
+        shared.down.store(false, Ordering::Relaxed);
+        l.sync(&shared).await.unwrap();
+        l.sync(&shared).await.unwrap();
+        let minute2 = window::minute(T0 as u64 + 160_000);
+        assert_eq!(
+            shared_total(&shared.inner, name, Period::Minute(minute0)).requests,
+            5
+        );
+        assert_eq!(
+            shared_total(&shared.inner, name, Period::Minute(minute2)).requests,
+            1
+        );
+        let day = shared_total(&shared.inner, name, Period::Day(window::day(T0 as u64)));
+        assert_eq!((day.requests, day.spend_micros), (6, 6_000));
+        // And this node does not count its own requests twice.
+        let st = lock(&k.scope.state);
+        assert_eq!(st.local_day.requests + st.remote_day.requests, 6);
+    }
+
+    #[test]
+    fn a_settled_request_frees_its_slot_once() {
+        let l = limiter_at(T0);
+        let k = limited(
+            &l,
+            "k:key_00000000000c",
+            Limits {
+                concurrent_requests: Some(1),
+                ..Default::default()
+            },
+        );
+        let mut a = l.admit(Some(&k), None, 0).unwrap();
+        assert!(l.admit(Some(&k), None, 0).is_err());
+        a.settle(0, 0, l.clock.now_ms());
+        // Freed at settle; the drop later frees nothing more.
+        let b = l.admit(Some(&k), None, 0).unwrap();
+        drop(a);
+        assert!(
+            l.admit(Some(&k), None, 0).is_err(),
+            "b still holds the slot"
+        );
+        drop(b);
+        assert!(l.admit(Some(&k), None, 0).is_ok());
     }
 
     /// A store stand-in: one map of totals, as the `limit_counters` table adds them.
@@ -821,14 +1225,18 @@ mod tests {
             limited(&b, "k:key_00000000000a", limits),
         );
         for _ in 0..6 {
-            a.admit(Some(&ka), None, 0).unwrap().settle(0, 500_000);
+            a.admit(Some(&ka), None, 0)
+                .unwrap()
+                .settle(0, 500_000, a.clock.now_ms());
         }
         // Before a sync, node B sees nothing of A's six: it admits up to its own 10.
         a.sync(&shared).await.unwrap();
         b.sync(&shared).await.unwrap();
         // After: B knows A's six, and has room for four.
         for _ in 0..4 {
-            b.admit(Some(&kb), None, 0).unwrap().settle(0, 500_000);
+            b.admit(Some(&kb), None, 0)
+                .unwrap()
+                .settle(0, 500_000, b.clock.now_ms());
         }
         let r = b.admit(Some(&kb), None, 0).unwrap_err();
         assert_eq!(r.kind, RefusalKind::Rate, "{}", r.message);

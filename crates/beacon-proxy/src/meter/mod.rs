@@ -432,7 +432,7 @@ impl Meter {
         match later {
             None => {
                 let cost = account(&self.shared, &mut record, usage, reported_cost, no_cost);
-                settle(admission.as_mut(), &usage, &cost);
+                settle(admission.as_mut(), &usage, &cost, &record);
                 emit(&self.shared, record);
                 Some(Accounted { usage, cost })
             }
@@ -441,7 +441,7 @@ impl Meter {
                 estimate::spawn(input, move |usage, method| {
                     shared.metrics.observe_estimate(method);
                     let cost = account(&shared, &mut record, usage, reported_cost, no_cost);
-                    settle(admission.as_mut(), &usage, &cost);
+                    settle(admission.as_mut(), &usage, &cost, &record);
                     emit(&shared, record);
                 });
                 None
@@ -498,15 +498,46 @@ impl Meter {
 }
 
 /// Counts the real tokens and cost against the request's limits.
-fn settle(admission: Option<&mut crate::limits::Admission>, usage: &TokenUsage, cost: &Cost) {
+fn settle(
+    admission: Option<&mut crate::limits::Admission>,
+    usage: &TokenUsage,
+    cost: &Cost,
+    record: &CompletionRecord,
+) {
     if let Some(a) = admission {
-        use rust_decimal::prelude::ToPrimitive;
-        let micros = (cost.total * rust_decimal::Decimal::from(1_000_000u32))
-            .ceil()
-            .to_u64()
-            .unwrap_or(0);
-        a.settle(usage.total_tokens, micros);
+        let t = &record.timings;
+        let ended_ms = t.received_unix_nanos / 1_000_000 + t.last_byte_us / 1_000;
+        a.settle(usage.total_tokens, micros_ceil(cost.total), ended_ms);
     }
+}
+
+/// A cost in millionths of a USD, rounded up (a budget never under-counts); 0 for none.
+/// Integer arithmetic on the decimal's parts: this runs once per limited request.
+fn micros_ceil(usd: rust_decimal::Decimal) -> u64 {
+    // A decimal's scale is at most 28.
+    const POW10: [u128; 29] = {
+        let mut t = [1u128; 29];
+        let mut i = 1;
+        while i < 29 {
+            t[i] = t[i - 1] * 10;
+            i += 1;
+        }
+        t
+    };
+    if usd.is_sign_negative() || usd.is_zero() {
+        return 0;
+    }
+    let m = usd.mantissa().unsigned_abs();
+    let scale = usd.scale() as usize;
+    let micros = if scale <= 6 {
+        m.saturating_mul(POW10[6 - scale])
+    } else {
+        match POW10.get(scale - 6) {
+            Some(&p) => m.div_ceil(p),
+            None => u128::MAX,
+        }
+    };
+    u64::try_from(micros).unwrap_or(u64::MAX)
 }
 
 /// Sets the record's usage and its cost (none for a request that failed before any
@@ -644,6 +675,35 @@ impl Drop for Meter {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn costs_become_micro_usd_rounded_up() {
+        use rust_decimal::Decimal;
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        assert_eq!(super::micros_ceil(d("0")), 0);
+        assert_eq!(super::micros_ceil(d("-1.5")), 0);
+        assert_eq!(super::micros_ceil(d("1")), 1_000_000);
+        assert_eq!(super::micros_ceil(d("0.000001")), 1);
+        assert_eq!(super::micros_ceil(d("0.0000010000001")), 2);
+        assert_eq!(super::micros_ceil(d("0.00123")), 1_230);
+        assert_eq!(super::micros_ceil(d("12.3456789")), 12_345_679);
+        assert_eq!(
+            super::micros_ceil(d("0.5000000000000000000000000000")),
+            500_000
+        );
+        assert_eq!(super::micros_ceil(Decimal::MAX), u64::MAX);
+        // The same as the decimal arithmetic it replaces.
+        for s in [
+            "0.0000025",
+            "3.1415926535897932384626433",
+            "0.000000000000000000000000001",
+        ] {
+            use rust_decimal::prelude::ToPrimitive;
+            let v = d(s);
+            let want = (v * Decimal::from(1_000_000u32)).ceil().to_u64().unwrap();
+            assert_eq!(super::micros_ceil(v), want, "{s}");
+        }
+    }
+
     use super::*;
 
     #[test]
