@@ -873,3 +873,98 @@ async fn tool_calls_are_exported_as_tool_call_parts() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_round_trip_yields_an_execute_tool_span_between_the_two_generations() {
+    let upstream = MockUpstream::start().await;
+    let sentry = MockSentry::start("93", "ktoolrun").await;
+    let beacon = Beacon::start(&broadcasting(&upstream, &sentry_dest(&sentry, "S", "")));
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let trace = json!({"trace_id": "weather-run-1", "trace_name": "weather-agent"});
+    let ask = json!({"role": "user", "content": "Weather in Paris?"});
+    let first = sdk(
+        json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "chat",
+        "request": {"model": "mock/tool-call", "messages": [ask], "tools": tools,
+                    "extra_body": {"trace": trace}}}),
+    )
+    .await;
+    let call = first["completion"]["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(call["function"]["name"], "get_weather", "{first}");
+    // The app runs the tool, then sends its result back with the conversation so far.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let assistant = json!({"role": "assistant", "content": null, "tool_calls": [{
+        "id": call["id"], "type": "function",
+        "function": {"name": "get_weather", "arguments": call["function"]["arguments"]}}]});
+    let result = json!({"role": "tool", "tool_call_id": call["id"], "content": "18C and cloudy"});
+    let messages = json!([ask, assistant, result]);
+    let second = json!({"base_url": beacon.base_url(), "api_key": TENANT_KEY, "mode": "chat",
+        "request": {"model": "mock/echo", "messages": messages, "tools": tools,
+                    "extra_body": {"trace": trace}}});
+    let out = sdk(second.clone()).await;
+    assert!(out.get("error").is_none(), "{out}");
+    // Two agent roots, two generations and one tool run.
+    let spans = sentry.wait_spans(5, Duration::from_secs(10)).await;
+    // A later turn resends the same result: no second tool span for it.
+    let out = sdk(second).await;
+    assert!(out.get("error").is_none(), "{out}");
+    let spans = {
+        let all = sentry
+            .wait_spans(spans.len() + 2, Duration::from_secs(10))
+            .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let settled = sentry.spans().await;
+        assert_eq!(settled.len(), all.len(), "{settled:?}");
+        settled
+    };
+    let tools_run: Vec<&Value> = spans
+        .iter()
+        .filter(|s| attr(s, "sentry.op") == "gen_ai.execute_tool")
+        .collect();
+    assert_eq!(tools_run.len(), 1, "{spans:?}");
+    let tool = tools_run[0];
+    let generations: Vec<&Value> = spans
+        .iter()
+        .filter(|s| attr(s, "sentry.op") == "gen_ai.chat")
+        .collect();
+    assert_eq!(generations.len(), 3, "{spans:?}");
+    let (asking, answering) = (
+        generations
+            .iter()
+            .find(|g| g["name"] == "chat mock/tool-call")
+            .unwrap(),
+        generations
+            .iter()
+            .filter(|g| g["name"] == "chat mock/echo")
+            .min_by_key(|g| g["start"].as_u64())
+            .unwrap(),
+    );
+    assert_eq!(tool["name"], "execute_tool get_weather");
+    assert_eq!(attr(tool, "gen_ai.tool.name"), "get_weather");
+    assert_eq!(attr(tool, "gen_ai.tool.call.id"), &call["id"]);
+    assert_eq!(
+        attr(tool, "gen_ai.tool.call.arguments"),
+        &call["function"]["arguments"]
+    );
+    assert_eq!(attr(tool, "gen_ai.tool.call.result"), "18C and cloudy");
+    assert_eq!(attr(tool, "gen_ai.agent.name"), "weather-agent");
+    // Between the two generations: from the asking completion's end to the result's arrival,
+    // beside the answering generation in its trace.
+    let (start, end) = (
+        tool["start"].as_u64().unwrap(),
+        tool["end"].as_u64().unwrap(),
+    );
+    assert_eq!(start, asking["end"].as_u64().unwrap());
+    assert_eq!(end, answering["start"].as_u64().unwrap());
+    assert!(
+        end - start >= 300_000_000,
+        "the tool ran at least 300 ms: {tool}"
+    );
+    assert_eq!(tool["trace_id"], answering["trace_id"]);
+    assert_eq!(tool["parent_span_id"], answering["parent_span_id"]);
+    // The record log keeps the link (ids and names only).
+    let records = beacon.records();
+    assert!(records
+        .iter()
+        .any(|r| r["tools"]["executions"][0]["name"] == "get_weather"));
+}

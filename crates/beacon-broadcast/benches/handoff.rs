@@ -46,6 +46,7 @@ fn record(i: u64) -> CompletionRecord {
         trace: None,
         trace_context: None,
         content: None,
+        tools: Default::default(),
     }
 }
 

@@ -46,6 +46,7 @@ fn record(with_agent: bool) -> CompletionRecord {
             output_truncated: false,
             output_tool_calls: vec![],
         }),
+        tools: Default::default(),
     }
 }
 

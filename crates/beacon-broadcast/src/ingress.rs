@@ -235,6 +235,7 @@ pub(crate) mod tests {
             trace: None,
             trace_context: None,
             content: None,
+            tools: Default::default(),
         }
     }
 

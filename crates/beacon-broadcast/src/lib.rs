@@ -34,6 +34,7 @@ pub mod sink;
 pub mod span;
 pub mod stats;
 pub mod test_connection;
+pub mod tools;
 
 use std::sync::Arc;
 

@@ -22,6 +22,7 @@ use crate::record_log::RecordLog;
 use crate::sampling;
 use crate::sink::{self, Sink, SinkConfig};
 use crate::stats::{DropReason, Stats};
+use crate::tools::ToolCalls;
 
 /// How often the router drains the hand-off queue while records are flowing.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -322,6 +323,7 @@ pub(crate) fn spawn(
         warned: AtomicBool::new(false),
         recent,
         ledger,
+        tools: Mutex::new(ToolCalls::default()),
     };
     let task = runtime.spawn(run(config, rx, router, stop_rx, deadline_tx, spawner));
     Ok(PipelineHandle {
@@ -338,9 +340,31 @@ struct Router {
     warned: AtomicBool,
     recent: Arc<Recent>,
     ledger: Arc<Ledger>,
+    /// Tool calls waiting for their results (SPEC §4.5); only this thread uses it.
+    tools: Mutex<ToolCalls>,
 }
 
 impl Router {
+    /// Links a broadcasting tenant's record to the tool calls its tool results answer
+    /// (SPEC §4.5), before it is logged and fanned out.
+    fn link_tools(&self, record: &mut Queued) {
+        if record.tools.is_empty() {
+            return;
+        }
+        let broadcasting = self
+            .routes
+            .load()
+            .get(&record.tenant_id)
+            .is_some_and(|r| r.enabled && !r.sinks.is_empty());
+        if broadcasting {
+            let mut tools = match self.tools.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            tools.link(&mut record.record);
+        }
+    }
+
     /// Fans a record out to its tenant's destinations, counting every destination it skips.
     fn route(&self, record: Queued) {
         let routes = self.routes.load();
@@ -537,7 +561,8 @@ async fn drain(
     any
 }
 
-async fn deliver(record: Queued, log: &mut Option<RecordLog>, router: &Router) {
+async fn deliver(mut record: Queued, log: &mut Option<RecordLog>, router: &Router) {
+    router.link_tools(&mut record);
     if let Some(log) = log.as_mut() {
         log.write(&record.record).await;
     }

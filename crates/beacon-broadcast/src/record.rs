@@ -58,6 +58,72 @@ pub struct CompletionRecord {
     /// Prompt and completion text; `None` when every destination is in privacy mode.
     #[serde(skip)]
     pub content: Option<Content>,
+    /// Tool calls this completion asked for and tool results its request carried, linked
+    /// across completions of a trace on the export path (SPEC §4.5).
+    #[serde(skip_serializing_if = "ToolLinks::is_empty")]
+    pub tools: ToolLinks,
+}
+
+/// Most tool calls or results a record keeps ids of.
+pub const MAX_TOOL_LINKS: usize = 64;
+/// Longest tool call id or tool name kept, in bytes (longer ids are not linked).
+pub const MAX_TOOL_ID_BYTES: usize = 128;
+
+/// How a completion's tool calls and a later request's tool results meet (SPEC §4.5): ids
+/// and names only, whatever the privacy mode; arguments and results come from the content.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ToolLinks {
+    /// Tool calls the response asked for (id and function name).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requested: Vec<ToolCallRef>,
+    /// Call ids the request's messages answer (`role: tool` results), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answered: Vec<String>,
+    /// The answered calls an earlier completion of the same trace asked for on this node:
+    /// filled on the export path, each a `gen_ai.execute_tool` span.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub executions: Vec<ToolExecution>,
+}
+
+impl ToolLinks {
+    /// Nothing to link.
+    pub fn is_empty(&self) -> bool {
+        self.requested.is_empty() && self.answered.is_empty() && self.executions.is_empty()
+    }
+
+    fn approx_bytes(&self) -> usize {
+        self.requested
+            .iter()
+            .map(|c| c.id.len() + c.name.len() + 48)
+            .chain(self.answered.iter().map(|id| id.len() + 24))
+            .chain(
+                self.executions
+                    .iter()
+                    .map(|e| e.call_id.len() + e.name.len() + 56),
+            )
+            .sum()
+    }
+}
+
+/// A tool call by id and function name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ToolCallRef {
+    /// The call's id (`call_…`, `toolu_…`).
+    pub id: String,
+    /// The function's name.
+    pub name: String,
+}
+
+/// A tool run between the completion that asked for it and the request that brought its
+/// result back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ToolExecution {
+    /// The call's id.
+    pub call_id: String,
+    /// The function's name.
+    pub name: String,
+    /// When the asking completion ended (Unix ns): the tool could run from then.
+    pub started_unix_nanos: u64,
 }
 
 /// Sampling parameters copied from the request body.
@@ -249,7 +315,8 @@ impl CompletionRecord {
                 .attempts
                 .iter()
                 .map(|a| a.provider.len() + a.model.len() + a.error_type.len() + 64)
-                .sum::<usize>();
+                .sum::<usize>()
+            + self.tools.approx_bytes();
         if let Outcome::UpstreamError {
             error_type,
             message,

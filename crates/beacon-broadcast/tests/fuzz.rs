@@ -127,6 +127,7 @@ fn record() -> impl Strategy<Value = CompletionRecord> {
                             arguments: "{\"a\":1}".into(),
                         }],
                     }),
+                    tools: Default::default(),
                 }
             },
         )

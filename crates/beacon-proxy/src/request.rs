@@ -417,6 +417,36 @@ impl<'a> ClientRequest<'a> {
     }
 }
 
+/// The call ids that a chat `messages` array's `role: tool` messages answer, in order (at
+/// most [`MAX_TOOL_LINKS`], ids longer than [`MAX_TOOL_ID_BYTES`] left out). A prompt without
+/// the key `"tool_call_id"` is not parsed (one vectorised search).
+///
+/// [`MAX_TOOL_LINKS`]: beacon_broadcast::record::MAX_TOOL_LINKS
+/// [`MAX_TOOL_ID_BYTES`]: beacon_broadcast::record::MAX_TOOL_ID_BYTES
+pub fn answered_tool_calls(messages: &[u8]) -> Vec<String> {
+    use beacon_broadcast::record::{MAX_TOOL_ID_BYTES, MAX_TOOL_LINKS};
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow, default)]
+        role: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        tool_call_id: Option<Cow<'a, str>>,
+    }
+    if memchr::memmem::find(messages, b"\"tool_call_id\"").is_none() {
+        return Vec::new();
+    }
+    let Ok(list) = serde_json::from_slice::<Vec<Message<'_>>>(messages) else {
+        return Vec::new();
+    };
+    list.into_iter()
+        .filter(|m| m.role.as_deref() == Some("tool"))
+        .filter_map(|m| m.tool_call_id)
+        .filter(|id| !id.is_empty() && id.len() <= MAX_TOOL_ID_BYTES)
+        .map(Cow::into_owned)
+        .take(MAX_TOOL_LINKS)
+        .collect()
+}
+
 /// The deepest nesting of arrays and objects in a JSON text (strings skipped), counted
 /// without recursion, so any depth is measured safely.
 pub fn nesting_depth(json: &[u8]) -> usize {

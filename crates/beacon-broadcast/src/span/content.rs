@@ -216,6 +216,43 @@ pub fn input(messages_json: &[u8]) -> (Option<String>, Option<String>) {
     )
 }
 
+/// The arguments and the result of tool call `call_id` as a request's `messages` carry them
+/// (the assistant message that made the call, the `role: tool` message answering it), as
+/// `gen_ai.tool.call.arguments` and `gen_ai.tool.call.result` (SPEC §4.5): text as is, a
+/// result made of parts as their JSON (binary parts replaced by placeholders).
+pub fn tool_run(messages_json: &[u8], call_id: &str) -> (Option<String>, Option<String>) {
+    let Ok(messages) = serde_json::from_slice::<Vec<Message<'_>>>(messages_json) else {
+        return (None, None);
+    };
+    let is_id = |raw: Option<&RawValue>| {
+        raw.and_then(|r| serde_json::from_str::<Cow<'_, str>>(r.get()).ok())
+            .is_some_and(|id| id == call_id)
+    };
+    let text = |raw: &RawValue| match serde_json::from_str::<Cow<'_, str>>(raw.get()) {
+        Ok(s) => s.into_owned(),
+        Err(_) => {
+            let mut out = Buf::with_capacity(raw.get().len() + 2);
+            out.push('[');
+            parts(&mut out, Some(raw), &mut true);
+            out.push(']');
+            out.into_string()
+        }
+    };
+    let mut arguments = None;
+    let mut result = None;
+    for m in &messages {
+        if m.role.as_deref() == Some("tool") && is_id(m.tool_call_id) {
+            result = m.content.map(text);
+        }
+        for call in m.tool_calls.iter().flatten() {
+            if is_id(call.id) {
+                arguments = call.function.as_ref().and_then(|f| f.arguments).map(text);
+            }
+        }
+    }
+    (arguments, result)
+}
+
 /// `gen_ai.output.messages` for the first choice: its text and its tool calls.
 pub fn output(
     text: &str,

@@ -4,7 +4,9 @@
 //! ```text
 //! [root: trace.trace_name, op gen_ai.invoke_agent]        optional
 //!   └─ [function: trace.span_name, op function]            optional
+//!        ├─ [execute_tool <name>, op gen_ai.execute_tool]   per tool result linked (§4.5)
 //!        └─ [generation: chat <model>, op gen_ai.chat, kind CLIENT]
+//!             └─ [attempt <provider>/<model>]               per failed attempt (§2.2)
 //! ```
 //! The top emitted span's parent is `trace.parent_span_id` (or the `sentry-trace` /
 //! `traceparent` header's span), flagged remote (`0x300`) so Sentry makes it a segment.
@@ -467,6 +469,9 @@ enum Role {
     Generation,
     /// A failed upstream attempt (its index in `record.attempts`), a child of the generation.
     Attempt(usize),
+    /// A tool run whose result this request brought (its index in
+    /// `record.tools.executions`), a sibling of the generation.
+    Tool(usize),
 }
 
 /// One span before its attributes are produced.
@@ -530,6 +535,23 @@ fn plan<'r>(record: &'r CompletionRecord, ids: &mut dyn IdSource) -> Plan<'r> {
         });
         parent_id = Some(span_id);
     }
+    // Tool runs (SPEC §4.5): beside the generation, under its parent, from the end of the
+    // completion that asked for the call to the arrival of its result.
+    if let Some(generation) = spans.last() {
+        let (parent, flags) = (generation.parent, generation.flags);
+        for (i, run) in record.tools.executions.iter().enumerate() {
+            spans.push(PlannedSpan {
+                name: format!("execute_tool {}", run.name).into(),
+                role: Role::Tool(i),
+                span_id: ids.span_id(),
+                parent,
+                flags,
+                start: run.started_unix_nanos.min(start),
+                end: start,
+                status: Some((status::StatusCode::Ok as i32, "")),
+            });
+        }
+    }
     // Failed attempts (SPEC §2.2): children of the generation span, timed as they ran.
     for (i, attempt) in record.attempts.iter().enumerate() {
         let at = start.saturating_add(attempt.start_us.saturating_mul(1000));
@@ -573,6 +595,31 @@ fn span_attributes(
             a.str("sentry.description", &span.name);
         }
         Role::Generation => generation_attributes(record, settings, &span.name, a),
+        Role::Tool(i) => {
+            if let Some(run) = record.tools.executions.get(i) {
+                a.str("sentry.op", "gen_ai.execute_tool");
+                a.str("gen_ai.operation.name", "execute_tool");
+                a.str("sentry.description", &span.name);
+                a.str("gen_ai.tool.name", &run.name);
+                a.str("gen_ai.tool.type", "function");
+                a.str("gen_ai.tool.call.id", &run.call_id);
+                if let Some(agent) = trace_str(record, "trace_name") {
+                    a.str("gen_ai.agent.name", agent);
+                }
+                if !settings.privacy_mode {
+                    if let Some(c) = &record.content {
+                        let (arguments, result) =
+                            content::tool_run(&c.input_messages, &run.call_id);
+                        if let Some(arguments) = arguments {
+                            a.str("gen_ai.tool.call.arguments", &arguments);
+                        }
+                        if let Some(result) = result {
+                            a.str("gen_ai.tool.call.result", &result);
+                        }
+                    }
+                }
+            }
+        }
         Role::Attempt(i) => {
             if let Some(attempt) = record.attempts.get(i) {
                 a.str("sentry.op", "http.client");
@@ -594,7 +641,7 @@ fn span_attributes(
 fn kind(role: Role) -> span::SpanKind {
     match role {
         Role::Generation | Role::Attempt(_) => span::SpanKind::Client,
-        Role::Agent | Role::Function => span::SpanKind::Internal,
+        Role::Agent | Role::Function | Role::Tool(_) => span::SpanKind::Internal,
     }
 }
 

@@ -79,6 +79,7 @@ pub(crate) fn record() -> CompletionRecord {
             output_truncated: false,
             output_tool_calls: vec![],
         }),
+        tools: Default::default(),
     }
 }
 
@@ -550,4 +551,61 @@ fn finish_reasons_are_a_string_and_tools_are_named_or_defined_by_privacy() {
     let bytes = encode_export([&r], &private, &mut SeqIds(0));
     let text = String::from_utf8_lossy(&bytes);
     assert!(!text.contains("SECRET-DESC") && !text.contains("SECRET-CITY"));
+}
+
+#[test]
+fn a_linked_tool_result_is_an_execute_tool_span_beside_the_generation() {
+    let mut r = record();
+    r.trace = Some(
+        json!({"trace_id": "run-7", "trace_name": "weather-agent"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    r.tools.answered = vec!["call_1".into()];
+    r.tools.executions = vec![crate::record::ToolExecution {
+        call_id: "call_1".into(),
+        name: "get_weather".into(),
+        started_unix_nanos: r.timings.received_unix_nanos - 2_500_000_000,
+    }];
+    if let Some(c) = r.content.as_mut() {
+        c.input_messages = bytes::Bytes::from_static(
+            br#"[{"role":"user","content":"Weather in Paris?"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},{"role":"tool","tool_call_id":"call_1","content":"18C and cloudy"}]"#,
+        );
+    }
+    let spans = build_spans(&r, &settings(), &mut SeqIds(0));
+    // Agent root, the generation under it, and the tool run beside the generation.
+    assert_eq!(spans.len(), 3);
+    let (root, generation, tool) = (&spans[0], &spans[1], &spans[2]);
+    assert_eq!(tool.parent_span_id, root.span_id);
+    assert_eq!(generation.parent_span_id, root.span_id);
+    assert_eq!(tool.name, "execute_tool get_weather");
+    assert_eq!(tool.kind, span::SpanKind::Internal as i32);
+    // From the end of the completion that asked, to this request's arrival.
+    assert_eq!(
+        tool.end_time_unix_nano - tool.start_time_unix_nano,
+        2_500_000_000
+    );
+    assert_eq!(tool.end_time_unix_nano, generation.start_time_unix_nano);
+    insta::assert_json_snapshot!("execute_tool", render(&spans));
+    // Privacy mode: the tool's name and call id, never its arguments or result.
+    let private = build_spans(
+        &r,
+        &SpanSettings {
+            privacy_mode: true,
+            sampling_rate: 1.0,
+        },
+        &mut SeqIds(0),
+    );
+    let tool = &private[2];
+    assert!(attr(tool, "gen_ai.tool.call.id").is_some());
+    assert!(attr(tool, "gen_ai.tool.call.arguments").is_none());
+    assert!(attr(tool, "gen_ai.tool.call.result").is_none());
+    // The direct encoding carries the same span.
+    let mut direct = crate::span::encode_export([&r], &settings(), &mut SeqIds(0));
+    let decoded = <ExportTraceServiceRequest as prost::Message>::decode(direct.as_slice()).unwrap();
+    let encoded = &decoded.resource_spans[0].scope_spans[0].spans;
+    assert_eq!(encoded.len(), 3);
+    assert_eq!(encoded[2], spans[2]);
+    direct.clear();
 }

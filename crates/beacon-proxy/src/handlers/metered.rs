@@ -718,6 +718,12 @@ fn request_info<A: WireApi>(
         trace_context: trace_context::from_headers(headers),
         messages: request.input.clone(),
         tool_names: request.tool_names.clone(),
+        // Linked to earlier tool calls only on the export path of a broadcasting tenant.
+        answered_tool_calls: if caller.tenant.broadcast_enabled {
+            crate::request::answered_tool_calls(&request.input)
+        } else {
+            Vec::new()
+        },
         tool_definitions: request
             .tool_definitions
             .clone()

@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime};
 
 use beacon_broadcast::record::{
     Attempt, CompletionRecord, Content, Cost, CostSource, Outcome, RequestParams, Timings,
-    TokenUsage, ToolCall, TraceContext,
+    TokenUsage, ToolCall, ToolCallRef, ToolLinks, TraceContext, MAX_TOOL_ID_BYTES, MAX_TOOL_LINKS,
 };
 use beacon_broadcast::RecordSender;
 use bytes::Bytes;
@@ -75,6 +75,8 @@ pub struct RequestInfo {
     pub messages: Bytes,
     /// Names of the tools the request offered.
     pub tool_names: Vec<String>,
+    /// Call ids the request's `role: tool` messages answer.
+    pub answered_tool_calls: Vec<String>,
     /// The request's `tools` as sent.
     pub tool_definitions: Option<Bytes>,
     /// Whether some destination may export content (not every one is in privacy mode).
@@ -380,6 +382,25 @@ impl Meter {
             .then(|| bounded_messages(&info.messages, self.shared.max_content_bytes));
         // Before the output is taken: what was seen against what is kept.
         let output_truncated = self.output_bytes > self.output.len() + self.tool_bytes;
+        // The calls asked for, by id and name, whatever the privacy mode: a later request's
+        // tool results are linked to them on the export path (SPEC §4.5).
+        let requested_tools: Vec<ToolCallRef> = self
+            .tool_calls
+            .iter()
+            .filter_map(|(_, c)| {
+                let id = c.id.as_deref().filter(|id| id.len() <= MAX_TOOL_ID_BYTES)?;
+                let name = c.name.as_deref().unwrap_or_default();
+                let mut end = name.len().min(MAX_TOOL_ID_BYTES);
+                while !name.is_char_boundary(end) {
+                    end -= 1;
+                }
+                Some(ToolCallRef {
+                    id: id.to_string(),
+                    name: name[..end].to_string(),
+                })
+            })
+            .take(MAX_TOOL_LINKS)
+            .collect();
         let content = bounded.map(|(input_messages, input_truncated)| Content {
             // Its own exact-size copy (see apis::chat::parse), or a smaller one: no request
             // buffer is pinned while the record waits for export, and no more than
@@ -422,6 +443,11 @@ impl Meter {
             upstream_status: self.upstream_status,
             attempts: std::mem::take(&mut self.attempts),
             tool_names: info.tool_names,
+            tools: ToolLinks {
+                requested: requested_tools,
+                answered: info.answered_tool_calls,
+                executions: Vec::new(),
+            },
             user: info.user,
             session_id: info.session_id,
             trace: info.trace,
