@@ -98,10 +98,11 @@ pub struct Ledger {
 
 #[derive(Debug, Default)]
 struct Rows {
-    by_hash: HashMap<u64, Vec<(LedgerKey, LedgerRow)>>,
+    by_hash: HashMap<u64, Vec<(LedgerKey, LedgerRow)>, foldhash::fast::RandomState>,
     len: usize,
-    /// One seeded hasher for the life of the map.
-    state: std::collections::hash_map::RandomState,
+    /// One seeded hasher for the life of the map: foldhash, a fraction of SipHash's cost
+    /// per record (the parts are the tenant's, its keys' and the models' names).
+    state: foldhash::fast::RandomState,
 }
 
 impl Rows {

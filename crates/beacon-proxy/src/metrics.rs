@@ -13,9 +13,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+
+/// Label caches, looked up per request: a fast seeded hash (foldhash) instead of SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Distinct model label values kept before new models are folded into `other`.
 pub const MAX_MODEL_LABELS: usize = 256;
@@ -121,7 +123,37 @@ pub struct Metrics {
     store_rows: Family<WhatLabels, Counter>,
     models: Mutex<HashMap<String, Label>>,
     tenants: Mutex<HashMap<String, Label>>,
+    /// The series of each (tenant, model) seen, so a completion is counted with one lookup
+    /// and atomic adds instead of a label set hashed (SipHash, in each family) per series.
+    series: Mutex<HashMap<String, HashMap<String, Arc<Series>>>>,
 }
+
+/// The series a completion of one (tenant, model) touches, each made on first use.
+#[derive(Debug)]
+struct Series {
+    tenant: Label,
+    model: Label,
+    responses_200: OnceLock<Counter>,
+    completions_ok: OnceLock<Counter>,
+    tokens: [OnceLock<Counter>; TOKEN_KINDS.len()],
+    cost: OnceLock<Counter<f64, AtomicU64>>,
+}
+
+/// A handle on `family`'s series for `labels` (made if new), kept by the caller.
+fn handle<S, M, C>(family: &Family<S, M, C>, labels: &S) -> M
+where
+    S: Clone + std::hash::Hash + Eq,
+    M: Clone,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    family.get_or_create(labels).clone()
+}
+
+/// `kind` label values of `beacon_tokens_total`.
+const TOKEN_KINDS: [&str; 5] = ["prompt", "completion", "cached", "cache_write", "reasoning"];
+
+/// Most (tenant, model) pairs whose series are kept at hand (others take the slow path).
+const MAX_SERIES: usize = 4 * MAX_MODEL_LABELS;
 
 impl Metrics {
     /// Creates the metrics and registers the broadcast pipeline's counters beside them.
@@ -251,8 +283,9 @@ impl Metrics {
             estimates,
             connections_refused,
             idle_closed,
-            models: Mutex::new(HashMap::new()),
-            tenants: Mutex::new(HashMap::new()),
+            models: Mutex::new(HashMap::default()),
+            tenants: Mutex::new(HashMap::default()),
+            series: Mutex::new(HashMap::default()),
         })
     }
 
@@ -290,55 +323,116 @@ impl Metrics {
         }
     }
 
-    /// Counts one response.
-    pub fn observe_response(&self, tenant: &str, model: &str, status: u16) {
-        let model = if model.is_empty() {
+    /// The series of (`tenant`, `model`): kept at hand once seen (up to [`MAX_SERIES`]
+    /// pairs, and while the model has a label of its own), else made for this call.
+    fn series(&self, tenant: &str, model: &str) -> Arc<Series> {
+        let mut cache = match self.series.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(s) = cache.get(tenant).and_then(|m| m.get(model)) {
+            return s.clone();
+        }
+        let label = if model.is_empty() {
             Label::default()
         } else {
             self.model_label(model)
         };
-        self.requests
-            .get_or_create(&RequestLabels {
-                tenant: self.tenant_label(tenant),
-                model,
-                status,
-            })
-            .inc();
+        let series = Arc::new(Series {
+            tenant: self.tenant_label(tenant),
+            model: label.clone(),
+            responses_200: OnceLock::new(),
+            completions_ok: OnceLock::new(),
+            tokens: Default::default(),
+            cost: OnceLock::new(),
+        });
+        // A model past the label cap is counted as `other`: not kept under its own name, so
+        // clients sending random model names cannot grow the cache.
+        let own_label = model.is_empty() || label.as_escaped() == model;
+        let pairs: usize = cache.values().map(|m| m.len()).sum();
+        if own_label && pairs < MAX_SERIES {
+            cache
+                .entry(tenant.to_string())
+                .or_default()
+                .insert(model.to_string(), series.clone());
+        }
+        series
+    }
+
+    /// Counts one response.
+    pub fn observe_response(&self, tenant: &str, model: &str, status: u16) {
+        let s = self.series(tenant, model);
+        let make = || {
+            handle(
+                &self.requests,
+                &RequestLabels {
+                    tenant: s.tenant.clone(),
+                    model: s.model.clone(),
+                    status,
+                },
+            )
+        };
+        if status == 200 {
+            s.responses_200.get_or_init(make).inc();
+        } else {
+            make().inc();
+        }
     }
 
     /// Accounts a finished completion.
     pub fn observe_record(&self, r: &CompletionRecord) {
-        let tenant = self.tenant_label(&r.tenant_id);
-        let model = self.model_label(&r.requested_model);
-        self.completions
-            .get_or_create(&OutcomeLabels {
-                tenant: tenant.clone(),
-                model: model.clone(),
-                outcome: r.outcome.label(),
-            })
-            .inc();
+        let s = self.series(&r.tenant_id, &r.requested_model);
+        let outcome = r.outcome.label();
+        let completions = || {
+            handle(
+                &self.completions,
+                &OutcomeLabels {
+                    tenant: s.tenant.clone(),
+                    model: s.model.clone(),
+                    outcome,
+                },
+            )
+        };
+        if outcome == "ok" {
+            s.completions_ok.get_or_init(completions).inc();
+        } else {
+            completions().inc();
+        }
         let u = &r.usage;
-        for (kind, n) in [
-            ("prompt", u.prompt_tokens),
-            ("completion", u.completion_tokens),
-            ("cached", u.cached_tokens),
-            ("cache_write", u.cache_write_tokens),
-            ("reasoning", u.reasoning_tokens),
-        ] {
+        let counts = [
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.cached_tokens,
+            u.cache_write_tokens,
+            u.reasoning_tokens,
+        ];
+        for ((kind, n), slot) in TOKEN_KINDS.iter().zip(counts).zip(&s.tokens) {
             if n > 0 {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        tenant: tenant.clone(),
-                        model: model.clone(),
-                        kind,
-                    })
-                    .inc_by(n);
+                slot.get_or_init(|| {
+                    handle(
+                        &self.tokens,
+                        &TokenLabels {
+                            tenant: s.tenant.clone(),
+                            model: s.model.clone(),
+                            kind,
+                        },
+                    )
+                })
+                .inc_by(n);
             }
         }
         let cost: f64 = r.cost.total.try_into().unwrap_or(0.0);
         if cost > 0.0 {
-            self.cost
-                .get_or_create(&ModelLabels { tenant, model })
+            s.cost
+                .get_or_init(|| {
+                    handle(
+                        &self.cost,
+                        &ModelLabels {
+                            tenant: s.tenant.clone(),
+                            model: s.model.clone(),
+                        },
+                    )
+                })
                 .inc_by(cost);
         }
         let t = &r.timings;
@@ -482,6 +576,110 @@ mod tests {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         assert_eq!(other, 50.0);
+    }
+
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[test]
+    fn completions_are_counted_through_the_kept_series() {
+        let m = Metrics::new(&beacon_broadcast::Stats::default());
+        use beacon_broadcast::record::*;
+        let mut r = CompletionRecord {
+            api: beacon_config::Api::Chat,
+            request_id: "req_1".into(),
+            tenant_id: "acme".into(),
+            key_id: "key_1".into(),
+            provider: "openai".into(),
+            requested_model: "openai/gpt-4o".into(),
+            upstream_model: "gpt-4o".into(),
+            served_model: None,
+            response_id: None,
+            stream: false,
+            params: RequestParams::default(),
+            usage: TokenUsage::default(),
+            cost: Cost::default(),
+            timings: Timings::default(),
+            finish_reasons: vec![],
+            outcome: Outcome::Ok,
+            upstream_status: Some(200),
+            attempts: Vec::new(),
+            tool_names: Vec::new(),
+            user: None,
+            session_id: None,
+            trace: None,
+            trace_context: None,
+            content: None,
+            tools: Default::default(),
+        };
+        r.usage.prompt_tokens = 10;
+        r.usage.completion_tokens = 5;
+        r.usage.cached_tokens = 0;
+        r.cost.total = rust_decimal::Decimal::new(25, 4);
+        for _ in 0..3 {
+            m.observe_record(&r);
+            m.observe_response("acme", "openai/gpt-4o", 200);
+        }
+        r.outcome = Outcome::Timeout;
+        m.observe_record(&r);
+        m.observe_response("acme", "openai/gpt-4o", 504);
+        let text = m.render();
+        let l = r#"{tenant="acme",model="openai/gpt-4o""#;
+        assert_eq!(
+            value(
+                &text,
+                &format!("beacon_completions_total{l},outcome=\"ok\"}}")
+            ),
+            3.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("beacon_completions_total{l},outcome=\"timeout\"}}")
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(&text, &format!("beacon_tokens_total{l},kind=\"prompt\"}}")),
+            40.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("beacon_tokens_total{l},kind=\"completion\"}}")
+            ),
+            20.0
+        );
+        assert!(
+            !text.contains(r#"kind="cached""#),
+            "no series for a count never seen"
+        );
+        assert!((value(&text, &format!("beacon_cost_usd_total{l}}}")) - 0.01).abs() < 1e-9);
+        assert_eq!(
+            value(&text, &format!("beacon_requests_total{l},status=\"200\"}}")),
+            3.0
+        );
+        assert_eq!(
+            value(&text, &format!("beacon_requests_total{l},status=\"504\"}}")),
+            1.0
+        );
+        // Bounded: pairs past MAX_SERIES are counted but not kept.
+        for i in 0..MAX_SERIES + 10 {
+            m.observe_response(&format!("t{i}"), "openai/gpt-4o", 200);
+        }
+        let kept: usize = m.series.lock().unwrap().values().map(|v| v.len()).sum();
+        assert_eq!(kept, MAX_SERIES);
+        assert_eq!(
+            value(
+                &m.render(),
+                r#"beacon_requests_total{tenant="t1033",model="openai/gpt-4o",status="200"}"#
+            ),
+            1.0
+        );
     }
 
     #[test]

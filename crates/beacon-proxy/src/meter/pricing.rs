@@ -4,7 +4,9 @@
 //! cache-write tokens, completion tokens include reasoning tokens, so each token is
 //! priced exactly once.
 
-use std::collections::HashMap;
+/// The table's maps: looked up twice per completion with short keys, so a fast seeded hash
+/// (foldhash) instead of SipHash; the keys are the operator's and the shipped prices.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use beacon_broadcast::record::{Cost, CostSource, TokenUsage};
 use beacon_config::Price;
@@ -61,7 +63,7 @@ impl PriceTable {
         }));
         let mut keys: Vec<&String> = table.prices.keys().collect();
         keys.sort();
-        let mut by_model = HashMap::new();
+        let mut by_model = HashMap::default();
         for k in keys {
             if let Some((_, model)) = k.split_once('/') {
                 by_model.entry(model.to_string()).or_insert(table.prices[k]);

@@ -3,7 +3,8 @@
 //! the one provider that serves it (so Claude Code's bare `claude-…` model names reach the
 //! Anthropic provider when OpenAI is the default); otherwise the model is not found.
 
-use std::collections::HashMap;
+/// Looked up per request by provider or alias name: a fast seeded hash (foldhash).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 pub mod plan;
