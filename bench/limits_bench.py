@@ -209,7 +209,7 @@ def wall(a, tmp, up, procs):
     script = g.wrk_script(tmp, "limits", "stub/gpt-4o")
     for proc, port in targets.values():  # warm-up
         g.wrk(port, "/v1/chat/completions", 2, 64, script)
-    res = {n: {"rps": [], "cpu_us": []} for n in targets}
+    res = {n: {"rps": [], "cpu_us": [], "user_share": []} for n in targets}
     for r in range(a.wall):
         for n, (proc, port) in targets.items():
             w = g.wrk(port, "/v1/chat/completions", 5, 64, script, proc.pid)
@@ -217,10 +217,12 @@ def wall(a, tmp, up, procs):
                 raise SystemExit(f"{n}: {w}")
             res[n]["rps"].append(w["rps"])
             res[n]["cpu_us"].append(w["cpu_us_per_request"])
+            res[n]["user_share"].append(w["cpu_user_us_per_request"] / w["cpu_us_per_request"])
             print(f"round {r + 1} {n}: {w['rps']:.0f} req/s, {w['cpu_us_per_request']:.2f} µs CPU/request", flush=True)
     for n, d in res.items():
         print(f"{n}: median {statistics.median(d['rps']):,.0f} req/s, {statistics.median(d['cpu_us']):.2f} µs CPU "
-              f"per request")
+              f"per request, of it user space {statistics.median(d['user_share']) * 100:.0f} % "
+              f"(rounds {[round(x * 100) for x in d['user_share']]})")
     for label in ("key and tenant limits", "no limits on this key (again)"):
         base, other = res["no limits on this key"], res[label]
         cpu = [b / a - 1 for a, b in zip(base["cpu_us"], other["cpu_us"])]
