@@ -273,10 +273,27 @@ pub fn json_response(
     body: Bytes,
     request_id: &str,
 ) -> http::Response<ProxyBody> {
+    json_response_with(
+        status,
+        body,
+        request_id,
+        http::HeaderMap::with_capacity(RESPONSE_HEADERS),
+    )
+}
+
+/// [`json_response`] on top of `headers` (what is relayed from the upstream): the map the
+/// upstream's headers were collected into becomes the response's, so each relayed header
+/// is hashed into a map once, not twice.
+pub fn json_response_with(
+    status: StatusCode,
+    body: Bytes,
+    request_id: &str,
+    headers: http::HeaderMap,
+) -> http::Response<ProxyBody> {
     let mut resp = http::Response::new(ProxyBody::full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    *h = http::HeaderMap::with_capacity(RESPONSE_HEADERS);
+    *h = headers;
     h.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

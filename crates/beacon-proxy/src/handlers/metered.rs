@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use crate::apis::WireApi;
 use crate::auth::Caller;
 use crate::body::ProxyBody;
-use crate::error::{anthropic_error_body, error_body, json_response, ErrorShape, ProxyError};
+use crate::error::{anthropic_error_body, error_body, json_response_with, ErrorShape, ProxyError};
 use crate::meter::stream::{MeteredSse, StreamLimits};
 use crate::meter::{Meter, RequestInfo};
 use crate::request::{ClientRequest, ParseContext};
@@ -334,15 +334,16 @@ async fn serve<A: WireApi>(
         Reply::Error(status, body) => {
             let (outcome, out) = relay_error(status, &body, A::SHAPE);
             meter.finish(outcome);
-            let mut out = json_response(status, out, request_id);
-            out.headers_mut().extend(passthrough);
-            Ok(out)
+            Ok(json_response_with(status, out, request_id, passthrough))
         }
         Reply::Complete(bytes) => {
             let body = complete::<A>(&bytes, &mut meter).await?;
-            let mut out = json_response(StatusCode::OK, body, request_id);
-            out.headers_mut().extend(passthrough);
-            Ok(out)
+            Ok(json_response_with(
+                StatusCode::OK,
+                body,
+                request_id,
+                passthrough,
+            ))
         }
     }
 }
@@ -448,7 +449,7 @@ async fn attempt<A: WireApi>(
     } else {
         policy::retry_after(resp.headers())
     };
-    let mut passthrough = http::HeaderMap::new();
+    let mut passthrough = http::HeaderMap::with_capacity(crate::error::RESPONSE_HEADERS);
     for (k, v) in resp.headers() {
         // A limited key's responses carry its own x-ratelimit-* (SPEC §5.1), never the
         // provider's account-wide ones: those are not copied to be replaced.
@@ -651,8 +652,9 @@ fn sse_response(
 ) -> Response<ProxyBody> {
     let mut out = Response::new(ProxyBody::Sse(body));
     let h = out.headers_mut();
-    *h = http::HeaderMap::with_capacity(crate::error::RESPONSE_HEADERS);
-    h.extend(passthrough);
+    // The map the upstream's headers were collected into is the response's (see
+    // `json_response_with`).
+    *h = passthrough;
     h.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream; charset=utf-8"),
