@@ -875,6 +875,42 @@ fn check_reports_field_named_errors() {
         err.contains("server.listen") && err.contains("providers[0].base_url"),
         "{err}"
     );
+    // A destination's own fields are checked by its type, every one named.
+    let bad_destinations = dir.path().join("bad-destinations.toml");
+    let config = Beacon::config("http://127.0.0.1:9/v1", "").replace("{RECORD_LOG}", "r.jsonl")
+        + r#"
+[[tenants]]
+id = "t2"
+api_keys = ["sk-check-destinations-0123456789"]
+[[tenants.broadcast.destinations]]
+type = "langfuse"
+name = "lf"
+public_key = "pk-lf-1"
+[[tenants.broadcast.destinations]]
+type = "kafka"
+name = "k"
+[[tenants.broadcast.destinations]]
+type = "webhook"
+name = "w"
+url = "https://hooks.example.com/b"
+secret = "0123456789abcdef"
+colour = "red"
+"#;
+    std::fs::write(&bad_destinations, config).unwrap();
+    let out = std::process::Command::new(beacon_e2e::beacon_bin())
+        .args(["check", "--config"])
+        .arg(&bad_destinations)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "broadcast.destinations[0].secret_key: is required for type `langfuse`",
+        "broadcast.destinations[1].type: unknown destination type `kafka`",
+        "broadcast.destinations[2].colour: is not a field of type `webhook`",
+    ] {
+        assert!(err.contains(needle), "missing {needle} in {err}");
+    }
 
     let good = dir.path().join("good.toml");
     std::fs::write(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use beacon_broadcast::destination::DestinationSpec;
 use beacon_broadcast::sink::http::client;
 use beacon_broadcast::test_connection::{self, TEST_SPAN_NAME, TEST_SPAN_OP};
-use beacon_config::{DestinationConfig, DestinationKind};
+use beacon_config::DestinationConfig;
 use beacon_e2e::mock_sentry::{MockSentry, Mode};
 
 /// The probe schedule, shortened (the product's is 1, 2 and 4 s).
@@ -28,10 +28,11 @@ fn sentry_spec(endpoint: String, dsn: String) -> DestinationSpec {
         id: None,
         name: "Sentry".into(),
         enabled: true,
-        kind: DestinationKind::Sentry {
-            otlp_endpoint: endpoint,
-            dsn,
-        },
+        type_name: "sentry".into(),
+        fields: serde_json::json!({"otlp_endpoint": endpoint, "dsn": dsn})
+            .as_object()
+            .cloned()
+            .unwrap(),
         privacy_mode: false,
         follow_caller_sampling: None,
         error_events: None,
@@ -131,7 +132,10 @@ async fn hostnames_resolving_to_private_addresses_are_refused_at_connect_time() 
         id: "config:otlp".into(),
         tenant_id: "acme".into(),
         name: "otlp".into(),
+        type_name: "otlp",
         enabled: true,
+        wire: beacon_broadcast::destination::Wire::OtlpProtobuf,
+        dialect: Default::default(),
         endpoint: beacon_broadcast::destination::Endpoint {
             url: format!("http://localhost:{}/v1/traces", collector.addr.port())
                 .parse()

@@ -13,14 +13,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use beacon_broadcast::destination::{DestinationError, DestinationSpec};
+use beacon_broadcast::destination::{self, DestinationError, DestinationSpec};
 use beacon_broadcast::sink::http::ExportClient;
 use beacon_broadcast::test_connection::{self, TestReport};
 use beacon_config::{
-    DestinationConfig, DestinationKind, FieldError, RawDestination, TenantConfig,
-    MAX_DESTINATIONS_PER_TYPE,
+    DestinationConfig, FieldError, RawDestination, TenantConfig, MAX_DESTINATIONS_PER_TYPE,
 };
-use beacon_store::{redact, Store, StoredDestination};
+use beacon_store::{Store, StoredDestination};
 use serde_json::{json, Map, Value};
 
 use crate::error::AdminError;
@@ -180,16 +179,17 @@ impl Manager {
         body: Value,
     ) -> Result<(StoredDestination, TestReport), AdminError> {
         let config = parse(body)?;
+        self.spec(tenant, &config)?;
         self.store.require_secret_key()?;
         let existing = self.list(tenant).await?;
         let same_type = existing
             .iter()
-            .filter(|d| d.config.kind.type_name() == config.kind.type_name())
+            .filter(|d| d.config.type_name == config.type_name)
             .count();
         if same_type >= MAX_DESTINATIONS_PER_TYPE {
             return Err(AdminError::Conflict(format!(
                 "This tenant already has {MAX_DESTINATIONS_PER_TYPE} destinations of type `{}`, the most it may have.",
-                config.kind.type_name()
+                config.type_name
             )));
         }
         if existing.iter().any(|d| d.config.name == config.name) {
@@ -203,7 +203,7 @@ impl Manager {
             return Err(AdminError::TestFailed(report));
         }
         let stored = self.store.create_destination(tenant, &config).await?;
-        tracing::info!(tenant, destination = %stored.id, name = %config.name, kind = config.kind.type_name(), "destination created");
+        tracing::info!(tenant, destination = %stored.id, name = %config.name, kind = %config.type_name, "destination created");
         Ok((stored, report))
     }
 
@@ -230,14 +230,19 @@ impl Manager {
                 "id" | "source" | "updated_at" | "stats" | "test" => {
                     return Err(AdminError::field(key, "cannot be changed"))
                 }
-                "type" if value.as_str() != Some(current.config.kind.type_name()) => {
+                "type" if value.as_str() != Some(current.config.type_name.as_str()) => {
                     return Err(AdminError::field(
                         "type",
                         "cannot be changed: create a new destination of the other type",
                     ))
                 }
                 _ => {
-                    let value = keep_redacted(&key, value, &current.config);
+                    let value = destination::keep_redacted(
+                        &current.config.type_name,
+                        &key,
+                        value,
+                        &current.config.fields,
+                    );
                     merged.insert(key, value);
                 }
             }
@@ -278,7 +283,9 @@ impl Manager {
         }
         self.spec(tenant, &config)?;
         self.store.require_secret_key()?;
-        let report = if config.kind == current.config.kind {
+        let report = if (&config.type_name, &config.fields)
+            == (&current.config.type_name, &current.config.fields)
+        {
             None
         } else {
             let report = self.test(tenant, &config).await?;
@@ -332,36 +339,25 @@ pub fn parse(body: Value) -> Result<DestinationConfig, AdminError> {
         };
         AdminError::Invalid(vec![FieldError::new(field, message)])
     })?;
-    beacon_config::destination_from_raw(raw).map_err(AdminError::Invalid)
+    let config = beacon_config::destination_from_raw(raw).map_err(AdminError::Invalid)?;
+    destination::check_fields(&config)
+        .map_err(|DestinationError { field, message }| AdminError::field(field, message))?;
+    Ok(config)
 }
 
 /// The destination's fields under their TOML names; secrets redacted when `redacted`.
 pub fn fields(config: &DestinationConfig, redacted: bool) -> Map<String, Value> {
     let mut m = Map::new();
-    m.insert("type".into(), config.kind.type_name().into());
+    m.insert("type".into(), config.type_name.clone().into());
     m.insert("name".into(), config.name.clone().into());
     m.insert("enabled".into(), config.enabled.into());
-    match &config.kind {
-        DestinationKind::Sentry { otlp_endpoint, dsn } => {
-            m.insert("otlp_endpoint".into(), otlp_endpoint.clone().into());
-            let dsn = if redacted {
-                redact_dsn(dsn)
-            } else {
-                dsn.clone()
-            };
-            m.insert("dsn".into(), dsn.into());
-        }
-        DestinationKind::Otlp { endpoint, headers } => {
-            m.insert("endpoint".into(), endpoint.clone().into());
-            let headers: Map<String, Value> = headers
-                .iter()
-                .map(|(k, v)| {
-                    let v = if redacted { redact(v) } else { v.clone() };
-                    (k.clone(), Value::String(v))
-                })
-                .collect();
-            m.insert("headers".into(), Value::Object(headers));
-        }
+    if redacted {
+        m.extend(destination::redacted_fields(
+            &config.type_name,
+            &config.fields,
+        ));
+    } else {
+        m.extend(config.fields.clone());
     }
     m.insert("privacy_mode".into(), config.privacy_mode.into());
     m.insert(
@@ -391,63 +387,11 @@ pub fn view(d: &Listed) -> Map<String, Value> {
     m
 }
 
-/// A DSN with its public key redacted: `https://abc1…@o1.ingest.sentry.io/2`.
-pub fn redact_dsn(dsn: &str) -> String {
-    match dsn.split_once("://").and_then(|(scheme, rest)| {
-        rest.rsplit_once('@')
-            .map(|(userinfo, host)| (scheme, userinfo, host))
-    }) {
-        Some((scheme, userinfo, host)) => format!("{scheme}://{}@{host}", redact(userinfo)),
-        None => redact(dsn),
-    }
-}
-
-/// A patched secret equal to the redacted form of the current one means "unchanged": the
-/// console and API clients send back what they were shown.
-fn keep_redacted(key: &str, value: Value, current: &DestinationConfig) -> Value {
-    match (key, &current.kind, value) {
-        ("dsn", DestinationKind::Sentry { dsn, .. }, Value::String(v)) if v == redact_dsn(dsn) => {
-            Value::String(dsn.clone())
-        }
-        ("headers", DestinationKind::Otlp { headers, .. }, Value::Object(new)) => Value::Object(
-            new.into_iter()
-                .map(|(k, v)| {
-                    let old = headers.iter().find(|(name, _)| *name == k);
-                    match (old, v) {
-                        (Some((_, old)), Value::String(s)) if s == redact(old) => {
-                            (k, Value::String(old.clone()))
-                        }
-                        (_, v) => (k, v),
-                    }
-                })
-                .collect(),
-        ),
-        (_, _, value) => value,
-    }
-}
-
 /// Removes every secret of `config` from a message meant for a client or a log line.
 pub fn scrub(message: &str, config: &DestinationConfig) -> String {
-    let mut secrets: Vec<String> = Vec::new();
-    match &config.kind {
-        DestinationKind::Sentry { dsn, .. } => {
-            secrets.push(dsn.clone());
-            if let Some((_, rest)) = dsn.split_once("://") {
-                if let Some((userinfo, _)) = rest.rsplit_once('@') {
-                    secrets.push(userinfo.to_string());
-                    secrets.extend(userinfo.split(':').map(String::from));
-                }
-            }
-        }
-        DestinationKind::Otlp { headers, .. } => {
-            secrets.extend(headers.iter().map(|(_, v)| v.clone()));
-        }
-    }
-    // Longest first, so a DSN is replaced whole before its key.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     let mut out = message.to_string();
-    for s in secrets.iter().filter(|s| s.len() >= 4) {
-        out = out.replace(s.as_str(), &redact(s));
+    for s in destination::secret_values(&config.type_name, &config.fields) {
+        out = out.replace(s.as_str(), &destination::redact(&s));
     }
     out
 }
@@ -511,12 +455,18 @@ mod tests {
     #[test]
     fn redacted_secrets_sent_back_mean_unchanged() {
         let c = sentry();
-        let v = keep_redacted("dsn", Value::String(redact_dsn(DSN)), &c);
+        let v = destination::keep_redacted(
+            "sentry",
+            "dsn",
+            Value::String(destination::redact_dsn(DSN)),
+            &c.fields,
+        );
         assert_eq!(v, Value::String(DSN.into()));
-        let v = keep_redacted(
+        let v = destination::keep_redacted(
+            "sentry",
             "dsn",
             Value::String("https://new1@o1.ingest.sentry.io/456".into()),
-            &c,
+            &c.fields,
         );
         assert_eq!(
             v,

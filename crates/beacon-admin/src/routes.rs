@@ -132,6 +132,14 @@ async fn route(
             Method::GET => Ok((StatusCode::OK, session(who))),
             _ => not_allowed(),
         },
+        // Every destination type and its fields: the console draws its forms from this.
+        ["destination-types"] => match *method {
+            Method::GET => Ok((
+                StatusCode::OK,
+                json!({ "object": "list", "data": beacon_broadcast::destination::describe() }),
+            )),
+            _ => not_allowed(),
+        },
         ["tenants"] => match *method {
             Method::GET => list_tenants(inner, who).await,
             Method::POST => {

@@ -54,6 +54,7 @@ fn bench(c: &mut Criterion) {
     let settings = SpanSettings {
         privacy_mode: false,
         sampling_rate: 1.0,
+        dialect: Default::default(),
     };
     let mut g = c.benchmark_group("span_encode");
     for (name, with_agent) in [("generation_only", false), ("agent_hierarchy", true)] {

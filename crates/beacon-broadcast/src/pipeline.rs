@@ -91,6 +91,9 @@ pub enum StartError {
         /// What is wrong.
         source: DestinationError,
     },
+    /// Several declared destinations are invalid (each line names one field).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  - "))]
+    Destinations(Vec<StartError>),
     /// TLS could not be set up.
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
@@ -116,7 +119,8 @@ fn runnable(
     tenants: &[TenantConfig],
     allow_private: bool,
 ) -> Result<Vec<Vec<DestinationSpec>>, StartError> {
-    tenants
+    let mut invalid = Vec::new();
+    let specs = tenants
         .iter()
         .enumerate()
         .map(|(t, tenant)| {
@@ -127,18 +131,21 @@ fn runnable(
                     Err(source) if d.id.is_some() => {
                         tracing::warn!(tenant = %tenant.id, destination = ?d.id, error = %source, "stored destination skipped: it is not valid on this node");
                     }
-                    Err(source) => {
-                        return Err(StartError::Destination {
-                            tenant: t,
-                            index,
-                            source,
-                        })
-                    }
+                    Err(source) => invalid.push(StartError::Destination {
+                        tenant: t,
+                        index,
+                        source,
+                    }),
                 }
             }
-            Ok(specs)
+            specs
         })
-        .collect()
+        .collect();
+    match invalid.len() {
+        0 => Ok(specs),
+        1 => Err(invalid.remove(0)),
+        _ => Err(StartError::Destinations(invalid)),
+    }
 }
 
 /// The route table: tenant id → switch and destination workers. Swapped whole on reload.
@@ -572,17 +579,18 @@ async fn deliver(mut record: Queued, log: &mut Option<RecordLog>, router: &Route
 #[cfg(test)]
 mod tests {
     use super::*;
-    use beacon_config::{DestinationConfig, DestinationKind, TenantBroadcastConfig};
+    use beacon_config::{DestinationConfig, TenantBroadcastConfig};
 
     fn otlp(id: Option<&str>, endpoint: &str) -> DestinationConfig {
         DestinationConfig {
             id: id.map(String::from),
             name: endpoint.into(),
             enabled: true,
-            kind: DestinationKind::Otlp {
-                endpoint: endpoint.into(),
-                headers: vec![],
-            },
+            type_name: "otlp".into(),
+            fields: serde_json::json!({ "endpoint": endpoint })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
             privacy_mode: false,
             follow_caller_sampling: None,
             error_events: None,

@@ -330,6 +330,7 @@ mod tests {
             &SpanSettings {
                 privacy_mode: false,
                 sampling_rate: 1.0,
+                dialect: Default::default(),
             },
             &mut Seq(0),
             Some(&mut exported),

@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::trace::v1::{span, status, Span, Status};
 use prost::Message;
 use serde::Serialize;
 
-use crate::destination::DestinationSpec;
+use crate::destination::{webhook, DestinationSpec, Wire};
 use crate::sink::http::{self, ExportClient, PostResult};
 use crate::span::{export_request, Attrs, IdSource, RandomIds};
 
@@ -81,14 +81,19 @@ pub async fn run(
     timeout: Duration,
     probes: &[Duration],
 ) -> TestReport {
-    let encoded = http::gzip(&test_payload(spec)).and_then(|span| {
-        Ok((
-            span,
-            http::gzip(&export_request(Vec::new()).encode_to_vec())?,
-        ))
-    });
+    let encoded = match &spec.wire {
+        Wire::SignedJson(key) => Ok((webhook_test(spec, key), None)),
+        Wire::OtlpProtobuf => http::gzip(&test_payload(spec)).and_then(|span| {
+            Ok((
+                http::Payload::otlp(Bytes::from(span)),
+                Some(http::Payload::otlp(Bytes::from(http::gzip(
+                    &export_request(Vec::new()).encode_to_vec(),
+                )?))),
+            ))
+        }),
+    };
     let (body, empty) = match encoded {
-        Ok((span, empty)) => (Bytes::from(span), Bytes::from(empty)),
+        Ok(parts) => parts,
         Err(e) => {
             return TestReport {
                 ok: false,
@@ -100,9 +105,9 @@ pub async fn run(
         }
     };
     let first = attempt(spec, client, &body, timeout).await;
-    if !(first.ok && spec.endpoint.is_sentry) {
+    let Some(empty) = empty.filter(|_| first.ok && spec.endpoint.is_sentry) else {
         return first;
-    }
+    };
     let answered = tokio::time::Instant::now();
     for at in probes {
         tokio::time::sleep_until(answered + *at).await;
@@ -116,14 +121,40 @@ pub async fn run(
     first
 }
 
+/// A webhook's test delivery: a JSON array of one object marked `"test": true`, signed as
+/// every delivery is.
+fn webhook_test(spec: &DestinationSpec, key: &[u8]) -> http::Payload {
+    let body = serde_json::json!([{
+        "test": true,
+        "message": TEST_SPAN_NAME,
+        "tenant_id": spec.tenant_id,
+        "destination": spec.name,
+    }])
+    .to_string();
+    let signature = webhook::signature(key, body.as_bytes());
+    http::Payload {
+        headers: ::http::HeaderValue::try_from(signature)
+            .map(|v| {
+                vec![(
+                    ::http::HeaderName::from_static(webhook::SIGNATURE_HEADER),
+                    v,
+                )]
+            })
+            .unwrap_or_default(),
+        body: Bytes::from(body),
+        content_type: "application/json",
+        gzipped: false,
+    }
+}
+
 async fn attempt(
     spec: &DestinationSpec,
     client: &ExportClient,
-    body: &Bytes,
+    payload: &http::Payload,
     timeout: Duration,
 ) -> TestReport {
     let started = Instant::now();
-    let result = http::post(client, &spec.endpoint, body.clone(), timeout).await;
+    let result = http::send(client, &spec.endpoint, payload, timeout).await;
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match result {
         PostResult::Failed(message) => TestReport {
@@ -133,20 +164,13 @@ async fn attempt(
             latency_ms,
             message,
         },
-        PostResult::Response { status, .. } if (200..300).contains(&status) => {
-            let message = if spec.endpoint.is_sentry {
-                format!("Sentry accepted the test span: a transaction `{TEST_SPAN_NAME}` (op {TEST_SPAN_OP}) is now in your project.")
-            } else {
-                "The collector accepted the test span.".to_string()
-            };
-            TestReport {
-                ok: true,
-                reached: true,
-                status: Some(status),
-                latency_ms,
-                message,
-            }
-        }
+        PostResult::Response { status, .. } if (200..300).contains(&status) => TestReport {
+            ok: true,
+            reached: true,
+            status: Some(status),
+            latency_ms,
+            message: spec.accepted_message(),
+        },
         PostResult::Response { status, body, .. } => {
             let text = http::error_text(&body);
             let message = if text.is_empty() {

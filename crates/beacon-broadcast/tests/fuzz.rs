@@ -4,12 +4,14 @@
 //! one span per record, and no prompt or completion text under privacy mode).
 //! `PROPTEST_CASES` sets the number of cases.
 
-use beacon_broadcast::destination::{is_private_host, DestinationSpec, Dsn};
+use beacon_broadcast::destination::{
+    is_private_host, DestinationSpec, DestinationType, Dsn, FieldKind, TYPES,
+};
 use beacon_broadcast::record::{
     CompletionRecord, Content, Cost, Outcome, RequestParams, Timings, TokenUsage, ToolCall,
 };
 use beacon_broadcast::span::{encode_export, RandomIds, SpanSettings};
-use beacon_config::{DestinationConfig, DestinationKind};
+use beacon_config::DestinationConfig;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use proptest::prelude::*;
 use prost::Message;
@@ -40,12 +42,25 @@ fn url_like() -> impl Strategy<Value = String> {
         })
 }
 
-fn destination(kind: DestinationKind) -> DestinationConfig {
+/// A destination of type `ty` whose URL fields are `url` and whose DSN is `dsn`.
+fn destination(ty: &dyn DestinationType, url: &str, dsn: &str) -> DestinationConfig {
+    let mut fields = serde_json::Map::new();
+    for f in ty.fields() {
+        let value = match f.kind {
+            FieldKind::Url => url,
+            FieldKind::Dsn => dsn,
+            FieldKind::Choice(options) => options[0],
+            FieldKind::Headers => continue,
+            FieldKind::Text | FieldKind::Secret => "0123456789abcdef0123",
+        };
+        fields.insert(f.name.into(), value.into());
+    }
     DestinationConfig {
         id: None,
         name: "d".into(),
         enabled: true,
-        kind,
+        type_name: ty.name().into(),
+        fields,
         privacy_mode: false,
         follow_caller_sampling: None,
         error_events: None,
@@ -144,11 +159,8 @@ proptest! {
 
     #[test]
     fn no_private_destination_is_ever_accepted(endpoint in url_like(), dsn in url_like()) {
-        for kind in [
-            DestinationKind::Otlp { endpoint: endpoint.clone(), headers: vec![] },
-            DestinationKind::Sentry { otlp_endpoint: endpoint.clone(), dsn: dsn.clone() },
-        ] {
-            if let Ok(spec) = DestinationSpec::new("t", &destination(kind), false) {
+        for ty in TYPES {
+            if let Ok(spec) = DestinationSpec::new("t", &destination(ty, &endpoint, &dsn), false) {
                 let host = spec.endpoint.url.host().unwrap_or_default();
                 prop_assert!(!is_private_host(host), "{host} accepted");
                 prop_assert_eq!(spec.endpoint.url.scheme_str(), Some("https"));
@@ -161,7 +173,7 @@ proptest! {
         records in proptest::collection::vec(record(), 1..6),
         privacy in any::<bool>(),
     ) {
-        let settings = SpanSettings { privacy_mode: privacy, sampling_rate: 1.0 };
+        let settings = SpanSettings { privacy_mode: privacy, sampling_rate: 1.0, dialect: Default::default(), };
         let bytes = encode_export(records.iter(), &settings, &mut RandomIds);
         let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).expect("decodes");
         let spans: Vec<_> = decoded

@@ -325,8 +325,12 @@ pub struct DestinationConfig {
     pub name: String,
     /// Disabled destinations receive nothing.
     pub enabled: bool,
-    /// Where and how to send.
-    pub kind: DestinationKind,
+    /// The destination type (`sentry`, `otlp`, `langfuse`, …): the module of
+    /// `beacon_broadcast::destination` that reads [`Self::fields`].
+    pub type_name: String,
+    /// The type's own settings (`dsn`, `endpoint`, `headers`, `api_key`, …) as written,
+    /// validated by that type.
+    pub fields: serde_json::Map<String, serde_json::Value>,
     /// No prompt or completion text is exported when set.
     pub privacy_mode: bool,
     /// Completions whose caller's `sentry-trace` / `traceparent` says not sampled are not
@@ -339,35 +343,6 @@ pub struct DestinationConfig {
     pub sampling_rate: f64,
     /// Key names/ids whose completions are exported; empty means all.
     pub api_keys: Vec<String>,
-}
-
-/// Destination types.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DestinationKind {
-    /// Sentry's OTLP traces endpoint, authenticated by the DSN's public key.
-    Sentry {
-        /// `https://…/api/<project>/integration/otlp/v1/traces`.
-        otlp_endpoint: String,
-        /// `https://<public key>@…/<project>`.
-        dsn: String,
-    },
-    /// Any OTLP/HTTP traces endpoint.
-    Otlp {
-        /// Full traces URL.
-        endpoint: String,
-        /// Extra request headers (e.g. `authorization`).
-        headers: Vec<(String, String)>,
-    },
-}
-
-impl DestinationKind {
-    /// The `type` value used in TOML and the admin API.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::Sentry { .. } => "sentry",
-            Self::Otlp { .. } => "otlp",
-        }
-    }
 }
 
 /// One invalid field.

@@ -163,43 +163,10 @@ pub struct RawTenantBroadcast {
 }
 
 /// One destination as written in TOML (`[[tenants.broadcast.destinations]]`) or sent as JSON
-/// to the admin API, before validation.
+/// to the admin API, before validation: a table whose common keys (`type`, `name`,
+/// `enabled`, `privacy_mode`, `sampling_rate`, …) are read by the config and whose other
+/// keys belong to the destination type (`dsn`, `endpoint`, `api_key`, …), checked by that
+/// type's module in `beacon_broadcast::destination`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDestination {
-    /// `sentry` or `otlp`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Display name.
-    pub name: String,
-    /// Enabled flag (default true).
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// Sentry: OTLP traces endpoint.
-    pub otlp_endpoint: Option<String>,
-    /// Sentry: DSN.
-    pub dsn: Option<String>,
-    /// OTLP: traces endpoint.
-    pub endpoint: Option<String>,
-    /// OTLP: request headers.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// No prompt or completion text exported.
-    #[serde(default)]
-    pub privacy_mode: bool,
-    /// Skip completions whose caller's trace is not sampled (default: Sentry yes, OTLP no).
-    #[serde(default)]
-    pub follow_caller_sampling: Option<bool>,
-    /// Sentry: failed completions as error events (default true).
-    #[serde(default)]
-    pub error_events: Option<bool>,
-    /// Fraction exported (default 1).
-    pub sampling_rate: Option<f64>,
-    /// Key allowlist.
-    #[serde(default)]
-    pub api_keys: Vec<String>,
-}
-
-fn default_true() -> bool {
-    true
-}
+#[serde(transparent)]
+pub struct RawDestination(pub serde_json::Map<String, serde_json::Value>);

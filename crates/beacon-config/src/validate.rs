@@ -10,9 +10,9 @@ use rust_decimal::Decimal;
 use crate::raw::{RawConfig, RawDestination, RawPrice};
 use crate::{
     AdminConfig, AliasTarget, Api, ApiKeyConfig, ApiSet, BroadcastConfig, Config,
-    DestinationConfig, DestinationKind, FieldError, Limits, MetadataLimits, ModelAlias, Price,
-    ProviderConfig, ProviderKind, RoutingConfig, ServerConfig, StoreConfig, TenantBroadcastConfig,
-    TenantConfig, MAX_DESTINATIONS_PER_TYPE,
+    DestinationConfig, FieldError, Limits, MetadataLimits, ModelAlias, Price, ProviderConfig,
+    ProviderKind, RoutingConfig, ServerConfig, StoreConfig, TenantBroadcastConfig, TenantConfig,
+    MAX_DESTINATIONS_PER_TYPE,
 };
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -403,23 +403,24 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         let mut dest_names = HashSet::new();
         for (d, dest) in t.broadcast.destinations.into_iter().enumerate() {
             let path = field(&format!("broadcast.destinations[{d}]"));
-            if !dest_names.insert(dest.name.clone()) {
-                errs.push(FieldError::new(
-                    format!("{path}.name"),
-                    format!("duplicate destination `{}`", dest.name),
-                ));
+            if let Some(name) = dest.0.get("name").and_then(|n| n.as_str()) {
+                if !dest_names.insert(name.to_string()) {
+                    errs.push(FieldError::new(
+                        format!("{path}.name"),
+                        format!("duplicate destination `{name}`"),
+                    ));
+                }
             }
             if let Some(dc) = destination(dest, &path, &mut errs) {
                 destinations.push(dc);
             }
         }
-        for ty in ["sentry", "otlp"] {
-            if destinations
-                .iter()
-                .filter(|d| d.kind.type_name() == ty)
-                .count()
-                > MAX_DESTINATIONS_PER_TYPE
-            {
+        let mut per_type: BTreeMap<&str, usize> = BTreeMap::new();
+        for d in &destinations {
+            *per_type.entry(d.type_name.as_str()).or_default() += 1;
+        }
+        for (ty, n) in per_type {
+            if n > MAX_DESTINATIONS_PER_TYPE {
                 errs.push(FieldError::new(
                     field("broadcast.destinations"),
                     format!("at most {MAX_DESTINATIONS_PER_TYPE} destinations of type `{ty}`"),
@@ -490,64 +491,127 @@ pub fn destination_from_raw(d: RawDestination) -> Result<DestinationConfig, Vec<
     }
 }
 
+/// The keys of a destination table the config reads; every other key belongs to the type.
+const COMMON_DESTINATION_KEYS: [&str; 8] = [
+    "type",
+    "name",
+    "enabled",
+    "privacy_mode",
+    "follow_caller_sampling",
+    "error_events",
+    "sampling_rate",
+    "api_keys",
+];
+
 fn destination(
     d: RawDestination,
     path: &str,
     errs: &mut Vec<FieldError>,
 ) -> Option<DestinationConfig> {
+    use serde_json::Value;
     let before = errs.len();
-    if d.name.trim().is_empty() || d.name.len() > 100 {
-        errs.push(FieldError::new(
-            format!("{path}.name"),
-            "must be 1 to 100 characters",
-        ));
-    }
-    let sampling_rate = d.sampling_rate.unwrap_or(1.0);
-    if !(0.0001..=1.0).contains(&sampling_rate) {
-        errs.push(FieldError::new(
-            format!("{path}.sampling_rate"),
-            "must be between 0.0001 and 1",
-        ));
-    }
-    let require = |v: Option<String>, k: &str, errs: &mut Vec<FieldError>| -> String {
-        match v.filter(|s| !s.trim().is_empty()) {
-            Some(s) => s,
-            None => {
+    let mut table = d.0;
+    let mut fail = |k: &str, message: &str| {
+        errs.push(FieldError::new(format!("{path}.{k}"), message));
+    };
+    let type_name = match table.get("type") {
+        Some(Value::String(t))
+            if !t.is_empty() && t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+        {
+            t.clone()
+        }
+        Some(Value::String(_)) => {
+            fail(
+                "type",
+                "must be a destination type such as `sentry` or `otlp`",
+            );
+            String::new()
+        }
+        Some(_) => {
+            fail("type", "must be a string");
+            String::new()
+        }
+        None => {
+            fail("type", "is required (`sentry`, `otlp`, `langfuse`, …)");
+            String::new()
+        }
+    };
+    let name = match table.get("name") {
+        Some(Value::String(n)) if !n.trim().is_empty() && n.len() <= 100 => n.clone(),
+        Some(Value::String(_)) | None => {
+            fail("name", "must be 1 to 100 characters");
+            String::new()
+        }
+        Some(_) => {
+            fail("name", "must be a string");
+            String::new()
+        }
+    };
+    let mut flag = |k: &str| -> Option<bool> {
+        match table.get(k) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
                 errs.push(FieldError::new(
                     format!("{path}.{k}"),
-                    format!("is required for type `{}`", d.kind),
+                    "must be true or false",
                 ));
-                String::new()
+                None
             }
         }
     };
-    let kind = match d.kind.as_str() {
-        "sentry" => DestinationKind::Sentry {
-            otlp_endpoint: require(d.otlp_endpoint, "otlp_endpoint", errs),
-            dsn: require(d.dsn, "dsn", errs),
+    let enabled = flag("enabled").unwrap_or(true);
+    let privacy_mode = flag("privacy_mode").unwrap_or(false);
+    let follow_caller_sampling = flag("follow_caller_sampling");
+    let error_events = flag("error_events");
+    let sampling_rate = match table.get("sampling_rate") {
+        None | Some(Value::Null) => 1.0,
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(r) if (0.0001..=1.0).contains(&r) => r,
+            _ => {
+                errs.push(FieldError::new(
+                    format!("{path}.sampling_rate"),
+                    "must be between 0.0001 and 1",
+                ));
+                1.0
+            }
         },
-        "otlp" => DestinationKind::Otlp {
-            endpoint: require(d.endpoint, "endpoint", errs),
-            headers: d.headers.into_iter().collect(),
-        },
-        other => {
+        Some(_) => {
             errs.push(FieldError::new(
-                format!("{path}.type"),
-                format!("unknown type `{other}` (expected `sentry` or `otlp`)"),
+                format!("{path}.sampling_rate"),
+                "must be a number between 0.0001 and 1",
             ));
-            return None;
+            1.0
         }
     };
+    let api_keys = match table.get("api_keys") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        Some(_) => {
+            errs.push(FieldError::new(
+                format!("{path}.api_keys"),
+                "must be a list of key ids or names",
+            ));
+            Vec::new()
+        }
+    };
+    for k in COMMON_DESTINATION_KEYS {
+        table.remove(k);
+    }
     (errs.len() == before).then_some(DestinationConfig {
         id: None,
-        name: d.name,
-        enabled: d.enabled,
-        kind,
-        privacy_mode: d.privacy_mode,
-        follow_caller_sampling: d.follow_caller_sampling,
-        error_events: d.error_events,
+        name,
+        enabled,
+        type_name,
+        fields: table,
+        privacy_mode,
+        follow_caller_sampling,
+        error_events,
         sampling_rate,
-        api_keys: d.api_keys,
+        api_keys,
     })
 }
 
@@ -874,6 +938,13 @@ sampling_rate = 2
 [[tenants.broadcast.destinations]]
 type = "kafka"
 name = "k"
+[[tenants.broadcast.destinations]]
+type = "otlp"
+[[tenants.broadcast.destinations]]
+type = "otlp"
+name = "o"
+enabled = "yes"
+api_keys = "all"
 "#,
         );
         let joined = e.join("\n");
@@ -887,9 +958,9 @@ name = "k"
             "tenants[0].api_keys[0]",
             "tenants[0].api_keys[1]",
             "tenants[0].broadcast.destinations[0].sampling_rate",
-            "tenants[0].broadcast.destinations[0].otlp_endpoint",
-            "tenants[0].broadcast.destinations[0].dsn",
-            "tenants[0].broadcast.destinations[1].type",
+            "tenants[0].broadcast.destinations[2].name",
+            "tenants[0].broadcast.destinations[3].enabled",
+            "tenants[0].broadcast.destinations[3].api_keys",
         ] {
             assert!(joined.contains(needle), "missing {needle} in:\n{joined}");
         }

@@ -17,9 +17,7 @@ pub mod secrets;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use beacon_config::{
-    ApiKeyConfig, DestinationConfig, DestinationKind, Limits, TenantBroadcastConfig, TenantConfig,
-};
+use beacon_config::{ApiKeyConfig, DestinationConfig, Limits, TenantBroadcastConfig, TenantConfig};
 use sha2::{Digest, Sha256};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -753,7 +751,7 @@ impl Store {
         config: &DestinationConfig,
     ) -> Result<StoredDestination, StoreError> {
         let id = format!("dst_{}", random_token(16).to_ascii_lowercase());
-        let (kind, endpoint, secret) = split_kind(&config.kind);
+        let (kind, endpoint, secret) = split_kind(config);
         let sealed = self.secrets.seal(&secret_context(&id), &secret)?;
         let updated_at = now();
         let mut tx = self.pool.begin().await?;
@@ -810,7 +808,7 @@ impl Store {
         id: &str,
         config: &DestinationConfig,
     ) -> Result<StoredDestination, StoreError> {
-        let (kind, endpoint, secret) = split_kind(&config.kind);
+        let (kind, endpoint, secret) = split_kind(config);
         let sealed = self.secrets.seal(&secret_context(id), &secret)?;
         let updated_at = now();
         let q = sqlx::query(
@@ -947,16 +945,7 @@ impl Store {
         let secret = self
             .secrets
             .open(&secret_context(&id), &r.try_get::<String, _>(6)?)?;
-        let kind = match kind.as_str() {
-            "sentry" => DestinationKind::Sentry {
-                otlp_endpoint: endpoint,
-                dsn: secret,
-            },
-            _ => DestinationKind::Otlp {
-                endpoint,
-                headers: parse_headers(&secret),
-            },
-        };
+        let fields = stored_fields(&kind, endpoint, &secret);
         let api_keys: String = r.try_get(9)?;
         Ok(StoredDestination {
             id: id.clone(),
@@ -965,7 +954,8 @@ impl Store {
                 id: Some(id),
                 name: r.try_get(2)?,
                 enabled: r.try_get::<i64, _>(4)? != 0,
-                kind,
+                type_name: kind,
+                fields,
                 privacy_mode: r.try_get::<i64, _>(7)? != 0,
                 follow_caller_sampling: match r.try_get::<i64, _>(11)? {
                     0 => Some(false),
@@ -1005,7 +995,7 @@ fn key_from_row(r: &AnyRow) -> Result<ApiKey, StoreError> {
 fn bind_settings<'q>(
     query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     config: &'q DestinationConfig,
-    kind: &'static str,
+    kind: &'q str,
     endpoint: String,
     sealed: String,
     updated_at: i64,
@@ -1032,29 +1022,54 @@ fn secret_context(destination_id: &str) -> String {
     format!("destination:{destination_id}:secret")
 }
 
-/// `(kind, endpoint, secret)`: the endpoint is stored in clear, the secret sealed.
-fn split_kind(kind: &DestinationKind) -> (&'static str, String, String) {
-    match kind {
-        DestinationKind::Sentry { otlp_endpoint, dsn } => {
-            ("sentry", otlp_endpoint.clone(), dsn.clone())
-        }
-        DestinationKind::Otlp { endpoint, headers } => {
-            // Headers as "name\tvalue" lines: no JSON dependency needed for a flat list.
-            let text = headers
-                .iter()
-                .map(|(k, v)| format!("{k}\t{v}"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            ("otlp", endpoint.clone(), text)
-        }
-    }
+/// `(kind, endpoint, secret)` of a destination: its type, its URL in clear (for people
+/// reading the table), and all its fields as one JSON object, sealed. The store does not
+/// read a type's fields; `beacon_broadcast::destination` does.
+fn split_kind(config: &DestinationConfig) -> (&str, String, String) {
+    let endpoint = ["endpoint", "otlp_endpoint", "url", "host"]
+        .iter()
+        .find_map(|k| config.fields.get(*k).and_then(|v| v.as_str()))
+        .unwrap_or_default()
+        .to_string();
+    let fields = serde_json::Value::Object(config.fields.clone()).to_string();
+    (&config.type_name, endpoint, fields)
 }
 
-fn parse_headers(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+/// A stored destination's fields: the sealed JSON object, or — rows written before
+/// destination types kept their fields as JSON — a `sentry` row's DSN or an `otlp` row's
+/// `name<TAB>value` header lines, with the endpoint column.
+fn stored_fields(
+    kind: &str,
+    endpoint: String,
+    secret: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::{json, Value};
+    if secret.starts_with('{') {
+        if let Ok(Value::Object(fields)) = serde_json::from_str(secret) {
+            return fields;
+        }
+    }
+    let legacy = match kind {
+        "sentry" => json!({"otlp_endpoint": endpoint, "dsn": secret}),
+        "otlp" => {
+            let headers: serde_json::Map<String, Value> = secret
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect();
+            if headers.is_empty() {
+                json!({"endpoint": endpoint})
+            } else {
+                json!({"endpoint": endpoint, "headers": headers})
+            }
+        }
+        // Unreadable: validation names what is missing and the row is skipped.
+        _ => json!({}),
+    };
+    match legacy {
+        Value::Object(fields) => fields,
+        _ => serde_json::Map::new(),
+    }
 }
 
 #[cfg(test)]

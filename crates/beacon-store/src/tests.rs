@@ -29,15 +29,20 @@ impl Drop for Db {
     }
 }
 
+fn fields(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    v.as_object().cloned().unwrap()
+}
+
 fn sentry() -> DestinationConfig {
     DestinationConfig {
         id: None,
         name: "Sentry production".into(),
         enabled: true,
-        kind: DestinationKind::Sentry {
-            otlp_endpoint: "https://o1.ingest.sentry.io/api/456/integration/otlp/v1/traces".into(),
-            dsn: "https://secretpublickey@o1.ingest.sentry.io/456".into(),
-        },
+        type_name: "sentry".into(),
+        fields: fields(serde_json::json!({
+            "otlp_endpoint": "https://o1.ingest.sentry.io/api/456/integration/otlp/v1/traces",
+            "dsn": "https://secretpublickey@o1.ingest.sentry.io/456",
+        })),
         privacy_mode: true,
         follow_caller_sampling: None,
         error_events: None,
@@ -106,10 +111,10 @@ async fn tenants_keys_switches_and_destinations(store: &Store) {
     let mut changed = d.config.clone();
     changed.sampling_rate = 0.5;
     changed.name = "Renamed".into();
-    changed.kind = DestinationKind::Sentry {
-        otlp_endpoint: "https://o9.ingest.sentry.io/api/9/integration/otlp/v1/traces".into(),
-        dsn: "https://otherpublickey@o9.ingest.sentry.io/9".into(),
-    };
+    changed.fields = fields(serde_json::json!({
+        "otlp_endpoint": "https://o9.ingest.sentry.io/api/9/integration/otlp/v1/traces",
+        "dsn": "https://otherpublickey@o9.ingest.sentry.io/9",
+    }));
     let updated = store
         .update_destination(&acme, &d.id, &changed)
         .await
@@ -433,22 +438,23 @@ async fn destinations_are_stored_with_sealed_secrets() {
     ));
     let mut otlp = sentry();
     otlp.name = "Tempo".into();
-    otlp.kind = DestinationKind::Otlp {
-        endpoint: "https://tempo.example.com/v1/traces".into(),
-        headers: vec![
-            ("authorization".into(), "Bearer tempo-secret".into()),
-            ("x-scope-orgid".into(), "acme".into()),
-        ],
-    };
+    otlp.type_name = "otlp".into();
+    otlp.fields = fields(serde_json::json!({
+        "endpoint": "https://tempo.example.com/v1/traces",
+        "headers": {"authorization": "Bearer tempo-secret", "x-scope-orgid": "acme"},
+    }));
     store.create_destination("acme", &otlp).await.unwrap();
 
     let listed = store.list_destinations("acme").await.unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(
-        (listed[0].config.id.as_ref(), &listed[0].config.kind),
-        (Some(&d.id), &sentry().kind)
+        (listed[0].config.id.as_ref(), &listed[0].config.fields),
+        (Some(&d.id), &sentry().fields)
     );
-    assert_eq!(listed[1].config.kind, otlp.kind);
+    assert_eq!(
+        (&listed[1].config.type_name, &listed[1].config.fields),
+        (&otlp.type_name, &otlp.fields)
+    );
     // The database file never holds a secret in clear.
     drop(store);
     let bytes = std::fs::read(db.dir.join("beacon.db")).unwrap();
@@ -537,4 +543,76 @@ where
         out.push(h.await.unwrap());
     }
     out
+}
+
+#[tokio::test]
+async fn rows_written_before_fields_were_json_are_read_and_any_type_round_trips() {
+    let db = Db::new("legacy-destinations");
+    let store = db.open().await;
+    store.create_tenant("acme", "Acme").await.unwrap();
+    let d = store.create_destination("acme", &sentry()).await.unwrap();
+    let mut otlp = sentry();
+    otlp.name = "Tempo".into();
+    otlp.type_name = "otlp".into();
+    otlp.fields = fields(serde_json::json!({"endpoint": "https://tempo.example.com/v1/traces"}));
+    let o = store.create_destination("acme", &otlp).await.unwrap();
+    // The old format: a Sentry row's sealed DSN, an OTLP row's header lines.
+    for (id, secret) in [
+        (&d.id, "https://secretpublickey@o1.ingest.sentry.io/456"),
+        (
+            &o.id,
+            "authorization\tBearer tempo-secret\nx-scope-orgid\tacme",
+        ),
+    ] {
+        let sealed = store.secrets.seal(&secret_context(id), secret).unwrap();
+        sqlx::query("UPDATE destinations SET sealed_secret = $1 WHERE id = $2")
+            .bind(sealed)
+            .bind(id)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .get_destination("acme", &d.id)
+            .await
+            .unwrap()
+            .config
+            .fields,
+        sentry().fields
+    );
+    assert_eq!(
+        store
+            .get_destination("acme", &o.id)
+            .await
+            .unwrap()
+            .config
+            .fields,
+        fields(serde_json::json!({
+            "endpoint": "https://tempo.example.com/v1/traces",
+            "headers": {"authorization": "Bearer tempo-secret", "x-scope-orgid": "acme"},
+        }))
+    );
+    // A type the store knows nothing of keeps its name and fields; the endpoint column
+    // shows its URL in clear, the rest is sealed.
+    let mut hook = sentry();
+    hook.name = "Hook".into();
+    hook.type_name = "webhook".into();
+    hook.fields = fields(
+        serde_json::json!({"url": "https://hooks.example.com/b", "secret": "whsec-0123456789abcdef"}),
+    );
+    let h = store.create_destination("acme", &hook).await.unwrap();
+    let got = store.get_destination("acme", &h.id).await.unwrap().config;
+    assert_eq!(
+        (got.type_name.as_str(), &got.fields),
+        ("webhook", &hook.fields)
+    );
+    let endpoint: String = sqlx::query("SELECT endpoint FROM destinations WHERE id = $1")
+        .bind(&h.id)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(endpoint, "https://hooks.example.com/b");
 }

@@ -5,8 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use beacon_admin::destinations::redact_dsn;
-use beacon_config::{Config, DestinationKind};
+use beacon_config::Config;
 use beacon_store::{Role, SecretBox, Store};
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -86,15 +85,6 @@ pub enum KeyCommand {
     },
 }
 
-/// A destination's type.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum KindArg {
-    /// Sentry over OTLP/HTTP: --otlp-endpoint and --dsn.
-    Sentry,
-    /// Any OTLP/HTTP traces endpoint: --endpoint and --header.
-    Otlp,
-}
-
 /// `beacon destination …`
 #[derive(Debug, Subcommand)]
 pub enum DestinationCommand {
@@ -113,9 +103,10 @@ pub enum DestinationCommand {
         /// Owning tenant.
         #[arg(long)]
         tenant: String,
-        /// Destination type.
-        #[arg(long = "type", value_enum)]
-        kind: KindArg,
+        /// Destination type: sentry, otlp, langfuse, langsmith, honeycomb, grafana_cloud,
+        /// datadog, phoenix or webhook (`GET /admin/v1/destination-types` lists their fields).
+        #[arg(long = "type")]
+        kind: String,
         /// Display name, unique within the tenant.
         #[arg(long)]
         name: String,
@@ -132,6 +123,9 @@ pub enum DestinationCommand {
         /// OTLP: a request header, `name=value` (repeatable).
         #[arg(long = "header")]
         headers: Vec<String>,
+        /// Any field of the type, `name=value` (repeatable): `--field public_key=pk-lf-…`.
+        #[arg(long = "field")]
+        fields: Vec<String>,
         /// Export no prompt or completion text.
         #[arg(long)]
         privacy_mode: bool,
@@ -302,6 +296,7 @@ async fn execute(command: Command) -> Result<Vec<String>, String> {
             dsn,
             endpoint,
             headers,
+            fields,
             privacy_mode,
             sampling_rate,
             api_keys,
@@ -314,7 +309,7 @@ async fn execute(command: Command) -> Result<Vec<String>, String> {
                 header_map.insert(k.trim().to_string(), v.trim().into());
             }
             let mut body = serde_json::json!({
-                "type": match kind { KindArg::Sentry => "sentry", KindArg::Otlp => "otlp" },
+                "type": kind,
                 "name": name,
                 "privacy_mode": privacy_mode,
                 "sampling_rate": sampling_rate,
@@ -331,6 +326,12 @@ async fn execute(command: Command) -> Result<Vec<String>, String> {
             }
             if !header_map.is_empty() {
                 body["headers"] = header_map.into();
+            }
+            for f in fields {
+                let (k, v) = f
+                    .split_once('=')
+                    .ok_or_else(|| format!("--field {f}: expected name=value"))?;
+                body[k.trim()] = v.trim().into();
             }
             let (config, store) = open_with_config(&store).await?;
             let manager = crate::destination_manager(&config, store)?;
@@ -373,14 +374,15 @@ async fn execute(command: Command) -> Result<Vec<String>, String> {
             .map_err(e)?
             .into_iter()
             .map(|d| {
-                let target = match &d.config.kind {
-                    DestinationKind::Sentry { otlp_endpoint, dsn } => {
-                        format!("sentry {otlp_endpoint} dsn={}", redact_dsn(dsn))
-                    }
-                    DestinationKind::Otlp { endpoint, headers } => {
-                        format!("otlp {endpoint} headers={}", headers.len())
-                    }
-                };
+                let shown = beacon_broadcast::destination::redacted_fields(
+                    &d.config.type_name,
+                    &d.config.fields,
+                );
+                let target = format!(
+                    "{} {}",
+                    d.config.type_name,
+                    serde_json::Value::Object(shown)
+                );
                 format!(
                     "{}\t{}\t{target}\tenabled={}",
                     d.id, d.config.name, d.config.enabled

@@ -128,6 +128,31 @@ pub enum PostResult {
     Failed(String),
 }
 
+/// One request body and how it is sent.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    /// The bytes, as sent.
+    pub body: Bytes,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// The body is gzipped (`Content-Encoding: gzip`).
+    pub gzipped: bool,
+    /// Headers of this body only (a webhook's signature), besides the endpoint's.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl Payload {
+    /// A gzipped OTLP protobuf export.
+    pub fn otlp(gzipped: Bytes) -> Self {
+        Self {
+            body: gzipped,
+            content_type: "application/x-protobuf",
+            gzipped: true,
+            headers: Vec::new(),
+        }
+    }
+}
+
 /// POSTs a gzipped OTLP protobuf body, with `timeout` for the whole exchange.
 pub async fn post(
     client: &ExportClient,
@@ -135,7 +160,7 @@ pub async fn post(
     gzipped: Bytes,
     timeout: Duration,
 ) -> PostResult {
-    post_as(client, endpoint, gzipped, "application/x-protobuf", timeout).await
+    send(client, endpoint, &Payload::otlp(gzipped), timeout).await
 }
 
 /// [`post`] of a gzipped body of `content_type` (Sentry envelopes).
@@ -146,14 +171,30 @@ pub async fn post_as(
     content_type: &'static str,
     timeout: Duration,
 ) -> PostResult {
+    let payload = Payload {
+        content_type,
+        ..Payload::otlp(gzipped)
+    };
+    send(client, endpoint, &payload, timeout).await
+}
+
+/// POSTs `payload` to `endpoint`, with `timeout` for the whole exchange.
+pub async fn send(
+    client: &ExportClient,
+    endpoint: &Endpoint,
+    payload: &Payload,
+    timeout: Duration,
+) -> PostResult {
     let mut req = http::Request::post(endpoint.url.clone())
-        .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::CONTENT_ENCODING, "gzip")
+        .header(http::header::CONTENT_TYPE, payload.content_type)
         .header(http::header::USER_AGENT, crate::destination::SENTRY_CLIENT);
-    for (k, v) in &endpoint.headers {
+    if payload.gzipped {
+        req = req.header(http::header::CONTENT_ENCODING, "gzip");
+    }
+    for (k, v) in endpoint.headers.iter().chain(&payload.headers) {
         req = req.header(k, v.clone());
     }
-    let req = match req.body(Full::new(gzipped)) {
+    let req = match req.body(Full::new(payload.body.clone())) {
         Ok(r) => r,
         Err(e) => return PostResult::Failed(format!("invalid request: {e}")),
     };

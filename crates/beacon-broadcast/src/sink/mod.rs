@@ -22,7 +22,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::destination::DestinationSpec;
+use crate::destination::{DestinationSpec, Wire};
 use crate::error_event;
 use crate::ingress::Queued;
 use crate::recent;
@@ -467,13 +467,18 @@ impl Send {
         }
     }
 
-    /// Encodes and sends `records`, retrying as [`retry::classify`] decides, and counts how
-    /// each ended — except a multi-record batch refused as too large, returned to be split.
-    async fn send(&mut self, records: &[Held]) -> Sent {
+    /// The batch as a gzipped OTLP export, the tracked records' span bytes beside it (read
+    /// back into the Recent view once delivered); failed completions are sent as Sentry
+    /// error events on the way.
+    async fn encode_otlp<'h>(
+        &mut self,
+        records: &'h [Held],
+    ) -> std::io::Result<(http::Payload, Tracked<'h>)> {
         let spec = self.sink.spec.clone();
         let settings = SpanSettings {
             privacy_mode: spec.privacy_mode,
             sampling_rate: spec.sampling_rate,
+            dialect: spec.dialect,
         };
         let mut exported = Vec::new();
         let wants_events = spec.error_events.is_some();
@@ -484,8 +489,7 @@ impl Send {
             &mut RandomIds,
             (wants_events || tracked).then_some(&mut exported),
         );
-        // The tracked records' span bytes, read back into the Recent view once delivered.
-        let tracked: Vec<(&recent::Slot, Option<Vec<u8>>)> = records
+        let tracked = records
             .iter()
             .zip(exported.iter())
             .filter_map(|(r, at)| {
@@ -496,15 +500,26 @@ impl Send {
         if wants_events {
             self.error_events(records, &exported).await;
         }
-        let body = match http::gzip_parts(&[&head, &spans]) {
-            Ok(b) => Bytes::from(b),
+        let body = http::gzip_parts(&[&head, &spans])?;
+        Ok((http::Payload::otlp(Bytes::from(body)), tracked))
+    }
+
+    /// Encodes and sends `records`, retrying as [`retry::classify`] decides, and counts how
+    /// each ended — except a multi-record batch refused as too large, returned to be split.
+    async fn send(&mut self, records: &[Held]) -> Sent {
+        let spec = self.sink.spec.clone();
+        let encoded = match &spec.wire {
+            Wire::OtlpProtobuf => self.encode_otlp(records).await,
+            Wire::SignedJson(key) => Ok(signed_json(records, &spec, key)),
+        };
+        let (payload, tracked) = match encoded {
+            Ok(p) => p,
             Err(e) => {
                 self.sink.health.set_error(format!("encoding failed: {e}"));
                 self.drop_all(records, DropReason::EncodeError);
                 return Sent::Done;
             }
         };
-        drop((head, spans));
         let mut attempt = 1;
         loop {
             // Per-destination rate limit: every batch waits it out, not only the one that hit it.
@@ -518,7 +533,7 @@ impl Send {
                 }
             }
             let result = tokio::select! {
-                r = http::post(&self.client, &spec.endpoint, body.clone(), self.timeout) => r,
+                r = http::send(&self.client, &spec.endpoint, &payload, self.timeout) => r,
                 () = wait_true(&mut self.deadline_passed) => {
                     self.drop_all(records, DropReason::ShutdownDeadline);
                     return Sent::Done;
@@ -608,6 +623,50 @@ impl Send {
             }
         }
     }
+}
+
+/// The batch's records the Recent view follows, with the bytes of their spans (none for a
+/// webhook, which sends no spans).
+type Tracked<'h> = Vec<(&'h recent::Slot, Option<Vec<u8>>)>;
+
+/// A webhook delivery (SPEC §4.4): the records as a JSON array, signed; the tracked records
+/// have no span bytes to show.
+fn signed_json<'h>(
+    records: &'h [Held],
+    spec: &DestinationSpec,
+    key: &[u8],
+) -> (http::Payload, Tracked<'h>) {
+    use crate::destination::webhook;
+    let body = webhook::body(records.iter().map(|r| &**r), spec.privacy_mode);
+    let signature = webhook::signature(key, &body);
+    let timestamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let delivery = hex::encode(rand::random::<[u8; 16]>());
+    let headers = [
+        (webhook::SIGNATURE_HEADER, signature),
+        (webhook::TIMESTAMP_HEADER, timestamp.to_string()),
+        (webhook::DELIVERY_HEADER, delivery),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| {
+        Some((
+            ::http::HeaderName::from_static(k),
+            ::http::HeaderValue::try_from(v).ok()?,
+        ))
+    })
+    .collect();
+    let tracked = records
+        .iter()
+        .filter_map(|r| Some((r.recent.as_ref()?, None)))
+        .collect();
+    let payload = http::Payload {
+        body: Bytes::from(body),
+        content_type: "application/json",
+        gzipped: false,
+        headers,
+    };
+    (payload, tracked)
 }
 
 /// Resolves once the watched flag is true (never, if its sender is gone while false).

@@ -12,6 +12,7 @@
 //! `traceparent` header's span), flagged remote (`0x300`) so Sentry makes it a segment.
 
 pub mod content;
+mod dialect;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
@@ -44,6 +45,8 @@ pub struct SpanSettings {
     pub privacy_mode: bool,
     /// The destination's sampling rate (recorded when < 1 so Sentry extrapolates).
     pub sampling_rate: f64,
+    /// The attribute conventions the destination reads besides `gen_ai.*` ([`dialect`]).
+    pub dialect: crate::destination::Dialect,
 }
 
 /// Source of random trace and span ids.
@@ -433,6 +436,8 @@ fn generation_attributes(
     if let Some((error_type, _)) = error_status(record) {
         a.str("error.type", error_type);
     }
+    dialect::kind(settings.dialect, dialect::Kind::Generation, record, a);
+    dialect::generation(settings.dialect, record, a);
     if !settings.privacy_mode {
         if let Some(c) = &record.content {
             let (system, input) = content::input(&c.input_messages);
@@ -441,6 +446,7 @@ fn generation_attributes(
             }
             if let Some(input) = input {
                 a.str("gen_ai.input.messages", &input);
+                dialect::input(settings.dialect, &input, a);
             }
             // Embeddings have no output messages (never the vectors).
             if record.api != Api::Embeddings
@@ -449,10 +455,9 @@ fn generation_attributes(
                     || !c.output_tool_calls.is_empty())
             {
                 let finish = record.finish_reasons.first().map(String::as_str);
-                a.str(
-                    "gen_ai.output.messages",
-                    &content::output(&c.output_text, &c.output_tool_calls, finish),
-                );
+                let messages = content::output(&c.output_text, &c.output_tool_calls, finish);
+                a.str("gen_ai.output.messages", &messages);
+                dialect::output(settings.dialect, &messages, &c.output_text, a);
             }
             if c.input_truncated || c.output_truncated {
                 a.bool("beacon.content.truncated", true);
@@ -589,10 +594,12 @@ fn span_attributes(
             a.str("gen_ai.operation.name", "invoke_agent");
             a.str("gen_ai.agent.name", &span.name);
             a.str("sentry.description", &span.name);
+            dialect::kind(settings.dialect, dialect::Kind::Agent, record, a);
         }
         Role::Function => {
             a.str("sentry.op", "function");
             a.str("sentry.description", &span.name);
+            dialect::kind(settings.dialect, dialect::Kind::Function, record, a);
         }
         Role::Generation => generation_attributes(record, settings, &span.name, a),
         Role::Tool(i) => {
@@ -606,18 +613,24 @@ fn span_attributes(
                 if let Some(agent) = trace_str(record, "trace_name") {
                     a.str("gen_ai.agent.name", agent);
                 }
-                if !settings.privacy_mode {
-                    if let Some(c) = &record.content {
-                        let (arguments, result) =
-                            content::tool_run(&c.input_messages, &run.call_id);
-                        if let Some(arguments) = arguments {
-                            a.str("gen_ai.tool.call.arguments", &arguments);
-                        }
-                        if let Some(result) = result {
-                            a.str("gen_ai.tool.call.result", &result);
-                        }
+                dialect::kind(settings.dialect, dialect::Kind::Tool, record, a);
+                let (mut arguments, mut result) = (None, None);
+                if let (false, Some(c)) = (settings.privacy_mode, &record.content) {
+                    (arguments, result) = content::tool_run(&c.input_messages, &run.call_id);
+                    if let Some(arguments) = &arguments {
+                        a.str("gen_ai.tool.call.arguments", arguments);
+                    }
+                    if let Some(result) = &result {
+                        a.str("gen_ai.tool.call.result", result);
                     }
                 }
+                dialect::tool(
+                    settings.dialect,
+                    &run.name,
+                    arguments.as_deref(),
+                    result.as_deref(),
+                    a,
+                );
             }
         }
         Role::Attempt(i) => {
@@ -632,10 +645,12 @@ fn span_attributes(
                 a.str("error.type", &attempt.error_type);
                 a.int("beacon.attempt", i as i64 + 1);
                 a.str("beacon.request_id", &record.request_id);
+                dialect::kind(settings.dialect, dialect::Kind::Attempt, record, a);
             }
         }
     }
     common_attributes(record, settings, &plan.id_metadata, a);
+    dialect::common(settings.dialect, record, a);
 }
 
 fn kind(role: Role) -> span::SpanKind {

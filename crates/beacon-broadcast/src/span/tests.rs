@@ -87,6 +87,7 @@ fn settings() -> SpanSettings {
     SpanSettings {
         privacy_mode: false,
         sampling_rate: 1.0,
+        dialect: Default::default(),
     }
 }
 
@@ -169,6 +170,7 @@ fn root_and_intermediate_spans_with_remote_parent() {
         &SpanSettings {
             privacy_mode: false,
             sampling_rate: 0.25,
+            dialect: Default::default(),
         },
         &mut SeqIds(0),
     );
@@ -233,6 +235,7 @@ fn header_context_is_used_when_the_body_has_none() {
     let dest = SpanSettings {
         privacy_mode: false,
         sampling_rate: 0.5,
+        dialect: Default::default(),
     };
     let sampled = build_spans(&r, &dest, &mut SeqIds(0));
     assert!(matches!(
@@ -268,6 +271,7 @@ fn privacy_mode_removes_all_text() {
         &SpanSettings {
             privacy_mode: true,
             sampling_rate: 1.0,
+            dialect: Default::default(),
         },
         &mut SeqIds(0),
     );
@@ -386,6 +390,7 @@ fn direct_encoding_equals_the_prost_messages() {
         SpanSettings {
             privacy_mode: true,
             sampling_rate: 0.01,
+            dialect: Default::default(),
         },
     ] {
         let expected: Vec<Span> = {
@@ -537,6 +542,7 @@ fn finish_reasons_are_a_string_and_tools_are_named_or_defined_by_privacy() {
     let private = SpanSettings {
         privacy_mode: true,
         sampling_rate: 1.0,
+        dialect: Default::default(),
     };
     let p = &build_spans(&r, &private, &mut SeqIds(0))[0];
     assert_eq!(
@@ -594,6 +600,7 @@ fn a_linked_tool_result_is_an_execute_tool_span_beside_the_generation() {
         &SpanSettings {
             privacy_mode: true,
             sampling_rate: 1.0,
+            dialect: Default::default(),
         },
         &mut SeqIds(0),
     );
@@ -608,4 +615,142 @@ fn a_linked_tool_result_is_an_execute_tool_span_beside_the_generation() {
     assert_eq!(encoded.len(), 3);
     assert_eq!(encoded[2], spans[2]);
     direct.clear();
+}
+
+/// The tool round trip of [`a_linked_tool_result_is_an_execute_tool_span_beside_the_generation`],
+/// in `dialect`.
+fn tool_round_trip(dialect: crate::destination::Dialect, privacy_mode: bool) -> Vec<Span> {
+    let mut r = record();
+    r.trace = Some(
+        json!({"trace_id": "run-7", "trace_name": "weather-agent", "environment": "prod"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    r.tools.executions = vec![crate::record::ToolExecution {
+        call_id: "call_1".into(),
+        name: "get_weather".into(),
+        started_unix_nanos: r.timings.received_unix_nanos - 2_500_000_000,
+    }];
+    if let Some(c) = r.content.as_mut() {
+        c.input_messages = bytes::Bytes::from_static(
+            br#"[{"role":"user","content":"Weather in Paris?"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},{"role":"tool","tool_call_id":"call_1","content":"18C and cloudy"}]"#,
+        );
+    }
+    let settings = SpanSettings {
+        privacy_mode,
+        sampling_rate: 1.0,
+        dialect,
+    };
+    build_spans(&r, &settings, &mut SeqIds(0))
+}
+
+fn str_attr<'a>(sp: &'a Span, key: &str) -> Option<&'a str> {
+    match attr(sp, key) {
+        Some(any_value::Value::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+#[test]
+fn langfuse_dialect_names_observations_and_splits_usage() {
+    use crate::destination::Dialect;
+    let spans = tool_round_trip(Dialect::Langfuse, false);
+    insta::assert_json_snapshot!("langfuse_dialect", render(&spans));
+    let (root, generation, tool) = (&spans[0], &spans[1], &spans[2]);
+    assert_eq!(str_attr(root, "langfuse.observation.type"), Some("agent"));
+    assert_eq!(
+        str_attr(generation, "langfuse.observation.type"),
+        Some("generation")
+    );
+    assert_eq!(str_attr(tool, "langfuse.observation.type"), Some("tool"));
+    for sp in &spans {
+        assert_eq!(str_attr(sp, "langfuse.trace.name"), Some("weather-agent"));
+        assert_eq!(str_attr(sp, "langfuse.environment"), Some("prod"));
+    }
+    // 120 prompt tokens of which 20 cached; 30 completion tokens of which 10 reasoning.
+    let usage: Value =
+        serde_json::from_str(str_attr(generation, "langfuse.observation.usage_details").unwrap())
+            .unwrap();
+    assert_eq!(
+        (
+            &usage["input"],
+            &usage["input_cache_read"],
+            &usage["output"],
+            &usage["output_reasoning"],
+            &usage["total"]
+        ),
+        (&json!(100), &json!(20), &json!(20), &json!(10), &json!(150))
+    );
+    let cost: Value =
+        serde_json::from_str(str_attr(generation, "langfuse.observation.cost_details").unwrap())
+            .unwrap();
+    assert_eq!(cost["total"], json!(0.000575));
+    assert_eq!(
+        str_attr(generation, "langfuse.observation.completion_start_time"),
+        Some("2023-11-14T22:13:20.250000Z")
+    );
+    assert!(str_attr(generation, "langfuse.observation.input")
+        .unwrap()
+        .contains("Weather in Paris?"));
+    assert_eq!(
+        str_attr(tool, "langfuse.observation.output"),
+        Some("18C and cloudy")
+    );
+    // Privacy mode: no input or output in any dialect attribute.
+    let private = tool_round_trip(Dialect::Langfuse, true);
+    for sp in &private {
+        assert!(str_attr(sp, "langfuse.observation.input").is_none());
+        assert!(str_attr(sp, "langfuse.observation.output").is_none());
+    }
+    assert!(str_attr(&private[1], "langfuse.observation.usage_details").is_some());
+}
+
+#[test]
+fn openinference_dialect_for_phoenix() {
+    use crate::destination::Dialect;
+    let spans = tool_round_trip(Dialect::OpenInference, false);
+    insta::assert_json_snapshot!("openinference_dialect", render(&spans));
+    let (root, generation, tool) = (&spans[0], &spans[1], &spans[2]);
+    assert_eq!(str_attr(root, "openinference.span.kind"), Some("AGENT"));
+    assert_eq!(str_attr(generation, "openinference.span.kind"), Some("LLM"));
+    assert_eq!(str_attr(tool, "openinference.span.kind"), Some("TOOL"));
+    assert_eq!(str_attr(tool, "tool.name"), Some("get_weather"));
+    assert_eq!(
+        str_attr(generation, "llm.model_name"),
+        Some("gpt-4o-2024-08-06")
+    );
+    assert!(matches!(
+        attr(generation, "llm.token_count.prompt"),
+        Some(any_value::Value::IntValue(120))
+    ));
+    assert!(matches!(
+        attr(generation, "llm.cost.total"),
+        Some(any_value::Value::DoubleValue(c)) if (c - 0.000575).abs() < 1e-12
+    ));
+    assert_eq!(
+        str_attr(generation, "output.value"),
+        Some("SECRET-COMPLETION hi")
+    );
+    assert_eq!(
+        str_attr(generation, "input.mime_type"),
+        Some("application/json")
+    );
+    let private = tool_round_trip(Dialect::OpenInference, true);
+    for sp in &private {
+        for key in [
+            "input.value",
+            "output.value",
+            "llm.output_messages.0.message.content",
+        ] {
+            assert!(str_attr(sp, key).is_none(), "{key}");
+        }
+    }
+    // The default dialect carries none of them.
+    let plain = tool_round_trip(Dialect::GenAi, false);
+    for sp in &plain {
+        assert!(sp.attributes.iter().all(|kv| !kv.key.starts_with("llm.")
+            && !kv.key.starts_with("langfuse.")
+            && kv.key != "openinference.span.kind"));
+    }
 }

@@ -1,0 +1,270 @@
+//! Attribute dialects: what a destination reads besides `gen_ai.*` (SPEC §4.4). Which one a
+//! destination gets is its type's choice (`destination::Target::dialect`).
+//!
+//! - Langfuse (langfuse/langfuse `packages/shared/src/server/otel`, and
+//!   <https://langfuse.com/integrations/native/opentelemetry>): `langfuse.observation.*`
+//!   take precedence over `gen_ai.*`. Its generic usage mapping subtracts cache and reasoning
+//!   tokens from the totals, so the usage is sent as `usage_details` already split: `input`
+//!   is the uncached prompt, `output` the non-reasoning completion. Input and output are read
+//!   from `langfuse.observation.input/output` (not from `gen_ai.input.messages`).
+//! - OpenInference (Arize-ai/openinference `spec/semantic_conventions.md`), for Phoenix:
+//!   `openinference.span.kind` is required; `llm.*` token counts and costs, `input.value` /
+//!   `output.value` with their mime types.
+
+use serde_json::{json, Map, Value};
+
+use super::{decimal_f64, error_status, trace_str, Attrs};
+use crate::destination::Dialect;
+use crate::record::{CompletionRecord, CostSource};
+use beacon_config::Api;
+
+/// What kind of span, in the dialects' words.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Kind {
+    Generation,
+    Agent,
+    Function,
+    Tool,
+    Attempt,
+}
+
+/// The span kind attribute of `kind` for `record`.
+pub(super) fn kind(dialect: Dialect, kind: Kind, record: &CompletionRecord, a: &mut impl Attrs) {
+    let embedding = record.api == Api::Embeddings;
+    match dialect {
+        Dialect::GenAi => {}
+        Dialect::Langfuse => a.str(
+            "langfuse.observation.type",
+            match kind {
+                Kind::Generation if embedding => "embedding",
+                Kind::Generation => "generation",
+                Kind::Agent => "agent",
+                Kind::Tool => "tool",
+                Kind::Function | Kind::Attempt => "span",
+            },
+        ),
+        Dialect::OpenInference => a.str(
+            "openinference.span.kind",
+            match kind {
+                Kind::Generation if embedding => "EMBEDDING",
+                Kind::Generation | Kind::Attempt => "LLM",
+                Kind::Agent => "AGENT",
+                Kind::Tool => "TOOL",
+                Kind::Function => "CHAIN",
+            },
+        ),
+    }
+}
+
+/// The request's sampling parameters as one JSON object (absent ones left out).
+fn parameters(record: &CompletionRecord) -> Option<String> {
+    let p = &record.params;
+    let mut m = Map::new();
+    for (k, v) in [
+        ("temperature", p.temperature),
+        ("top_p", p.top_p),
+        ("frequency_penalty", p.frequency_penalty),
+        ("presence_penalty", p.presence_penalty),
+    ] {
+        if let Some(v) = v {
+            m.insert(k.into(), json!(v));
+        }
+    }
+    if let Some(v) = p.max_tokens {
+        m.insert("max_tokens".into(), v.into());
+    }
+    if let Some(v) = p.seed {
+        m.insert("seed".into(), v.into());
+    }
+    m.insert("stream".into(), record.stream.into());
+    Some(Value::Object(m).to_string())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` of Unix nanoseconds.
+pub(super) fn iso8601(unix_nanos: u64) -> String {
+    let secs = unix_nanos / 1_000_000_000;
+    let micros = (unix_nanos % 1_000_000_000) / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let (y, m, d) = beacon_config::calendar::civil(days);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// The generation span's dialect attributes (besides input and output: [`input`],
+/// [`output`]).
+pub(super) fn generation(dialect: Dialect, record: &CompletionRecord, a: &mut impl Attrs) {
+    let model = record
+        .served_model
+        .as_deref()
+        .unwrap_or(&record.requested_model);
+    let u = &record.usage;
+    let known_cost = record.cost.source != CostSource::Unknown;
+    let c = &record.cost;
+    match dialect {
+        Dialect::GenAi => {}
+        Dialect::Langfuse => {
+            a.str("langfuse.observation.model.name", model);
+            if let Some(p) = parameters(record) {
+                a.str("langfuse.observation.model.parameters", &p);
+            }
+            let usage = json!({
+                "input": u.prompt_tokens.saturating_sub(u.cached_tokens + u.cache_write_tokens),
+                "input_cache_read": u.cached_tokens,
+                "input_cache_creation": u.cache_write_tokens,
+                "output": u.completion_tokens.saturating_sub(u.reasoning_tokens),
+                "output_reasoning": u.reasoning_tokens,
+                "total": u.total_tokens,
+            });
+            a.str("langfuse.observation.usage_details", &usage.to_string());
+            if known_cost {
+                let cost = json!({
+                    "input": decimal_f64(c.input - c.cache_read - c.cache_creation),
+                    "input_cache_read": decimal_f64(c.cache_read),
+                    "input_cache_creation": decimal_f64(c.cache_creation),
+                    "output": decimal_f64(c.output - c.reasoning),
+                    "output_reasoning": decimal_f64(c.reasoning),
+                    "total": decimal_f64(c.total),
+                });
+                a.str("langfuse.observation.cost_details", &cost.to_string());
+            }
+            if let (true, Some(first)) = (record.stream, record.timings.first_chunk_us) {
+                let at = record.timings.received_unix_nanos + first * 1000;
+                a.str("langfuse.observation.completion_start_time", &iso8601(at));
+            }
+            if let Some((_, message)) = error_status(record) {
+                a.str("langfuse.observation.level", "ERROR");
+                a.str("langfuse.observation.status_message", message);
+            }
+        }
+        Dialect::OpenInference => {
+            a.str("llm.model_name", model);
+            a.str("llm.provider", &record.provider);
+            if let Some(p) = parameters(record) {
+                a.str("llm.invocation_parameters", &p);
+            }
+            a.count("llm.token_count.prompt", u.prompt_tokens);
+            a.count("llm.token_count.completion", u.completion_tokens);
+            a.count("llm.token_count.total", u.total_tokens);
+            a.count("llm.token_count.prompt_details.cache_read", u.cached_tokens);
+            a.count(
+                "llm.token_count.prompt_details.cache_write",
+                u.cache_write_tokens,
+            );
+            a.count(
+                "llm.token_count.completion_details.reasoning",
+                u.reasoning_tokens,
+            );
+            if known_cost {
+                a.double("llm.cost.prompt", decimal_f64(c.input));
+                a.double("llm.cost.completion", decimal_f64(c.output));
+                a.double("llm.cost.total", decimal_f64(c.total));
+                a.double(
+                    "llm.cost.prompt_details.cache_read",
+                    decimal_f64(c.cache_read),
+                );
+                a.double(
+                    "llm.cost.prompt_details.cache_write",
+                    decimal_f64(c.cache_creation),
+                );
+                a.double(
+                    "llm.cost.completion_details.reasoning",
+                    decimal_f64(c.reasoning),
+                );
+            }
+        }
+    }
+}
+
+/// Attributes every span of the completion carries in the dialect: Langfuse reads trace
+/// name, environment and release from any span and wants them on every span.
+pub(super) fn common(dialect: Dialect, record: &CompletionRecord, a: &mut impl Attrs) {
+    if dialect != Dialect::Langfuse {
+        return;
+    }
+    if let Some(name) = trace_str(record, "trace_name") {
+        a.str("langfuse.trace.name", name);
+    }
+    if let Some(env) = trace_str(record, "environment") {
+        a.str("langfuse.environment", env);
+    }
+    if let Some(release) = trace_str(record, "release") {
+        a.str("langfuse.release", release);
+    }
+}
+
+/// The prompt (`json`: the `gen_ai.input.messages` value) where the dialect reads it.
+pub(super) fn input(dialect: Dialect, json: &str, a: &mut impl Attrs) {
+    match dialect {
+        Dialect::GenAi => {}
+        Dialect::Langfuse => a.str("langfuse.observation.input", json),
+        Dialect::OpenInference => {
+            a.str("input.value", json);
+            a.str("input.mime_type", "application/json");
+        }
+    }
+}
+
+/// The answer (`messages`: the `gen_ai.output.messages` value, `text`: its text) where the
+/// dialect reads it.
+pub(super) fn output(dialect: Dialect, messages: &str, text: &str, a: &mut impl Attrs) {
+    match dialect {
+        Dialect::GenAi => {}
+        Dialect::Langfuse => a.str("langfuse.observation.output", messages),
+        Dialect::OpenInference => {
+            a.str("output.value", text);
+            a.str("output.mime_type", "text/plain");
+            a.str("llm.output_messages.0.message.role", "assistant");
+            a.str("llm.output_messages.0.message.content", text);
+        }
+    }
+}
+
+/// A tool run's name, arguments and result where the dialect reads them.
+pub(super) fn tool(
+    dialect: Dialect,
+    name: &str,
+    arguments: Option<&str>,
+    result: Option<&str>,
+    a: &mut impl Attrs,
+) {
+    match dialect {
+        Dialect::GenAi => {}
+        Dialect::Langfuse => {
+            if let Some(args) = arguments {
+                a.str("langfuse.observation.input", args);
+            }
+            if let Some(result) = result {
+                a.str("langfuse.observation.output", result);
+            }
+        }
+        Dialect::OpenInference => {
+            a.str("tool.name", name);
+            if let Some(args) = arguments {
+                a.str("input.value", args);
+            }
+            if let Some(result) = result {
+                a.str("output.value", result);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iso8601;
+
+    #[test]
+    fn iso8601_of_unix_nanos() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000000Z");
+        // 2026-12-07T14:24:04.123456Z
+        assert_eq!(
+            iso8601(1_796_653_444_123_456_789),
+            "2026-12-07T14:24:04.123456Z"
+        );
+    }
+}
