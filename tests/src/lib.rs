@@ -3,6 +3,7 @@
 //! Python SDK (or raw HTTP for inputs an SDK would never send).
 
 mod mock_apis;
+pub mod mock_ingest;
 pub mod mock_sentry;
 pub mod mock_upstream;
 

@@ -232,14 +232,21 @@ impl MockSentry {
 
 /// Decodes exports with `tests/py/decode_otlp.py` (the `opentelemetry-proto` package).
 pub async fn decode(exports: &[Export]) -> Vec<Value> {
-    if exports.is_empty() {
+    let bodies: Vec<&[u8]> = exports.iter().map(|e| e.protobuf.as_slice()).collect();
+    decode_bodies(&bodies).await
+}
+
+/// Decodes uncompressed `ExportTraceServiceRequest` bodies with `tests/py/decode_otlp.py`:
+/// their spans, attributes as a flat map.
+pub async fn decode_bodies(bodies: &[&[u8]]) -> Vec<Value> {
+    if bodies.is_empty() {
         return Vec::new();
     }
     let dir = crate::TempDir::new("otlp");
     let mut paths = Vec::new();
-    for (i, e) in exports.iter().enumerate() {
+    for (i, body) in bodies.iter().enumerate() {
         let p = dir.path().join(format!("{i}.pb"));
-        std::fs::write(&p, &e.protobuf).expect("write payload");
+        std::fs::write(&p, body).expect("write payload");
         paths.push(p);
     }
     let script = crate::workspace_root().join("tests/py/decode_otlp.py");
