@@ -28,6 +28,7 @@ const DEMO = env("DEMO_URL");
 const DEMO_TOKEN = env("DEMO_TOKEN");
 const DEMO_KEY = env("DEMO_KEY");
 const FIRST_RUN = env("FIRST_RUN");
+const PRESETS = JSON.parse(env("PRESETS"));
 mkdirSync(SHOTS, { recursive: true });
 const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
@@ -240,7 +241,8 @@ test("Settings › Observability: enable broadcast, test, save, and watch export
     await page.getByText("Tenant acme").waitFor();
 
     // A generic OTLP destination with a header: tested, saved, the header value redacted.
-    await page.getByRole("button", { name: "Add OTLP destination" }).click();
+    await page.getByLabel("Other destination type").selectOption("otlp");
+    await page.getByRole("button", { name: "Add destination", exact: true }).click();
     const otlp = page.getByRole("dialog", { name: "Add OTLP destination" });
     await otlp.waitFor();
     await otlp.getByLabel("Name").fill("Collector");
@@ -263,6 +265,49 @@ test("Settings › Observability: enable broadcast, test, save, and watch export
     page.once("dialog", (d) => d.accept());
     await page.getByRole("button", { name: "Delete Collector" }).click();
     await page.locator('tr[data-destination="Collector"]').waitFor({ state: "detached" });
+
+    // Every other preset: its form drawn from the server's field list, tested against a mock
+    // of that service, saved, listed with its type, its secret shown redacted, deleted.
+    for (const p of PRESETS) {
+      await page.getByLabel("Other destination type").selectOption(p.type);
+      await page.getByRole("button", { name: "Add destination", exact: true }).click();
+      const form = page.getByRole("dialog", { name: `Add ${p.label} destination` });
+      await form.waitFor();
+      const name = `${p.label} prod`;
+      await form.getByLabel("Name", { exact: true }).fill(name);
+      for (const [label, value] of p.fields) await form.getByLabel(label, { exact: true }).fill(value);
+      if (p.choice) await form.getByLabel(p.choice[0], { exact: true }).selectOption(p.choice[1]);
+      const secretInput = form.getByLabel(p.secret[0], { exact: true });
+      // Required (Phoenix's key is optional): an inline error until it is given.
+      if (!p.optional) {
+        await secretInput.fill("");
+        await secretInput.blur();
+        await form.locator(".error").filter({ hasText: "Required." }).first().waitFor();
+        assert.equal(await form.getByRole("button", { name: "Test Connection" }).isDisabled(), true);
+      }
+      await secretInput.fill(p.secret[1]);
+      await form.getByRole("link", { name: `${p.label} documentation` }).waitFor();
+      if (p.type === "langfuse") {
+        await audit(page, "a preset's form");
+        await shot(page, "09-langfuse-form");
+      }
+      await form.getByRole("button", { name: "Test Connection" }).click();
+      await form.locator("#test-result").filter({ hasText: "Connection OK" }).waitFor({ timeout: 15000 });
+      await form.getByRole("button", { name: "Save" }).click();
+      await form.waitFor({ state: "detached", timeout: 15000 });
+      const row = page.locator(`tr[data-destination="${name}"]`);
+      await row.waitFor();
+      assert.match(await row.textContent(), new RegExp(p.label.replace(/[()]/g, "\\$&")));
+      await page.getByRole("button", { name: `Edit ${name}` }).click();
+      const edit = page.getByRole("dialog", { name: `Edit ${p.label} destination` });
+      assert.equal(await edit.getByLabel(p.secret[0], { exact: true }).inputValue(), `${p.secret[1].slice(0, 4)}…`);
+      await edit.getByRole("button", { name: "Cancel" }).click();
+      await edit.waitFor({ state: "detached" });
+      assert.doesNotMatch(await page.locator("#destinations-body").textContent(), new RegExp(p.secret[1]));
+      page.once("dialog", (d) => d.accept());
+      await page.getByRole("button", { name: `Delete ${name}` }).click();
+      await row.waitFor({ state: "detached" });
+    }
 
     // Delete.
     page.once("dialog", (d) => d.accept());

@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use beacon_e2e::mock_ingest::{MockIngest, Service};
 use beacon_e2e::mock_sentry::MockSentry;
 use beacon_e2e::mock_upstream::MockUpstream;
 use beacon_e2e::{workspace_root, Beacon, Demo, TempDir};
@@ -30,6 +31,33 @@ async fn the_console_in_chromium() {
     let upstream = MockUpstream::start().await;
     let sentry = MockSentry::start("4507", "c0nsolepublickey0123").await;
     let collector = MockSentry::start_collector().await;
+    // Every other preset's form, filled in the browser against a mock of its ingestion:
+    // (type, the form's title label, [(field label, value)], the secret's label and value).
+    let mocks = [
+        MockIngest::start(Service::langfuse("pk-lf-console", "sk-lf-console-secret")).await,
+        MockIngest::start(Service::langsmith("lsv2_console_secret", "console")).await,
+        MockIngest::start(Service::honeycomb("hcaik_console_secret", "llm")).await,
+        MockIngest::start(Service::grafana_cloud("424242", "glc_console_secret")).await,
+        MockIngest::start(Service::datadog("dd0console0secret")).await,
+        MockIngest::start(Service::phoenix("", "px-console-secret", "console")).await,
+        MockIngest::start(Service::webhook("whsec-console-0123456789")).await,
+    ];
+    let presets = serde_json::json!([
+        {"type": "langfuse", "label": "Langfuse", "secret": ["Secret key", "sk-lf-console-secret"],
+         "fields": [["Host", mocks[0].base()], ["Public key", "pk-lf-console"]]},
+        {"type": "langsmith", "label": "LangSmith", "secret": ["API key", "lsv2_console_secret"],
+         "fields": [["OTel endpoint", format!("{}/otel", mocks[1].base())], ["Project", "console"]]},
+        {"type": "honeycomb", "label": "Honeycomb", "secret": ["API key", "hcaik_console_secret"],
+         "fields": [["API host", mocks[2].base()], ["Dataset", "llm"]]},
+        {"type": "grafana_cloud", "label": "Grafana Cloud", "secret": ["Access policy token", "glc_console_secret"],
+         "fields": [["OTLP endpoint", format!("{}/otlp", mocks[3].base())], ["Instance ID", "424242"]]},
+        {"type": "datadog", "label": "Datadog LLM Observability", "secret": ["API key", "dd0console0secret"],
+         "choice": ["Site", "datadoghq.eu"], "fields": [["Intake URL", mocks[4].url()]]},
+        {"type": "phoenix", "label": "Arize Phoenix", "secret": ["API key", "px-console-secret"], "optional": true,
+         "fields": [["Phoenix URL", mocks[5].base()], ["Project", "console"]]},
+        {"type": "webhook", "label": "Webhook (signed JSON)", "secret": ["Signing secret", "whsec-console-0123456789"],
+         "fields": [["URL", mocks[6].url()]]},
+    ]);
     let config =
         Beacon::config(&upstream.base_url(), "") + &format!("\n[admin]\ntoken = \"{OPERATOR}\"\n");
     let beacon = Beacon::start(&config);
@@ -50,6 +78,7 @@ async fn the_console_in_chromium() {
             demo.key.clone(),
         );
         let first_run = demo.block.join("\n");
+        let presets = presets.to_string();
         move || {
             Command::new("node")
                 .args(["--test", "--test-reporter=spec", "console.test.mjs"])
@@ -65,6 +94,7 @@ async fn the_console_in_chromium() {
                 .env("DEMO_TOKEN", demo_token)
                 .env("DEMO_KEY", demo_key)
                 .env("FIRST_RUN", first_run)
+                .env("PRESETS", presets)
                 .env("CHROMIUM", chromium)
                 .output()
                 .unwrap()
@@ -98,4 +128,8 @@ async fn the_console_in_chromium() {
         !beacon.logs().contains("c0nsolepublickey0123"),
         "the DSN key reached the logs"
     );
+    // Each preset's form reached its service: Test Connection, then the test the save runs.
+    for m in &mocks {
+        assert_eq!(m.accepted().len(), 2, "refused: {:?}", m.refused());
+    }
 }

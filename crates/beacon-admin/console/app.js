@@ -198,11 +198,16 @@ async function renderObservability() {
   }, h("span", { class: "track", "aria-hidden": "true" }), h("span", { class: "state" }, "…"),
   h("span", {}, "Enable Broadcast"));
   const tbody = h("tbody", { id: "destinations-body" });
+  const types = await destinationTypes();
+  const picker = h("select", { id: "add-type", "aria-label": "Other destination type" },
+    types.filter((t) => t.type !== "sentry").map((t) => h("option", { value: t.type }, t.label)));
+  const addOther = h("div", { class: "row" }, picker,
+    h("button", { type: "button", id: "add-other", onclick: () => openEditor(picker.value) }, "Add destination"));
   main.replaceChildren(
     h("nav", { "aria-label": "Breadcrumb", class: "muted small" }, "Settings › Observability"),
     h("h1", { tabindex: "-1", id: "page-title" }, "Observability"),
     h("p", { class: "lede" },
-      "Send a trace of every completion — tokens, cost, timing and (unless privacy mode) the messages — to your own Sentry project or OpenTelemetry collector."),
+      "Send a trace of every completion — tokens, cost, timing and (unless privacy mode) the messages — to your own Sentry project, OpenTelemetry collector, Langfuse, LangSmith, Honeycomb, Grafana Cloud, Datadog, Phoenix or a signed webhook."),
     h("section", { class: "card", "aria-labelledby": "broadcast-title" },
       h("h2", { id: "broadcast-title" }, "Broadcast"),
       toggle,
@@ -213,7 +218,7 @@ async function renderObservability() {
         h("h2", { id: "destinations-title" }, "Destinations"),
         h("span", { class: "spacer" }),
         h("button", { type: "button", class: "primary", id: "add-sentry", onclick: () => openEditor("sentry") }, "Add Sentry destination"),
-        h("button", { type: "button", id: "add-otlp", onclick: () => openEditor("otlp") }, "Add OTLP destination")),
+        addOther),
       h("table", { "aria-labelledby": "destinations-title" },
         h("thead", {}, h("tr", {},
           ["Name", "Type", "Enabled", "Privacy mode", "Sampling", "Last export", "Exported", "Dropped", "Actions"]
@@ -280,7 +285,7 @@ function destinationRow(d) {
   const fromConfig = d.source === "config";
   return h("tr", { "data-destination": d.name },
     h("th", { scope: "row" }, d.name, fromConfig ? [" ", h("span", { class: "badge", title: "Declared in the config file: change it there" }, "config file")] : null),
-    h("td", {}, d.type === "sentry" ? "Sentry" : "OTLP"),
+    h("td", {}, typeLabel(d.type)),
     h("td", {}, d.enabled ? "Yes" : "No"),
     h("td", {}, d.privacy_mode ? "On" : "Off"),
     h("td", { class: "num" }, `${Math.round(d.sampling_rate * 10000) / 100} %`),
@@ -310,7 +315,24 @@ async function deleteDestination(d) {
 
 // ---------------------------------------------------------------- destination editor
 
-const SENTRY_PATH = /^\/api\/(\d+)\/integration\/otlp\/v1\/traces\/?$/;
+// The destination types and their fields, as the server describes them
+// (GET /admin/v1/destination-types): every form below is drawn from this list.
+let typeList = null;
+
+async function destinationTypes() {
+  if (!typeList) {
+    try {
+      typeList = (await api("GET", "/destination-types")).data;
+    } catch {
+      return [];
+    }
+  }
+  return typeList;
+}
+
+function typeLabel(type) {
+  return (typeList || []).find((t) => t.type === type)?.label || type;
+}
 
 function parseUrl(text) {
   try {
@@ -321,43 +343,32 @@ function parseUrl(text) {
   }
 }
 
-/** Client-side checks that mirror the server's; the server's word is final. */
-function validate(kind, v) {
+/** Client-side checks of each field by its kind; the server's word is final. */
+function validate(type, v, unchanged) {
   const errors = {};
   if (!v.name.trim()) errors.name = "Give the destination a name.";
   else if (v.name.length > 100) errors.name = "At most 100 characters.";
   if (!(v.sampling_rate >= 0.0001 && v.sampling_rate <= 1)) errors.sampling_rate = "Between 0.0001 and 1.";
-  if (kind === "sentry") {
-    const ep = parseUrl(v.otlp_endpoint);
-    let endpointProject = null;
-    if (!v.otlp_endpoint.trim()) errors.otlp_endpoint = "Required.";
-    else if (!ep) errors.otlp_endpoint = "Not a URL: it starts with https://";
-    else {
-      const m = ep.pathname.match(SENTRY_PATH);
-      if (!m) errors.otlp_endpoint = "Expected …/api/<project id>/integration/otlp/v1/traces";
-      else endpointProject = m[1];
+  for (const f of type.fields) {
+    const text = (v.fields[f.name] || "").trim();
+    if (!text) {
+      if (f.required) errors[f.name] = "Required.";
+      continue;
     }
-    const dsn = parseUrl(v.dsn);
-    if (!v.dsn.trim()) errors.dsn = "Required.";
-    else if (v.dsnUnchanged) {
-      // The stored DSN, shown redacted: kept as it is.
-    } else if (!dsn) errors.dsn = "Not a URL: a DSN looks like https://<key>@o0.ingest.sentry.io/<project id>";
-    else if (!dsn.username || !/^[A-Za-z0-9]+$/.test(dsn.username)) errors.dsn = "The public key before @ is missing: copy the whole DSN.";
-    else {
-      const project = dsn.pathname.replace(/\/+$/, "").split("/").pop();
-      if (!/^\d+$/.test(project)) errors.dsn = "The DSN must end with the numeric project id.";
-      else if (endpointProject && project !== endpointProject) {
-        errors.dsn = `Project ${project} does not match the endpoint's project ${endpointProject}: copy both from the same project.`;
-      }
+    if (unchanged(f.name)) continue; // a stored secret, shown redacted: kept as it is
+    if (f.kind === "url" && !parseUrl(text)) errors[f.name] = "Not a URL: it starts with https://";
+    if (f.kind === "dsn") {
+      const dsn = parseUrl(text);
+      if (!dsn) errors[f.name] = "Not a URL: a DSN looks like https://<key>@o0.ingest.sentry.io/<project id>";
+      else if (!dsn.username || !/^[A-Za-z0-9]+$/.test(dsn.username)) errors[f.name] = "The public key before @ is missing: copy the whole DSN.";
+      else if (!/^\d+$/.test(dsn.pathname.replace(/\/+$/, "").split("/").pop())) errors[f.name] = "The DSN must end with the numeric project id.";
     }
-  } else {
-    const ep = parseUrl(v.endpoint);
-    if (!v.endpoint.trim()) errors.endpoint = "Required.";
-    else if (!ep) errors.endpoint = "Not a URL: it starts with https://";
-    for (const line of v.headersText.split("\n").filter((l) => l.trim())) {
-      if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]+\s*:/.test(line)) {
-        errors.headers = `“${line.slice(0, 30)}” is not “name: value”.`;
-        break;
+    if (f.kind === "headers") {
+      for (const line of text.split("\n").filter((l) => l.trim())) {
+        if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]+\s*:/.test(line)) {
+          errors[f.name] = `“${line.slice(0, 30)}” is not “name: value”.`;
+          break;
+        }
       }
     }
   }
@@ -374,24 +385,46 @@ function field(id, label, input, help) {
     h("p", { class: "error", id: `${id}-error`, "aria-live": "polite" }));
 }
 
+/** The input of one type field, holding `value` (a string, or a headers object). */
+function fieldInput(f, value) {
+  if (f.kind === "headers") {
+    const t = h("textarea", { spellcheck: "false", placeholder: "authorization: Bearer …" });
+    t.value = Object.entries(value || {}).map(([k, v]) => `${k}: ${v}`).join("\n");
+    return t;
+  }
+  if (f.kind === "choice") {
+    const sel = h("select", {}, f.options.map((o) => h("option", { value: o }, o)));
+    sel.value = value || f.default || f.options[0];
+    return sel;
+  }
+  return h("input", {
+    type: f.kind === "url" ? "url" : "text", value: value ?? "", autocomplete: "off", spellcheck: "false",
+    placeholder: f.default || (f.kind === "url" ? "https://" : ""),
+  });
+}
+
 async function openEditor(kind, existing) {
+  await destinationTypes();
+  const type = (typeList || []).find((t) => t.type === kind);
+  if (!type) {
+    toast(`Unknown destination type ${kind}`);
+    return;
+  }
   let keys = [];
   try {
     keys = (await api("GET", tenantPath("/keys"))).data.filter((k) => !k.revoked_at);
   } catch { /* the filter is optional */ }
   const isNew = !existing;
-  const d = existing || { name: "", enabled: true, privacy_mode: false, sampling_rate: 1, api_keys: [], headers: {} };
+  const d = existing || { name: "", enabled: true, privacy_mode: false, sampling_rate: 1, api_keys: [] };
+  const typeInputs = Object.fromEntries(type.fields.map((f) => [f.name, fieldInput(f, d[f.name])]));
   const inputs = {
     name: h("input", { type: "text", value: d.name, autocomplete: "off", required: true }),
-    otlp_endpoint: h("input", { type: "url", value: d.otlp_endpoint || "", autocomplete: "off", placeholder: "https://o0.ingest.sentry.io/api/0/integration/otlp/v1/traces", spellcheck: "false" }),
-    dsn: h("input", { type: "text", value: d.dsn || "", autocomplete: "off", placeholder: "https://<key>@o0.ingest.sentry.io/0", spellcheck: "false" }),
-    endpoint: h("input", { type: "url", value: d.endpoint || "", autocomplete: "off", placeholder: "https://otlp.example.com/v1/traces", spellcheck: "false" }),
-    headers: h("textarea", { spellcheck: "false", placeholder: "authorization: Bearer …" }),
+    ...typeInputs,
     enabled: h("input", { type: "checkbox", id: "enabled", checked: d.enabled }),
     privacy_mode: h("input", { type: "checkbox", id: "privacy_mode", checked: d.privacy_mode }),
     sampling_rate: h("input", { type: "number", min: "0.0001", max: "1", step: "any", value: String(d.sampling_rate) }),
   };
-  inputs.headers.value = Object.entries(d.headers || {}).map(([k, v]) => `${k}: ${v}`).join("\n");
+
   const keyBoxes = keys.map((k) => h("input", { type: "checkbox", value: k.id, id: `key-${k.id}`, checked: d.api_keys.includes(k.id) || d.api_keys.includes(k.name) }));
   const result = h("div", { id: "test-result", class: "result", role: "status", "aria-live": "polite" });
   const testButton = h("button", { type: "button", id: "test-connection" }, "Test Connection");
@@ -399,21 +432,18 @@ async function openEditor(kind, existing) {
   const saveHint = h("span", { id: "save-hint", class: "help" });
   const formError = h("p", { class: "error", role: "alert", id: "form-error" });
 
-  const target = kind === "sentry"
-    ? [field("otlp_endpoint", "OTLP Traces Endpoint", inputs.otlp_endpoint,
-        "In Sentry: Settings › Projects › your project › Client Keys (DSN) › OpenTelemetry: “OTLP Traces Endpoint” (…/api/<project id>/integration/otlp/v1/traces)."),
-       field("dsn", "Sentry DSN", inputs.dsn,
-        isNew ? "Same page, “DSN” (https://<public key>@o….ingest.sentry.io/<project id>). Beacon sends only its public key."
-              : "Shown redacted. Leave it as it is to keep the stored DSN, or paste a new one.")]
-    : [field("endpoint", "OTLP/HTTP traces endpoint", inputs.endpoint, "Your collector's traces URL, e.g. https://otlp.example.com/v1/traces."),
-       field("headers", "Headers", inputs.headers, "One per line, “name: value” (e.g. authorization: Bearer …). Values are stored encrypted and shown redacted.")];
+  const target = type.fields.map((f) => field(f.name, f.label, typeInputs[f.name],
+    !isNew && f.secret ? `${f.help} Shown redacted: leave it as it is to keep the stored value, or enter a new one.` : f.help));
+  const docs = h("p", { class: "help" }, "Where to find these: ",
+    h("a", { href: type.docs, target: "_blank", rel: "noopener noreferrer" }, `${type.label} documentation`), ".");
 
   const form = h("form", { method: "dialog", novalidate: true },
     h("div", { class: "head" }, h("h2", { id: "editor-title" },
-      `${isNew ? "Add" : "Edit"} ${kind === "sentry" ? "Sentry" : "OTLP"} destination`)),
+      `${isNew ? "Add" : "Edit"} ${type.label} destination`)),
     h("div", { class: "body" },
       field("name", "Name", inputs.name, "Shown in this list and in Beacon's metrics."),
       target,
+      docs,
       h("div", { class: "field" }, h("label", { class: "check" }, inputs.enabled, h("span", {}, "Enabled"))),
       h("div", { class: "field" },
         h("label", { class: "check" }, inputs.privacy_mode, h("span", {}, "Privacy mode")),
@@ -434,20 +464,17 @@ async function openEditor(kind, existing) {
   document.body.append(dialog);
   dialog.addEventListener("close", () => dialog.remove());
 
-  const targetKeys = kind === "sentry" ? ["otlp_endpoint", "dsn"] : ["endpoint", "headers"];
+  const targetKeys = type.fields.map((f) => f.name);
   const original = {};
   for (const k of targetKeys) original[k] = inputs[k].value;
   let passedFor = null; // the target values that last passed a test
 
   const values = () => ({
     name: inputs.name.value,
-    otlp_endpoint: inputs.otlp_endpoint.value,
-    dsn: inputs.dsn.value,
-    dsnUnchanged: !isNew && inputs.dsn.value === original.dsn,
-    endpoint: inputs.endpoint.value,
-    headersText: inputs.headers.value,
+    fields: Object.fromEntries(targetKeys.map((k) => [k, inputs[k].value])),
     sampling_rate: Number(inputs.sampling_rate.value),
   });
+  const unchanged = (k) => !isNew && inputs[k].value === original[k];
   const targetNow = () => JSON.stringify(targetKeys.map((k) => inputs[k].value));
   const targetChanged = () => isNew || targetKeys.some((k) => inputs[k].value !== original[k]);
 
@@ -458,13 +485,16 @@ async function openEditor(kind, existing) {
       privacy_mode: inputs.privacy_mode.checked, sampling_rate: v.sampling_rate,
       api_keys: keyBoxes.filter((c) => c.checked).map((c) => c.value),
     };
-    if (kind === "sentry") {
-      b.otlp_endpoint = v.otlp_endpoint.trim();
-      b.dsn = v.dsn.trim();
-    } else {
-      b.endpoint = v.endpoint.trim();
-      b.headers = Object.fromEntries(v.headersText.split("\n").filter((l) => l.includes(":"))
-        .map((l) => [l.slice(0, l.indexOf(":")).trim(), l.slice(l.indexOf(":") + 1).trim()]));
+    for (const f of type.fields) {
+      const text = v.fields[f.name].trim();
+      if (f.kind === "headers") {
+        b[f.name] = Object.fromEntries(text.split("\n").filter((l) => l.includes(":"))
+          .map((l) => [l.slice(0, l.indexOf(":")).trim(), l.slice(l.indexOf(":") + 1).trim()]));
+      } else if (text) {
+        b[f.name] = text;
+      } else if (!isNew) {
+        b[f.name] = null; // cleared: its default applies again
+      }
     }
     return b;
   }
@@ -481,7 +511,7 @@ async function openEditor(kind, existing) {
   }
 
   function update() {
-    const errors = validate(kind, values());
+    const errors = validate(type, values(), unchanged);
     showErrors(errors, true);
     const valid = Object.keys(errors).length === 0;
     testButton.disabled = !valid;
@@ -527,7 +557,9 @@ async function openEditor(kind, existing) {
     testButton.disabled = true;
     formError.textContent = "";
     result.className = "result pending";
-    result.textContent = "Testing… sending one test span (Sentry is asked twice, a second apart).";
+    result.textContent = kind === "sentry"
+      ? "Testing… sending one test span, then asking Sentry again about 1, 2 and 4 seconds later."
+      : "Testing… sending one test delivery.";
     try {
       const payload = body();
       let report = null;

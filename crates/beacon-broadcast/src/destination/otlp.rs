@@ -13,16 +13,16 @@ pub struct Otlp;
 const FIELDS: [Field; 2] = [
     Field::required(
         "endpoint",
-        "Traces endpoint",
+        "OTLP/HTTP traces endpoint",
         FieldKind::Url,
-        "The full OTLP/HTTP traces URL, e.g. https://collector.example.com:4318/v1/traces",
+        "Your collector's traces URL, e.g. https://otlp.example.com/v1/traces.",
     ),
     Field::optional(
         "headers",
         "Headers",
         FieldKind::Headers,
         None,
-        "Sent with every export, e.g. authorization = Bearer …",
+        "One per line, “name: value” (e.g. authorization: Bearer …). Values are stored encrypted and shown redacted.",
     ),
 ];
 
@@ -32,7 +32,7 @@ impl DestinationType for Otlp {
     }
 
     fn label(&self) -> &'static str {
-        "OTLP collector"
+        "OTLP"
     }
 
     fn docs(&self) -> &'static str {

@@ -20,15 +20,15 @@ pub struct Sentry;
 const FIELDS: [Field; 2] = [
     Field::required(
         "otlp_endpoint",
-        "OTLP traces endpoint",
+        "OTLP Traces Endpoint",
         FieldKind::Url,
-        "Project settings → Client Keys → OpenTelemetry: https://o….ingest.sentry.io/api/<project>/integration/otlp/v1/traces",
+        "In Sentry: Settings › Projects › your project › Client Keys (DSN) › OpenTelemetry: “OTLP Traces Endpoint” (…/api/<project id>/integration/otlp/v1/traces).",
     ),
     Field::required(
         "dsn",
-        "DSN",
+        "Sentry DSN",
         FieldKind::Dsn,
-        "Project settings → Client Keys: https://<key>@o….ingest.sentry.io/<project>",
+        "Same page, “DSN” (https://<public key>@o….ingest.sentry.io/<project id>). Beacon sends only its public key.",
     ),
 ];
 
