@@ -11,8 +11,6 @@
 //!   `openinference.span.kind` is required; `llm.*` token counts and costs, `input.value` /
 //!   `output.value` with their mime types.
 
-use serde_json::{json, Map, Value};
-
 use super::{decimal_f64, error_status, trace_str, Attrs};
 use crate::destination::Dialect;
 use crate::record::{CompletionRecord, CostSource};
@@ -56,10 +54,40 @@ pub(super) fn kind(dialect: Dialect, kind: Kind, record: &CompletionRecord, a: &
     }
 }
 
+/// Writes `{"k":v,…}` of `pairs` into `out` (numbers only, written as Rust prints them:
+/// shortest round-trip floats, which is valid JSON for finite values). Hand-written: a
+/// `serde_json::Value` per record and dialect cost more than the rest of the span.
+fn json_object(out: &mut String, pairs: &[(&str, Number)]) {
+    use std::fmt::Write as _;
+    out.push('{');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = match v {
+            Number::Int(n) => write!(out, "\"{k}\":{n}"),
+            Number::Uint(n) => write!(out, "\"{k}\":{n}"),
+            Number::Float(f) if f.is_finite() => write!(out, "\"{k}\":{f:?}"),
+            Number::Float(_) => write!(out, "\"{k}\":null"),
+            Number::Bool(b) => write!(out, "\"{k}\":{b}"),
+        };
+    }
+    out.push('}');
+}
+
+/// A JSON number (or boolean) of [`json_object`].
+#[derive(Debug, Clone, Copy)]
+enum Number {
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Bool(bool),
+}
+
 /// The request's sampling parameters as one JSON object (absent ones left out).
-fn parameters(record: &CompletionRecord) -> Option<String> {
+fn parameters(record: &CompletionRecord, out: &mut String) {
     let p = &record.params;
-    let mut m = Map::new();
+    let mut pairs: Vec<(&str, Number)> = Vec::with_capacity(7);
     for (k, v) in [
         ("temperature", p.temperature),
         ("top_p", p.top_p),
@@ -67,17 +95,17 @@ fn parameters(record: &CompletionRecord) -> Option<String> {
         ("presence_penalty", p.presence_penalty),
     ] {
         if let Some(v) = v {
-            m.insert(k.into(), json!(v));
+            pairs.push((k, Number::Float(v)));
         }
     }
     if let Some(v) = p.max_tokens {
-        m.insert("max_tokens".into(), v.into());
+        pairs.push(("max_tokens", Number::Int(v)));
     }
     if let Some(v) = p.seed {
-        m.insert("seed".into(), v.into());
+        pairs.push(("seed", Number::Int(v)));
     }
-    m.insert("stream".into(), record.stream.into());
-    Some(Value::Object(m).to_string())
+    pairs.push(("stream", Number::Bool(record.stream)));
+    json_object(out, &pairs);
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` of Unix nanoseconds.
@@ -109,28 +137,51 @@ pub(super) fn generation(dialect: Dialect, record: &CompletionRecord, a: &mut im
         Dialect::GenAi => {}
         Dialect::Langfuse => {
             a.str("langfuse.observation.model.name", model);
-            if let Some(p) = parameters(record) {
-                a.str("langfuse.observation.model.parameters", &p);
-            }
-            let usage = json!({
-                "input": u.prompt_tokens.saturating_sub(u.cached_tokens + u.cache_write_tokens),
-                "input_cache_read": u.cached_tokens,
-                "input_cache_creation": u.cache_write_tokens,
-                "output": u.completion_tokens.saturating_sub(u.reasoning_tokens),
-                "output_reasoning": u.reasoning_tokens,
-                "total": u.total_tokens,
-            });
-            a.str("langfuse.observation.usage_details", &usage.to_string());
+            let mut json = String::with_capacity(256);
+            parameters(record, &mut json);
+            a.str("langfuse.observation.model.parameters", &json);
+            json.clear();
+            json_object(
+                &mut json,
+                &[
+                    (
+                        "input",
+                        Number::Uint(
+                            u.prompt_tokens
+                                .saturating_sub(u.cached_tokens + u.cache_write_tokens),
+                        ),
+                    ),
+                    ("input_cache_read", Number::Uint(u.cached_tokens)),
+                    ("input_cache_creation", Number::Uint(u.cache_write_tokens)),
+                    (
+                        "output",
+                        Number::Uint(u.completion_tokens.saturating_sub(u.reasoning_tokens)),
+                    ),
+                    ("output_reasoning", Number::Uint(u.reasoning_tokens)),
+                    ("total", Number::Uint(u.total_tokens)),
+                ],
+            );
+            a.str("langfuse.observation.usage_details", &json);
             if known_cost {
-                let cost = json!({
-                    "input": decimal_f64(c.input - c.cache_read - c.cache_creation),
-                    "input_cache_read": decimal_f64(c.cache_read),
-                    "input_cache_creation": decimal_f64(c.cache_creation),
-                    "output": decimal_f64(c.output - c.reasoning),
-                    "output_reasoning": decimal_f64(c.reasoning),
-                    "total": decimal_f64(c.total),
-                });
-                a.str("langfuse.observation.cost_details", &cost.to_string());
+                json.clear();
+                json_object(
+                    &mut json,
+                    &[
+                        (
+                            "input",
+                            Number::Float(decimal_f64(c.input - c.cache_read - c.cache_creation)),
+                        ),
+                        ("input_cache_read", Number::Float(decimal_f64(c.cache_read))),
+                        (
+                            "input_cache_creation",
+                            Number::Float(decimal_f64(c.cache_creation)),
+                        ),
+                        ("output", Number::Float(decimal_f64(c.output - c.reasoning))),
+                        ("output_reasoning", Number::Float(decimal_f64(c.reasoning))),
+                        ("total", Number::Float(decimal_f64(c.total))),
+                    ],
+                );
+                a.str("langfuse.observation.cost_details", &json);
             }
             if let (true, Some(first)) = (record.stream, record.timings.first_chunk_us) {
                 let at = record.timings.received_unix_nanos + first * 1000;
@@ -144,9 +195,9 @@ pub(super) fn generation(dialect: Dialect, record: &CompletionRecord, a: &mut im
         Dialect::OpenInference => {
             a.str("llm.model_name", model);
             a.str("llm.provider", &record.provider);
-            if let Some(p) = parameters(record) {
-                a.str("llm.invocation_parameters", &p);
-            }
+            let mut json = String::with_capacity(128);
+            parameters(record, &mut json);
+            a.str("llm.invocation_parameters", &json);
             a.count("llm.token_count.prompt", u.prompt_tokens);
             a.count("llm.token_count.completion", u.completion_tokens);
             a.count("llm.token_count.total", u.total_tokens);
@@ -256,7 +307,29 @@ pub(super) fn tool(
 
 #[cfg(test)]
 mod tests {
-    use super::iso8601;
+    use super::{iso8601, json_object, Number};
+
+    #[test]
+    fn hand_written_json_parses_as_the_same_object() {
+        let mut out = String::new();
+        json_object(
+            &mut out,
+            &[
+                ("input", Number::Uint(100)),
+                ("cost", Number::Float(0.000575)),
+                ("tiny", Number::Float(1e-9)),
+                ("seed", Number::Int(-7)),
+                ("stream", Number::Bool(true)),
+                ("bad", Number::Float(f64::NAN)),
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"input": 100, "cost": 0.000575, "tiny": 1e-9, "seed": -7,
+                "stream": true, "bad": null})
+        );
+    }
 
     #[test]
     fn iso8601_of_unix_nanos() {

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Broadcast beyond Sentry (issue 17): throughput with broadcast on — a Sentry destination
+with error events on and a second destination of another type (Langfuse, with its dialect) —
+against broadcast off, side by side in one run.
+
+nginx plays the upstream (a canned chat completion; a `fail` provider answering 500, so one
+request in 20 fails and becomes a Sentry error event, most of them deduplicated) and every
+destination's ingestion (Sentry's OTLP and envelope endpoints, Langfuse's OTel route). Two
+`beacon serve` (release build) run at once: broadcast off, and broadcast on with both
+destinations. Each round runs wrk (2 threads, 64 connections, the same request mix) against
+each in turn; the medians of the rounds are printed, with every round's value, the on/off
+throughput ratio of each round, and what the export path counted (exported per destination,
+error events by outcome, drops by reason).
+
+Usage:
+  python3 bench/destinations_bench.py [--rounds 5] [--duration 5] [--bin target/release/beacon]
+Needs what bench/gateway_bench.py installs (nginx, wrk).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import gateway_bench as g  # noqa: E402
+
+FAIL_BODY = json.dumps({"error": {"message": "The server had an error processing your request.",
+                                  "type": "server_error", "code": None}})
+
+
+def sinks_block(port):
+    """The upstream's failing route and every destination's ingestion, on one nginx server."""
+    return f"""
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location = /fail/v1/chat/completions {{ default_type application/json; return 500 '{g.nginx_quote(FAIL_BODY)}'; }}
+        location = /api/1/integration/otlp/v1/traces {{ default_type application/x-protobuf; return 200 ''; }}
+        location = /api/1/envelope/ {{ default_type application/json; return 200 '{{"id":"0"}}'; }}
+        location = /api/public/otel/v1/traces {{ default_type application/json; return 200 '{{}}'; }}
+    }}"""
+
+
+def start(tmp, name, up, sinks, broadcast, binary):
+    port = g.free_port()
+    destinations = f"""
+[tenants.broadcast]
+enabled = true
+[[tenants.broadcast.destinations]]
+type = "sentry"
+name = "sentry"
+otlp_endpoint = "http://127.0.0.1:{sinks}/api/1/integration/otlp/v1/traces"
+dsn = "http://benchkey@127.0.0.1:{sinks}/1"
+error_events = true
+[[tenants.broadcast.destinations]]
+type = "langfuse"
+name = "langfuse"
+host = "http://127.0.0.1:{sinks}"
+public_key = "pk-lf-bench"
+secret_key = "sk-lf-bench"
+""" if broadcast else ""
+    conf = tmp / f"{name}.toml"
+    conf.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+[store]
+url = "sqlite://{tmp}/{name}.db"
+[broadcast]
+allow_private_destinations = true
+[[providers]]
+name = "stub"
+base_url = "http://127.0.0.1:{up}/v1"
+api_key = "sk-stub"
+[[providers]]
+name = "fail"
+base_url = "http://127.0.0.1:{sinks}/fail/v1"
+api_key = "sk-stub"
+[routing]
+max_attempts = 1
+[[tenants]]
+id = "bench"
+api_keys = ["{g.KEY}"]
+{destinations}
+""")
+    proc = subprocess.Popen([binary, "serve", "--config", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / f"{name}.log", "w"), env={**os.environ, "BEACON_LOG": "warn"},
+                            preexec_fn=g.raise_nofile)
+    g.wait_port(port)
+    return proc, port
+
+
+def mixed_script(tmp):
+    """One request in 20 to the failing provider, the rest to the stub."""
+    path = tmp / "mixed.lua"
+    ok, fail = g.body("stub/gpt-4o"), g.body("fail/gpt-4o")
+    path.write_text(f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {g.KEY}"
+local n = 0
+request = function()
+  n = n + 1
+  if n % 20 == 0 then
+    return wrk.format(nil, nil, nil, {json.dumps(fail)})
+  end
+  return wrk.format(nil, nil, nil, {json.dumps(ok)})
+end
+""")
+    return path
+
+
+def metrics(port):
+    text = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/metrics"], capture_output=True, text=True).stdout
+    out = {}
+    for line in text.splitlines():
+        for family in ("beacon_broadcast_exported_total", "beacon_broadcast_dropped_total",
+                       "beacon_broadcast_error_events_total"):
+            if line.startswith(family):
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                key = f"{family}{{{','.join(f'{k}={v}' for k, v in sorted(labels.items()) if k != 'tenant')}}}"
+                out[key] = out.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--bin", default=str(g.ROOT / "target/release/beacon"))
+    args = ap.parse_args()
+    binary = str(pathlib.Path(args.bin).resolve())
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="beacon-dest-"))
+    tmp.chmod(0o755)
+    up, sinks = g.free_port(), g.free_port()
+    procs = [g.start_nginx(tmp, "stub", g.stub_block(tmp, up) + sinks_block(sinks))]
+    g.wait_port(up)
+    g.wait_port(sinks)
+    try:
+        targets = {}
+        for name, on in (("off", False), ("on", True)):
+            proc, port = start(tmp, name, up, sinks, on, binary)
+            procs.append(proc)
+            targets[name] = (proc, port)
+        script = mixed_script(tmp)
+        for proc, port in targets.values():  # warm-up
+            g.wrk(port, "/v1/chat/completions", 2, 64, script)
+        res = {n: {"rps": [], "cpu_us": [], "p99_ms": [], "non_2xx": []} for n in targets}
+        for r in range(args.rounds):
+            for n, (proc, port) in targets.items():
+                w = g.wrk(port, "/v1/chat/completions", args.duration, 64, script, proc.pid)
+                res[n]["rps"].append(w["rps"])
+                res[n]["cpu_us"].append(w["cpu_us_per_request"])
+                res[n]["p99_ms"].append(w["p99_ms"])
+                res[n]["non_2xx"].append(w["non_2xx"])
+                print(f"round {r + 1} broadcast {n}: rps {w['rps']:.0f}, cpu_us {w['cpu_us_per_request']:.1f}, "
+                      f"p99 {w['p99_ms']:.2f} ms, non-2xx {w['non_2xx']}", file=sys.stderr)
+        ratios = [on / off for on, off in zip(res["on"]["rps"], res["off"]["rps"])]
+        summary = {
+            "binary": binary,
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "median": {n: {k: statistics.median(v) for k, v in m.items()} for n, m in res.items()},
+            "rounds_values": res,
+            "on_off_rps_ratio_per_round": ratios,
+            "on_off_rps_ratio_median": statistics.median(ratios),
+            "on_off_rps_ratio_of_medians": statistics.median(res["on"]["rps"]) / statistics.median(res["off"]["rps"]),
+            "on_export": metrics(targets["on"][1]),
+        }
+        print(json.dumps(summary, indent=2))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()
