@@ -8,7 +8,8 @@ request in 20 fails and becomes a Sentry error event, most of them deduplicated)
 destination's ingestion (Sentry's OTLP and envelope endpoints, Langfuse's OTel route). Two
 `beacon serve` (release build) run at once: broadcast off, and broadcast on with both
 destinations. Each round runs wrk (2 threads, 64 connections, the same request mix) against
-each in turn; the medians of the rounds are printed, with every round's value, the on/off
+each in turn, then a fixed rate of 2,000 req/s (latency below saturation); the medians of the
+rounds are printed, with every round's value, the on/off
 throughput ratio of each round, and what the export path counted (exported per destination,
 error events by outcome, drops by reason).
 
@@ -149,7 +150,8 @@ def main():
         script = mixed_script(tmp)
         for proc, port in targets.values():  # warm-up
             g.wrk(port, "/v1/chat/completions", 2, 64, script)
-        res = {n: {"rps": [], "cpu_us": [], "p99_ms": [], "non_2xx": []} for n in targets}
+        res = {n: {"rps": [], "cpu_us": [], "p99_ms": [], "non_2xx": [], "rate_p50_us": [], "rate_p99_us": []}
+               for n in targets}
         for r in range(args.rounds):
             for n, (proc, port) in targets.items():
                 w = g.wrk(port, "/v1/chat/completions", args.duration, 64, script, proc.pid)
@@ -157,8 +159,15 @@ def main():
                 res[n]["cpu_us"].append(w["cpu_us_per_request"])
                 res[n]["p99_ms"].append(w["p99_ms"])
                 res[n]["non_2xx"].append(w["non_2xx"])
+                # Below saturation: 2,000 req/s over 64 connections, latency percentiles.
+                rate = g.loadgen("rate", "--url", f"http://127.0.0.1:{port}/v1/chat/completions",
+                                 "--body", g.body("stub/gpt-4o"), "-H", f"authorization: Bearer {g.KEY}",
+                                 "--rate", "2000", "--duration", "3", "--connections", "64")
+                res[n]["rate_p50_us"].append(rate["latency"]["p50_us"])
+                res[n]["rate_p99_us"].append(rate["latency"]["p99_us"])
                 print(f"round {r + 1} broadcast {n}: rps {w['rps']:.0f}, cpu_us {w['cpu_us_per_request']:.1f}, "
-                      f"p99 {w['p99_ms']:.2f} ms, non-2xx {w['non_2xx']}", file=sys.stderr)
+                      f"p99 {w['p99_ms']:.2f} ms, non-2xx {w['non_2xx']}; at 2,000 req/s p50 "
+                      f"{rate['latency']['p50_us']} µs, p99 {rate['latency']['p99_us']} µs", file=sys.stderr)
         ratios = [on / off for on, off in zip(res["on"]["rps"], res["off"]["rps"])]
         summary = {
             "binary": binary,

@@ -739,9 +739,15 @@ async fn declared_destinations_are_listed_read_only_and_the_cli_creates_after_a_
     let good = sentry.dsn();
     let (ok, out) = run(&["--name", "CLI", "--dsn", &good]);
     assert!(ok && out.contains("created destination dst_"), "{out}");
-    eventually("CLI destination listed", || async {
+    // Any type's fields as `--field name=value`; an unknown one is named.
+    let dsn_field = format!("dsn={good}");
+    let (ok, out) = run(&["--name", "CLI field", "--field", &dsn_field]);
+    assert!(ok && out.contains("created destination dst_"), "{out}");
+    let (ok, out) = run(&["--name", "CLI bad", "--dsn", &good, "--field", "colour=red"]);
+    assert!(!ok && out.contains("colour"), "{out}");
+    eventually("CLI destinations listed", || async {
         let (_, v) = api.op("GET", "/tenants/acme/destinations", None).await;
-        v["data"].as_array().unwrap().len() == 2
+        v["data"].as_array().unwrap().len() == 3
     })
     .await;
 }
