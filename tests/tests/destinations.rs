@@ -278,6 +278,42 @@ async fn every_preset_is_tested_saved_and_sent_in_its_own_dialect() {
     let (_, v) = admin(addr, "GET", "/tenants/hooli/destinations", None).await;
     assert_eq!(v["data"].as_array().unwrap().len(), presets.len(), "{v}");
 
+    // Moving a destination to another address needs its secret again: a caller who sees
+    // only redacted secrets cannot have them sent to a server of theirs.
+    let langfuse_id = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["type"] == "langfuse")
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .unwrap();
+    let elsewhere = MockIngest::start(Service::langfuse("pk-lf-test", "sk-lf-secret-1")).await;
+    let path = format!("/tenants/hooli/destinations/{langfuse_id}");
+    for body in [
+        json!({"host": elsewhere.base()}),
+        json!({"host": elsewhere.base(), "secret_key": "sk-l…"}),
+    ] {
+        for (method, route) in [("POST", format!("{path}/test")), ("PATCH", path.clone())] {
+            let (s, v) = admin(addr, method, &route, Some(body.clone())).await;
+            assert_eq!(
+                (s, v["error"]["param"].as_str()),
+                (400, Some("secret_key")),
+                "{v}"
+            );
+        }
+    }
+    assert_eq!(elsewhere.accepted().len() + elsewhere.refused().len(), 0);
+    // Entered again, it may move (tested there first).
+    let (s, v) = admin(
+        addr,
+        "POST",
+        &format!("{path}/test"),
+        Some(json!({"host": elsewhere.base(), "secret_key": "sk-lf-secret-1"})),
+    )
+    .await;
+    assert_eq!((s, v["ok"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(elsewhere.accepted().len(), 1);
+
     // One completion reaches every destination (the config change applies within a second).
     let start = std::time::Instant::now();
     loop {
@@ -309,6 +345,10 @@ async fn every_preset_is_tested_saved_and_sent_in_its_own_dialect() {
             assert_eq!(export.header("x-beacon-delivery").unwrap().len(), 32);
             let test: Value = serde_json::from_slice(&got[0].body).unwrap();
             assert_eq!(test[0]["test"], true, "{test}");
+            assert!(
+                got[0].header("x-beacon-delivery").is_some()
+                    && got[0].header("x-beacon-timestamp").is_some()
+            );
             let records: Value = serde_json::from_slice(&export.body).unwrap();
             let r = &records[0];
             assert_eq!(r["tenant_id"], "hooli", "{records}");

@@ -224,6 +224,12 @@ impl Manager {
                 "expected a JSON object with the fields to change".into(),
             ));
         };
+        destination::secrets_stay_with_their_address(
+            &current.config.type_name,
+            &current.config.fields,
+            &patch,
+        )
+        .map_err(|DestinationError { field, message }| AdminError::field(field, message))?;
         let mut merged = fields(&current.config, false);
         for (key, value) in patch {
             match key.as_str() {

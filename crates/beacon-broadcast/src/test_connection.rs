@@ -131,16 +131,8 @@ fn webhook_test(spec: &DestinationSpec, key: &[u8]) -> http::Payload {
         "destination": spec.name,
     }])
     .to_string();
-    let signature = webhook::signature(key, body.as_bytes());
     http::Payload {
-        headers: ::http::HeaderValue::try_from(signature)
-            .map(|v| {
-                vec![(
-                    ::http::HeaderName::from_static(webhook::SIGNATURE_HEADER),
-                    v,
-                )]
-            })
-            .unwrap_or_default(),
+        headers: webhook::delivery_headers(key, body.as_bytes()),
         body: Bytes::from(body),
         content_type: "application/json",
         gzipped: false,
@@ -162,7 +154,7 @@ async fn attempt(
             reached: false,
             status: None,
             latency_ms,
-            message,
+            message: spec.endpoint.scrub(&message),
         },
         PostResult::Response { status, .. } if (200..300).contains(&status) => TestReport {
             ok: true,
@@ -173,10 +165,11 @@ async fn attempt(
         },
         PostResult::Response { status, body, .. } => {
             let text = http::error_text(&body);
+            // A destination may echo the request, its auth header included.
             let message = if text.is_empty() {
                 format!("HTTP {status}")
             } else {
-                text
+                spec.endpoint.scrub(&text)
             };
             TestReport {
                 ok: false,

@@ -1022,34 +1022,63 @@ fn secret_context(destination_id: &str) -> String {
     format!("destination:{destination_id}:secret")
 }
 
-/// `(kind, endpoint, secret)` of a destination: its type, its URL in clear (for people
-/// reading the table), and all its fields as one JSON object, sealed. The store does not
-/// read a type's fields; `beacon_broadcast::destination` does.
+/// `(kind, endpoint, secret)` of a destination: its type, the column a node of an earlier
+/// version sends to, and what is sealed.
+///
+/// `sentry` and `otlp` rows keep the format every version reads — the endpoint in clear, the
+/// DSN or the `name<TAB>value` header lines sealed — so nodes of different versions sharing
+/// one database agree on them. Every other type's fields are sealed as one JSON object and
+/// its endpoint column is left empty: an earlier node, which reads an unknown kind as OTLP
+/// to that column, finds no URL and skips the row instead of sending to it.
 fn split_kind(config: &DestinationConfig) -> (&str, String, String) {
-    let endpoint = ["endpoint", "otlp_endpoint", "url", "host"]
-        .iter()
-        .find_map(|k| config.fields.get(*k).and_then(|v| v.as_str()))
-        .unwrap_or_default()
-        .to_string();
-    let fields = serde_json::Value::Object(config.fields.clone()).to_string();
-    (&config.type_name, endpoint, fields)
+    let text = |k: &str| {
+        config
+            .fields
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let legacy_fields =
+        |allowed: &[&str]| config.fields.keys().all(|k| allowed.contains(&k.as_str()));
+    match config.type_name.as_str() {
+        "sentry" if legacy_fields(&["otlp_endpoint", "dsn"]) => {
+            ("sentry", text("otlp_endpoint"), text("dsn"))
+        }
+        "otlp" if legacy_fields(&["endpoint", "headers"]) => {
+            let headers = config
+                .fields
+                .get("headers")
+                .and_then(|h| h.as_object())
+                .map(|h| {
+                    h.iter()
+                        .map(|(k, v)| format!("{k}\t{}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default();
+            ("otlp", text("endpoint"), headers)
+        }
+        _ => (
+            &config.type_name,
+            String::new(),
+            serde_json::Value::Object(config.fields.clone()).to_string(),
+        ),
+    }
 }
 
-/// A stored destination's fields: the sealed JSON object, or — rows written before
-/// destination types kept their fields as JSON — a `sentry` row's DSN or an `otlp` row's
-/// `name<TAB>value` header lines, with the endpoint column.
+/// A stored destination's fields: a `sentry` row's DSN or an `otlp` row's header lines with
+/// the endpoint column, or the sealed JSON object of any other type (see [`split_kind`]).
+/// A row that is neither reads as no fields: validation names what is missing and the
+/// pipeline skips it.
 fn stored_fields(
     kind: &str,
     endpoint: String,
     secret: &str,
 ) -> serde_json::Map<String, serde_json::Value> {
     use serde_json::{json, Value};
-    if secret.starts_with('{') {
-        if let Ok(Value::Object(fields)) = serde_json::from_str(secret) {
-            return fields;
-        }
-    }
-    let legacy = match kind {
+    let fields = match kind {
+        _ if secret.starts_with('{') => serde_json::from_str(secret).unwrap_or(Value::Null),
         "sentry" => json!({"otlp_endpoint": endpoint, "dsn": secret}),
         "otlp" => {
             let headers: serde_json::Map<String, Value> = secret
@@ -1063,10 +1092,9 @@ fn stored_fields(
                 json!({"endpoint": endpoint, "headers": headers})
             }
         }
-        // Unreadable: validation names what is missing and the row is skipped.
-        _ => json!({}),
+        _ => Value::Null,
     };
-    match legacy {
+    match fields {
         Value::Object(fields) => fields,
         _ => serde_json::Map::new(),
     }

@@ -556,7 +556,20 @@ async fn rows_written_before_fields_were_json_are_read_and_any_type_round_trips(
     otlp.type_name = "otlp".into();
     otlp.fields = fields(serde_json::json!({"endpoint": "https://tempo.example.com/v1/traces"}));
     let o = store.create_destination("acme", &otlp).await.unwrap();
-    // The old format: a Sentry row's sealed DSN, an OTLP row's header lines.
+    // Sentry and OTLP rows are still written in the format every version reads.
+    let sealed: String = sqlx::query("SELECT sealed_secret FROM destinations WHERE id = $1")
+        .bind(&d.id)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(
+        store.secrets.open(&secret_context(&d.id), &sealed).unwrap(),
+        "https://secretpublickey@o1.ingest.sentry.io/456"
+    );
+    // The old format, written by an earlier version: a Sentry row's sealed DSN, an OTLP
+    // row's header lines.
     for (id, secret) in [
         (&d.id, "https://secretpublickey@o1.ingest.sentry.io/456"),
         (
@@ -593,8 +606,9 @@ async fn rows_written_before_fields_were_json_are_read_and_any_type_round_trips(
             "headers": {"authorization": "Bearer tempo-secret", "x-scope-orgid": "acme"},
         }))
     );
-    // A type the store knows nothing of keeps its name and fields; the endpoint column
-    // shows its URL in clear, the rest is sealed.
+    // A type the store knows nothing of keeps its name and fields, all sealed; its endpoint
+    // column stays empty, so an earlier node (which read unknown kinds as OTLP to that
+    // column) skips the row instead of sending to it.
     let mut hook = sentry();
     hook.name = "Hook".into();
     hook.type_name = "webhook".into();
@@ -614,5 +628,5 @@ async fn rows_written_before_fields_were_json_are_read_and_any_type_round_trips(
         .unwrap()
         .try_get(0)
         .unwrap();
-    assert_eq!(endpoint, "https://hooks.example.com/b");
+    assert_eq!(endpoint, "");
 }

@@ -503,9 +503,8 @@ pub fn join_path(
     suffix: &str,
 ) -> Result<http::Uri, DestinationError> {
     let path = base.path().trim_end_matches('/');
-    if path.ends_with(suffix) {
-        return Ok(base.clone());
-    }
+    // Already there (a trailing slash dropped: some intakes answer 404 to it), or appended.
+    let suffix = if path.ends_with(suffix) { "" } else { suffix };
     let mut parts = base.clone().into_parts();
     let query = base.query().map(|q| format!("?{q}")).unwrap_or_default();
     parts.path_and_query = Some(
@@ -719,6 +718,56 @@ pub fn keep_redacted(
     }
 }
 
+/// A change that moves a stored destination to another address must bring its secrets again:
+/// a stored secret is only ever sent where it was saved to be sent. When `patch` changes a
+/// URL (or a choice that decides it, like Datadog's site), every secret the destination has
+/// must be in `patch`, newly entered — not left out, not the redacted form it was shown in.
+/// Otherwise a caller who can only see redacted secrets could test (or save) the
+/// destination against a server of theirs and read the real ones there.
+pub fn secrets_stay_with_their_address(
+    type_name: &str,
+    current: &Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<(), DestinationError> {
+    let Some(ty) = lookup(type_name) else {
+        return Ok(());
+    };
+    let text = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let moved = ty.fields().iter().any(|f| {
+        matches!(f.kind, FieldKind::Url | FieldKind::Choice(_))
+            && patch.contains_key(f.name)
+            && text(patch.get(f.name)) != text(current.get(f.name))
+    });
+    if !moved {
+        return Ok(());
+    }
+    for f in ty.fields().iter().filter(|f| f.kind.is_secret()) {
+        let Some(old) = current.get(f.name).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let again = match (patch.get(f.name), old) {
+            (None, _) => false,
+            (Some(Value::Object(new)), Value::Object(old)) => new.iter().all(|(k, v)| {
+                old.get(k)
+                    .is_none_or(|o| *v != redact_value(FieldKind::Secret, o))
+            }),
+            (Some(new), old) => *new != redact_value(f.kind, old),
+        };
+        if !again {
+            return Err(err(
+                f.name,
+                "enter it again: the destination's address changed, and a stored secret is only sent to the address it was saved with",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Every secret value among `fields` (and the parts of a DSN), longest first: what must
 /// never reach a client or a log line.
 pub fn secret_values(type_name: &str, fields: &Map<String, Value>) -> Vec<String> {
@@ -915,6 +964,50 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_moved_destination_needs_its_secrets_again() {
+        let current = json!({"host": "https://cloud.langfuse.com", "public_key": "pk-1",
+            "secret_key": "sk-lf-secret"});
+        let current = current.as_object().unwrap();
+        let patch = |v: Value| v.as_object().unwrap().clone();
+        // Same address: a redacted secret is kept.
+        assert!(secrets_stay_with_their_address(
+            "langfuse",
+            current,
+            &patch(json!({"public_key": "pk-2", "secret_key": "sk-l…"}))
+        )
+        .is_ok());
+        // A new address with the secret left out or sent back redacted: refused, named.
+        for p in [
+            json!({"host": "https://evil.example.com"}),
+            json!({"host": "https://evil.example.com", "secret_key": "sk-l…"}),
+        ] {
+            let e = secrets_stay_with_their_address("langfuse", current, &patch(p)).unwrap_err();
+            assert_eq!(e.field, "secret_key");
+        }
+        // A new address with the secret entered again: fine.
+        assert!(secrets_stay_with_their_address(
+            "langfuse",
+            current,
+            &patch(json!({"host": "https://lf.example.com", "secret_key": "sk-new"}))
+        )
+        .is_ok());
+        // Datadog's site decides its address; OTLP headers count as secrets.
+        let dd = json!({"site": "datadoghq.com", "api_key": "dd-key-123"});
+        assert!(secrets_stay_with_their_address(
+            "datadog",
+            dd.as_object().unwrap(),
+            &patch(json!({"site": "datadoghq.eu"}))
+        )
+        .is_err());
+        let otlp = json!({"endpoint": "https://c.example.com", "headers": {"authorization": "Bearer abcdef"}});
+        assert_eq!(secrets_stay_with_their_address("otlp", otlp.as_object().unwrap(),
+            &patch(json!({"endpoint": "https://evil.example.com", "headers": {"authorization": "Bear…"}})))
+            .unwrap_err().field, "headers");
+        assert!(secrets_stay_with_their_address("otlp", otlp.as_object().unwrap(),
+            &patch(json!({"endpoint": "https://d.example.com", "headers": {"authorization": "Bearer new"}}))).is_ok());
+    }
+
+    #[test]
     fn endpoint_scrub_removes_every_secret_it_sends() {
         let s = spec(
             "otlp",
@@ -962,6 +1055,8 @@ pub(crate) mod tests {
         );
         let full: http::Uri = "https://h.example.com/otlp/v1/traces".parse().unwrap();
         assert_eq!(join_path("f", &full, "/v1/traces").unwrap(), full);
+        let slash: http::Uri = "https://h.example.com/otlp/v1/traces/".parse().unwrap();
+        assert_eq!(join_path("f", &slash, "/v1/traces").unwrap(), full);
         let bare: http::Uri = "https://h.example.com".parse().unwrap();
         assert_eq!(
             join_path("f", &bare, "/v1/traces").unwrap().to_string(),

@@ -2,9 +2,11 @@
 //!
 //! The signature follows GitHub's webhook scheme (github/docs "Validating webhook
 //! deliveries"): `X-Beacon-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes, keyed
-//! with the secret>`, so GitHub-style verifiers work unchanged. `X-Beacon-Timestamp` (Unix
-//! seconds) and `X-Beacon-Delivery` (one id per POST) let a receiver refuse replays and
-//! deduplicate; they are not signed, as in GitHub's scheme. The body is uncompressed JSON,
+//! with the secret>`, so GitHub-style verifiers work unchanged. `X-Beacon-Delivery` (one id
+//! per batch, the same on its retries) lets a receiver deduplicate; `X-Beacon-Timestamp`
+//! (Unix seconds, when the batch was first sent) is informational: like GitHub's, the
+//! signature covers the body only, so neither header can prove freshness — a receiver that
+//! must refuse replays keeps the delivery ids it has seen. The body is uncompressed JSON,
 //! privacy mode honoured (SPEC §4.4).
 
 use std::sync::Arc;
@@ -94,6 +96,26 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     };
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The headers of one delivery of `body`: its signature, the time and a new delivery id.
+pub fn delivery_headers(secret: &[u8], body: &[u8]) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    [
+        (SIGNATURE_HEADER, signature(secret, body)),
+        (TIMESTAMP_HEADER, timestamp.to_string()),
+        (DELIVERY_HEADER, hex::encode(rand::random::<[u8; 16]>())),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| {
+        Some((
+            http::HeaderName::from_static(k),
+            http::HeaderValue::try_from(v).ok()?,
+        ))
+    })
+    .collect()
 }
 
 /// One record as the webhook sends it: the completion record (SPEC §3) and, unless privacy

@@ -638,24 +638,7 @@ fn signed_json<'h>(
 ) -> (http::Payload, Tracked<'h>) {
     use crate::destination::webhook;
     let body = webhook::body(records.iter().map(|r| &**r), spec.privacy_mode);
-    let signature = webhook::signature(key, &body);
-    let timestamp = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let delivery = hex::encode(rand::random::<[u8; 16]>());
-    let headers = [
-        (webhook::SIGNATURE_HEADER, signature),
-        (webhook::TIMESTAMP_HEADER, timestamp.to_string()),
-        (webhook::DELIVERY_HEADER, delivery),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| {
-        Some((
-            ::http::HeaderName::from_static(k),
-            ::http::HeaderValue::try_from(v).ok()?,
-        ))
-    })
-    .collect();
+    let headers = webhook::delivery_headers(key, &body);
     let tracked = records
         .iter()
         .filter_map(|r| Some((r.recent.as_ref()?, None)))
