@@ -356,7 +356,7 @@ function validate(type, v, unchanged) {
       continue;
     }
     if (unchanged(f.name)) continue; // a stored secret, shown redacted: kept as it is
-    if (f.kind === "url" && !parseUrl(text)) errors[f.name] = "Not a URL: it starts with https://";
+    if ((f.kind === "url" || f.kind === "secret_url") && !parseUrl(text)) errors[f.name] = "Not a URL: it starts with https://";
     if (f.kind === "dsn") {
       const dsn = parseUrl(text);
       if (!dsn) errors[f.name] = "Not a URL: a DSN looks like https://<key>@o0.ingest.sentry.io/<project id>";
@@ -398,8 +398,8 @@ function fieldInput(f, value) {
     return sel;
   }
   return h("input", {
-    type: f.kind === "url" ? "url" : "text", value: value ?? "", autocomplete: "off", spellcheck: "false",
-    placeholder: f.default || (f.kind === "url" ? "https://" : ""),
+    type: f.kind === "url" || f.kind === "secret_url" ? "url" : "text", value: value ?? "", autocomplete: "off",
+    spellcheck: "false", placeholder: f.default || (f.kind.endsWith("url") ? "https://" : ""),
   });
 }
 

@@ -47,7 +47,7 @@ fn destination(ty: &dyn DestinationType, url: &str, dsn: &str) -> DestinationCon
     let mut fields = serde_json::Map::new();
     for f in ty.fields() {
         let value = match f.kind {
-            FieldKind::Url => url,
+            FieldKind::Url | FieldKind::SecretUrl => url,
             FieldKind::Dsn => dsn,
             FieldKind::Choice(options) => options[0],
             FieldKind::Headers => continue,

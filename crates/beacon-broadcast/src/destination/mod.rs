@@ -75,8 +75,12 @@ pub(crate) fn err(field: &str, message: impl Into<String>) -> DestinationError {
 /// What a field holds, for validation, redaction and the console's form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
-    /// A URL, checked by [`check_url`] (https, public host).
+    /// A URL, checked by [`check_url`] (https, public host); a user part and query values
+    /// (`?api_key=…`) are shown redacted.
     Url,
+    /// A URL that is itself a credential (a webhook URL with a token in its path): checked
+    /// like [`FieldKind::Url`], shown as its scheme and host only.
+    SecretUrl,
     /// Plain text, shown as is.
     Text,
     /// A credential: shown redacted, kept when a patch sends the redacted form back.
@@ -93,6 +97,7 @@ impl FieldKind {
     fn label(self) -> &'static str {
         match self {
             Self::Url => "url",
+            Self::SecretUrl => "secret_url",
             Self::Text => "text",
             Self::Secret => "secret",
             Self::Dsn => "dsn",
@@ -103,7 +108,15 @@ impl FieldKind {
 
     /// Whether the field's value is (or holds) a credential.
     pub fn is_secret(self) -> bool {
-        matches!(self, Self::Secret | Self::Dsn | Self::Headers)
+        matches!(
+            self,
+            Self::Secret | Self::Dsn | Self::Headers | Self::SecretUrl
+        )
+    }
+
+    /// Whether a change of the field moves the destination to another address.
+    fn addresses(self) -> bool {
+        matches!(self, Self::Url | Self::SecretUrl | Self::Choice(_))
     }
 }
 
@@ -667,17 +680,67 @@ fn kind_of(type_name: &str, name: &str) -> FieldKind {
         .map_or(FieldKind::Secret, |f| f.kind)
 }
 
+/// A URL with its user part and query values redacted (`https://…@host/path?key=…`).
+fn redact_url(url: &str) -> String {
+    let (rest, query) = match url.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match rest.split_once("://") {
+        Some((scheme, after)) => match after.split_once('/') {
+            Some((authority, path)) => format!("{scheme}://{}/{path}", redact_authority(authority)),
+            None => format!("{scheme}://{}", redact_authority(after)),
+        },
+        None => rest.to_string(),
+    };
+    if let Some(query) = query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) => format!("{k}=…"),
+                None => pair.to_string(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+fn redact_authority(authority: &str) -> String {
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("…@{host}"),
+        None => authority.to_string(),
+    }
+}
+
+/// A secret URL as shown: scheme and host only.
+fn redact_secret_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, after)) => {
+            let authority = after.split(['/', '?']).next().unwrap_or_default();
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}/…")
+        }
+        None => redact(url),
+    }
+}
+
 fn redact_value(kind: FieldKind, value: &Value) -> Value {
     match (kind, value) {
         (FieldKind::Dsn, Value::String(s)) => Value::String(redact_dsn(s)),
+        (FieldKind::Url, Value::String(s)) => Value::String(redact_url(s)),
+        (FieldKind::SecretUrl, Value::String(s)) => Value::String(redact_secret_url(s)),
         (FieldKind::Headers, Value::Object(h)) => Value::Object(
             h.iter()
                 .map(|(k, v)| (k.clone(), redact_value(FieldKind::Secret, v)))
                 .collect(),
         ),
         (FieldKind::Secret | FieldKind::Headers, Value::String(s)) => Value::String(redact(s)),
-        (FieldKind::Secret | FieldKind::Headers, Value::Null) => Value::Null,
-        (FieldKind::Secret | FieldKind::Headers, _) => Value::String("…".into()),
+        (_, Value::Null) => Value::Null,
+        (FieldKind::Secret | FieldKind::Headers | FieldKind::SecretUrl | FieldKind::Dsn, _) => {
+            Value::String("…".into())
+        }
         (_, v) => v.clone(),
     }
 }
@@ -713,7 +776,10 @@ pub fn keep_redacted(
                 })
                 .collect(),
         ),
-        (k, v, old) if k.is_secret() && v == redact_value(k, old) => old.clone(),
+        // A secret, or a URL whose credentials were shown redacted, sent back as shown.
+        (k, v, old) if (k.is_secret() || k == FieldKind::Url) && v == redact_value(k, old) => {
+            old.clone()
+        }
         (_, v, _) => v,
     }
 }
@@ -739,9 +805,11 @@ pub fn secrets_stay_with_their_address(
             .to_string()
     };
     let moved = ty.fields().iter().any(|f| {
-        matches!(f.kind, FieldKind::Url | FieldKind::Choice(_))
-            && patch.contains_key(f.name)
-            && text(patch.get(f.name)) != text(current.get(f.name))
+        let (Some(new), old) = (patch.get(f.name), current.get(f.name)) else {
+            return false;
+        };
+        let shown = old.map(|o| redact_value(f.kind, o));
+        f.kind.addresses() && text(Some(new)) != text(old) && Some(new) != shown.as_ref()
     });
     if !moved {
         return Ok(());
@@ -888,7 +956,7 @@ pub(crate) mod tests {
             let mut url_field = None;
             for f in t.fields() {
                 let value = match f.kind {
-                    FieldKind::Url => {
+                    FieldKind::Url | FieldKind::SecretUrl => {
                         url_field.get_or_insert(f.name);
                         "http://collector.example.com/api/1/integration/otlp/v1/traces/otlp"
                     }
@@ -960,6 +1028,62 @@ pub(crate) mod tests {
                 headers
             ),
             json!({"authorization": "Bearer abcdef", "x-b": "new"})
+        );
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_credentials() {
+        assert_eq!(
+            redact_url("https://user:pass@c.example.com/v1/traces?api_key=k1&x=2"),
+            "https://…@c.example.com/v1/traces?api_key=…&x=…"
+        );
+        assert_eq!(
+            redact_url("https://c.example.com/v1/traces"),
+            "https://c.example.com/v1/traces"
+        );
+        assert_eq!(
+            redact_secret_url("https://hooks.slack.com/services/T0/B0/secret-token"),
+            "https://hooks.slack.com/…"
+        );
+        let fields = json!({"url": "https://hooks.example.com/t/secret-token", "secret": "0123456789abcdef"});
+        let fields = fields.as_object().unwrap();
+        let shown = redacted_fields("webhook", fields);
+        assert_eq!(shown["url"], "https://hooks.example.com/…");
+        assert!(!Value::Object(shown.clone())
+            .to_string()
+            .contains("secret-token"));
+        // Sent back as shown: unchanged, not a move; a new URL is a move.
+        assert_eq!(
+            keep_redacted("webhook", "url", shown["url"].clone(), fields),
+            fields["url"]
+        );
+        let patch = |v: Value| v.as_object().unwrap().clone();
+        assert!(secrets_stay_with_their_address(
+            "webhook",
+            fields,
+            &patch(json!({"url": "https://hooks.example.com/…", "secret": "0123…"}))
+        )
+        .is_ok());
+        assert_eq!(
+            secrets_stay_with_their_address(
+                "webhook",
+                fields,
+                &patch(json!({"url": "https://evil.example.com/x"}))
+            )
+            .unwrap_err()
+            .field,
+            "secret"
+        );
+        let otlp = json!({"endpoint": "https://c.example.com/v1/traces?api_key=k-123456"});
+        let otlp = otlp.as_object().unwrap();
+        let shown = redacted_fields("otlp", otlp);
+        assert_eq!(
+            shown["endpoint"],
+            "https://c.example.com/v1/traces?api_key=…"
+        );
+        assert_eq!(
+            keep_redacted("otlp", "endpoint", shown["endpoint"].clone(), otlp),
+            otlp["endpoint"]
         );
     }
 

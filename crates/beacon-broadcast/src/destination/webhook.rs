@@ -38,7 +38,7 @@ const FIELDS: [Field; 2] = [
     Field::required(
         "url",
         "URL",
-        FieldKind::Url,
+        FieldKind::SecretUrl,
         "Where the records are POSTed as a JSON array",
     ),
     Field::required(
