@@ -13,8 +13,13 @@ rounds are printed, with every round's value, the on/off
 throughput ratio of each round, and what the export path counted (exported per destination,
 error events by outcome, drops by reason).
 
+With --instructions, callgrind counts instead (deterministic, one thread at a time): the
+serving worker's and the export thread's instructions per request for broadcast off, one
+Sentry destination, and Sentry + Langfuse — what each destination costs the export thread.
+
 Usage:
   python3 bench/destinations_bench.py [--rounds 5] [--duration 5] [--bin target/release/beacon]
+  python3 bench/destinations_bench.py --instructions --rounds 3
 Needs what bench/gateway_bench.py installs (nginx, wrk).
 """
 
@@ -48,8 +53,10 @@ def sinks_block(port):
 
 
 def start(tmp, name, up, sinks, broadcast, binary):
+    """`broadcast`: False (off), "sentry" (a Sentry destination only), or True (Sentry and
+    Langfuse)."""
     port = g.free_port()
-    destinations = f"""
+    sentry = f"""
 [tenants.broadcast]
 enabled = true
 [[tenants.broadcast.destinations]]
@@ -58,13 +65,16 @@ name = "sentry"
 otlp_endpoint = "http://127.0.0.1:{sinks}/api/1/integration/otlp/v1/traces"
 dsn = "http://benchkey@127.0.0.1:{sinks}/1"
 error_events = true
+"""
+    langfuse = f"""
 [[tenants.broadcast.destinations]]
 type = "langfuse"
 name = "langfuse"
 host = "http://127.0.0.1:{sinks}"
 public_key = "pk-lf-bench"
 secret_key = "sk-lf-bench"
-""" if broadcast else ""
+"""
+    destinations = "" if not broadcast else sentry if broadcast == "sentry" else sentry + langfuse
     conf = tmp / f"{name}.toml"
     conf.write_text(f"""
 [server]
@@ -128,11 +138,34 @@ def metrics(port):
     return out
 
 
+def instructions(args, tmp, up, sinks, binary):
+    """Serving worker and export thread instructions per request (callgrind, 2,000 requests:
+    2,500 minus 500, sequential on one connection), medians of `--rounds`."""
+    res = {}
+    for label, mode in (("broadcast off", False), ("Sentry", "sentry"), ("Sentry + Langfuse", True)):
+        runs = []
+        for r in range(args.rounds):
+            start_one = lambda name, b, mode=mode: start(tmp, name, up, sinks, mode, b)  # noqa: E731
+            c = [g.callgrind_instructions(start_one, binary, tmp, "/v1/chat/completions", g.body("stub/gpt-4o"),
+                                          n, f"{label.replace(' ', '_').replace('+', 'and')}-{r}-{n}", per_thread=True)
+                 for n in (500, 2500)]
+            (p1, x1, *_), (p2, x2, *_) = c
+            runs.append({"worker": (p2 - p1) / 2000, "export": (x2 - x1) / 2000})
+        res[label] = {k: statistics.median(x[k] for x in runs) for k in runs[0]}
+        res[label]["rounds"] = runs
+        print(f"{label}: serving worker {res[label]['worker']:,.0f}, export thread {res[label]['export']:,.0f} "
+              f"instructions/request", file=sys.stderr, flush=True)
+    print(json.dumps(res, indent=2))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--bin", default=str(g.ROOT / "target/release/beacon"))
+    ap.add_argument("--instructions", action="store_true",
+                    help="instead: callgrind instructions per request, per thread, for broadcast off, "
+                         "a Sentry destination, and Sentry + Langfuse (deterministic; no failing requests)")
     args = ap.parse_args()
     binary = str(pathlib.Path(args.bin).resolve())
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="beacon-dest-"))
@@ -142,6 +175,8 @@ def main():
     g.wait_port(up)
     g.wait_port(sinks)
     try:
+        if args.instructions:
+            return instructions(args, tmp, up, sinks, binary)
         targets = {}
         for name, on in (("off", False), ("on", True)):
             proc, port = start(tmp, name, up, sinks, on, binary)

@@ -3,7 +3,9 @@
 //!
 //! - Langfuse (langfuse/langfuse `packages/shared/src/server/otel`, and
 //!   <https://langfuse.com/integrations/native/opentelemetry>): `langfuse.observation.*`
-//!   take precedence over `gen_ai.*`. Its generic usage mapping subtracts cache and reasoning
+//!   take precedence over `gen_ai.*`; the prompt and answer are read from
+//!   `langfuse.observation.input/output` (or `input.value`), not `gen_ai.input.messages`,
+//!   so in a dialect they are sent under the dialect's names only. Its generic usage mapping subtracts cache and reasoning
 //!   tokens from the totals, so the usage is sent as `usage_details` already split: `input`
 //!   is the uncached prompt, `output` the non-reasoning completion. Input and output are read
 //!   from `langfuse.observation.input/output` (not from `gen_ai.input.messages`).
@@ -248,10 +250,11 @@ pub(super) fn common(dialect: Dialect, record: &CompletionRecord, a: &mut impl A
     }
 }
 
-/// The prompt (`json`: the `gen_ai.input.messages` value) where the dialect reads it.
+/// The prompt (`json`: OpenTelemetry's `gen_ai.input.messages` form) where the dialect
+/// reads it — instead of `gen_ai.input.messages` in the dialects, which their tools do not read.
 pub(super) fn input(dialect: Dialect, json: &str, a: &mut impl Attrs) {
     match dialect {
-        Dialect::GenAi => {}
+        Dialect::GenAi => a.str("gen_ai.input.messages", json),
         Dialect::Langfuse => a.str("langfuse.observation.input", json),
         Dialect::OpenInference => {
             a.str("input.value", json);
@@ -260,17 +263,34 @@ pub(super) fn input(dialect: Dialect, json: &str, a: &mut impl Attrs) {
     }
 }
 
-/// The answer (`messages`: the `gen_ai.output.messages` value, `text`: its text) where the
-/// dialect reads it.
-pub(super) fn output(dialect: Dialect, messages: &str, text: &str, a: &mut impl Attrs) {
+/// The answer (`messages`: OpenTelemetry's `gen_ai.output.messages` form, `text`: its text)
+/// where the dialect reads it — instead of `gen_ai.output.messages` in the dialects.
+pub(super) fn output(
+    dialect: Dialect,
+    messages: &str,
+    text: &str,
+    tool_calls: &[crate::record::ToolCall],
+    a: &mut impl Attrs,
+) {
     match dialect {
-        Dialect::GenAi => {}
+        Dialect::GenAi => a.str("gen_ai.output.messages", messages),
         Dialect::Langfuse => a.str("langfuse.observation.output", messages),
         Dialect::OpenInference => {
             a.str("output.value", text);
             a.str("output.mime_type", "text/plain");
             a.str("llm.output_messages.0.message.role", "assistant");
             a.str("llm.output_messages.0.message.content", text);
+            for (i, call) in tool_calls.iter().enumerate() {
+                let key =
+                    |k: &str| format!("llm.output_messages.0.message.tool_calls.{i}.tool_call.{k}");
+                if let Some(id) = &call.id {
+                    a.str(&key("id"), id);
+                }
+                if let Some(name) = &call.name {
+                    a.str(&key("function.name"), name);
+                }
+                a.str(&key("function.arguments"), &call.arguments);
+            }
         }
     }
 }

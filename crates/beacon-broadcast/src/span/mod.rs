@@ -454,8 +454,10 @@ fn generation_attributes(
             if let Some(system) = system {
                 a.str("gen_ai.system_instructions", &system);
             }
+            // The prompt and the answer are sent once, under the names the destination
+            // reads: a dialect's own (which those tools read instead of gen_ai's — a
+            // second copy would only be stored as metadata, and compressed and sent twice).
             if let Some(input) = input {
-                a.str("gen_ai.input.messages", &input);
                 dialect::input(settings.dialect, &input, a);
             }
             // Embeddings have no output messages (never the vectors).
@@ -466,8 +468,13 @@ fn generation_attributes(
             {
                 let finish = record.finish_reasons.first().map(String::as_str);
                 let messages = content::output(&c.output_text, &c.output_tool_calls, finish);
-                a.str("gen_ai.output.messages", &messages);
-                dialect::output(settings.dialect, &messages, &c.output_text, a);
+                dialect::output(
+                    settings.dialect,
+                    &messages,
+                    &c.output_text,
+                    &c.output_tool_calls,
+                    a,
+                );
             }
             if c.input_truncated || c.output_truncated {
                 a.bool("beacon.content.truncated", true);

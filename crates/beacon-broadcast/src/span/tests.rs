@@ -746,6 +746,31 @@ fn openinference_dialect_for_phoenix() {
             assert!(str_attr(sp, key).is_none(), "{key}");
         }
     }
+    // The answer's tool calls, as OpenInference names them.
+    let mut r = record();
+    if let Some(c) = r.content.as_mut() {
+        c.output_tool_calls = vec![crate::record::ToolCall {
+            id: Some("call_9".into()),
+            name: Some("lookup".into()),
+            arguments: r#"{"q":"x"}"#.into(),
+        }];
+    }
+    let settings = SpanSettings {
+        privacy_mode: false,
+        sampling_rate: 1.0,
+        dialect: Dialect::OpenInference,
+    };
+    let spans = build_spans(&r, &settings, &mut SeqIds(0));
+    let prefix = "llm.output_messages.0.message.tool_calls.0.tool_call";
+    assert_eq!(
+        str_attr(&spans[0], &format!("{prefix}.function.name")),
+        Some("lookup")
+    );
+    assert_eq!(
+        str_attr(&spans[0], &format!("{prefix}.function.arguments")),
+        Some(r#"{"q":"x"}"#)
+    );
+    assert_eq!(str_attr(&spans[0], &format!("{prefix}.id")), Some("call_9"));
     // The default dialect carries none of them.
     let plain = tool_round_trip(Dialect::GenAi, false);
     for sp in &plain {
