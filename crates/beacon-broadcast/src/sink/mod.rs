@@ -77,6 +77,9 @@ pub struct SinkHealth {
     rate_limited_until: Mutex<Option<tokio::time::Instant>>,
     /// Bytes of records this destination holds now (queued and being sent).
     held_bytes: AtomicUsize,
+    /// Span bytes per record in the last batch encoded: the next batch's buffer is sized
+    /// from it, so a batch's spans are not copied again and again as the buffer doubles.
+    span_bytes_per_record: AtomicUsize,
 }
 
 impl SinkHealth {
@@ -483,11 +486,17 @@ impl Send {
         let mut exported = Vec::new();
         let wants_events = spec.error_events.is_some();
         let tracked = records.iter().any(|r| r.recent.is_some());
-        let (head, spans) = span::encode_export_parts_with(
+        let per_record = self.sink.health.span_bytes_per_record.load(Ordering::Relaxed);
+        let (head, spans) = span::encode_export_parts_sized(
             records.iter().map(|r| &**r),
             &settings,
             &mut RandomIds,
             (wants_events || tracked).then_some(&mut exported),
+            records.len() * (per_record + per_record / 8) + 1024,
+        );
+        self.sink.health.span_bytes_per_record.store(
+            spans.len() / records.len().max(1),
+            Ordering::Relaxed,
         );
         let tracked = records
             .iter()

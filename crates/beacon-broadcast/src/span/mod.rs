@@ -775,12 +775,25 @@ pub fn encode_export_parts_with<'a>(
     records: impl IntoIterator<Item = &'a CompletionRecord>,
     settings: &SpanSettings,
     ids: &mut dyn IdSource,
+    exported: Option<&mut Vec<Exported>>,
+) -> (Vec<u8>, Vec<u8>) {
+    encode_export_parts_sized(records, settings, ids, exported, 4096)
+}
+
+/// [`encode_export_parts_with`] into a spans buffer of `capacity` bytes to begin with: a
+/// batch's size known from the last one, its spans are written once instead of copied each
+/// time a small buffer doubles.
+pub fn encode_export_parts_sized<'a>(
+    records: impl IntoIterator<Item = &'a CompletionRecord>,
+    settings: &SpanSettings,
+    ids: &mut dyn IdSource,
     mut exported: Option<&mut Vec<Exported>>,
+    capacity: usize,
 ) -> (Vec<u8>, Vec<u8>) {
     use wire::{WireAttrs, Writer};
     // Spans first, into their own buffer; the three wrappers around them are written after,
     // when their lengths are known, so the (large) span bytes are never moved.
-    let mut spans = Writer::with_capacity(4096);
+    let mut spans = Writer::with_capacity(capacity);
     for record in records {
         let plan = plan(record, ids);
         let start = spans.buf.len();
