@@ -486,7 +486,11 @@ impl Send {
         let mut exported = Vec::new();
         let wants_events = spec.error_events.is_some();
         let tracked = records.iter().any(|r| r.recent.is_some());
-        let per_record = self.sink.health.span_bytes_per_record.load(Ordering::Relaxed);
+        let per_record = self
+            .sink
+            .health
+            .span_bytes_per_record
+            .load(Ordering::Relaxed);
         let (head, spans) = span::encode_export_parts_sized(
             records.iter().map(|r| &**r),
             &settings,
@@ -494,10 +498,10 @@ impl Send {
             (wants_events || tracked).then_some(&mut exported),
             records.len() * (per_record + per_record / 8) + 1024,
         );
-        self.sink.health.span_bytes_per_record.store(
-            spans.len() / records.len().max(1),
-            Ordering::Relaxed,
-        );
+        self.sink
+            .health
+            .span_bytes_per_record
+            .store(spans.len() / records.len().max(1), Ordering::Relaxed);
         let tracked = records
             .iter()
             .zip(exported.iter())
