@@ -533,7 +533,15 @@ fn plan<'r>(record: &'r CompletionRecord, ids: &mut dyn IdSource) -> Plan<'r> {
     }
     let generation_name = match trace_str(record, "generation_name") {
         Some(n) => n.into(),
-        None => format!("{} {}", operation(record.api).1, record.requested_model).into(),
+        None => {
+            // `chat gpt-4o`, joined by hand: `format!` costs more than the rest of the plan.
+            let op = operation(record.api).1;
+            let mut name = String::with_capacity(op.len() + 1 + record.requested_model.len());
+            name.push_str(op);
+            name.push(' ');
+            name.push_str(&record.requested_model);
+            name.into()
+        }
     };
     chain.push((generation_name, Role::Generation));
     let mut spans = Vec::with_capacity(chain.len());
