@@ -68,8 +68,22 @@ SLOW_SSE = (chunk({"role": "assistant", "content": ""}) + "".join(chunk({"conten
 TRICKLE_SSE = SSE + "".join(chunk({"content": f" t{i}"}) for i in range(60))
 
 
-def body(model, stream=False):
-    b = {"model": model, "messages": [{"role": "user", "content": "Say hello"}]}
+# A realistic chat request (issue 19): a system prompt and a three-turn conversation, about
+# 700 bytes — what an application sends, beside the one-message request.
+REALISTIC_MESSAGES = [
+    {"role": "system", "content": "You are a support assistant for Acme's billing product. Answer in two or three "
+                                  "sentences, cite the help-center article when there is one, and never guess an "
+                                  "amount the customer did not give."},
+    {"role": "user", "content": "Hi, I was charged twice for my March invoice (INV-20431). Can you check why and "
+                                "tell me how to get the second charge refunded?"},
+    {"role": "assistant", "content": "I can see two payments for INV-20431 on March 3rd: the first card payment "
+                                     "failed at the bank and was retried. Do you see both as settled on your statement?"},
+    {"role": "user", "content": "Yes, both are settled, 49.00 each. What do I do now?"},
+]
+
+
+def body(model, stream=False, realistic=False):
+    b = {"model": model, "messages": REALISTIC_MESSAGES if realistic else [{"role": "user", "content": "Say hello"}]}
     if stream:
         b["stream"] = True
     return json.dumps(b)
@@ -288,17 +302,39 @@ def nginx_workers(master):
     return [int(x) for x in subprocess.run(["pgrep", "-P", str(master.pid)], capture_output=True, text=True).stdout.split()]
 
 
-def wrk_script(tmp, name, model):
+def wrk_script(tmp, name, model, realistic=False):
     path = tmp / f"{name}.lua"
     path.write_text('wrk.method = "POST"\n'
-                    f"wrk.body = {json.dumps(body(model))}\n"
+                    f"wrk.body = {json.dumps(body(model, realistic=realistic))}\n"
                     'wrk.headers["Content-Type"] = "application/json"\n'
                     f'wrk.headers["Authorization"] = "Bearer {KEY}"\n')
     return path
 
 
+def machine_cpu():
+    """(idle, total) jiffies of the whole machine so far."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return f[3] + f[4], sum(f)
+
+
+def thread_cpu(pid):
+    """CPU seconds so far of each thread of `pid`, by thread name (threads of one name summed)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            st = open(f"/proc/{pid}/task/{tid}/stat").read()
+        except FileNotFoundError:
+            continue
+        name = st[st.index("(") + 1:st.rindex(")")]
+        f = st.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def wrk(port, path, duration, connections, script, pid=None, rss_pid=None):
     before = cpu_split(pid) if pid else None
+    threads_before = thread_cpu(pid) if isinstance(pid, int) else None
+    machine_before, started = machine_cpu(), time.monotonic()
     proc = subprocess.Popen(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
                              f"http://127.0.0.1:{port}{path}"], stdout=subprocess.PIPE, text=True)
     peak = 0
@@ -321,12 +357,21 @@ def wrk(port, path, duration, connections, script, pid=None, rss_pid=None):
     total = int(re.search(r"(\d+) requests in", out).group(1))
     res = {"rps": rps, "p50_ms": pct(50), "p99_ms": pct(99), "non_2xx": int(errors.group(1)) if errors else 0,
            "socket_errors": socket_errors.group(1) if socket_errors else ""}
+    machine_after, elapsed = machine_cpu(), time.monotonic() - started
+    # The machine's idle share while the load ran (0 = every core busy).
+    res["machine_idle"] = (machine_after[0] - machine_before[0]) / max(machine_after[1] - machine_before[1], 1)
     if pid:
         after = cpu_split(pid)
         user, system = ((a - b) * 1e6 / max(total, 1) for a, b in zip(after, before))
         res["cpu_us_per_request"] = user + system
         res["cpu_user_us_per_request"] = user
         res["cpu_sys_us_per_request"] = system
+        # Cores the target used (of the machine's), and each of its threads' share.
+        res["cores"] = sum(a - b for a, b in zip(after, before)) / elapsed
+    if threads_before is not None:
+        threads_after = thread_cpu(pid)
+        res["threads"] = {n: round((t - threads_before.get(n, 0.0)) / elapsed, 3)
+                          for n, t in threads_after.items() if t - threads_before.get(n, 0.0) > 0.005 * elapsed}
     if rss_pid:
         res["rss_peak_kib_under_load"] = peak
     return res
@@ -459,10 +504,27 @@ def main():
                               rss_pid=beacon.pid if n == "beacon" else None)
                     runs[conns][n].append(res)
                     print(f"round {r + 1} c{conns} {n}: {res}", file=sys.stderr)
+        # The realistic request (4 messages, ~700 bytes) at 64 connections, beside the one above.
+        realistic = [n for n in ("direct", "nginx", "hyper_floor", "beacon", "beacon_off") if n in targets]
+        scripts_realistic = {n: wrk_script(tmp, f"{n}-realistic", targets[n][2], realistic=True) for n in realistic}
+        runs["64_realistic"] = {n: [] for n in realistic}
+        throughput["64_realistic"] = {}
+        for r in range(args.rounds):
+            for n in realistic:
+                port, path, _, pid = targets[n]
+                res = wrk(port, path, args.duration, 64, scripts_realistic[n], pid)
+                runs["64_realistic"][n].append(res)
+                print(f"round {r + 1} c64 realistic {n}: {res}", file=sys.stderr)
         for conns, by in runs.items():
             for n, rs in by.items():
                 if rs:
-                    throughput[conns][n] = {k: med([x[k] for x in rs]) for k in ("rps", "p50_ms", "p99_ms")}
+                    throughput[conns][n] = {k: med([x[k] for x in rs]) for k in ("rps", "p50_ms", "p99_ms", "machine_idle")}
+                    if "cores" in rs[0]:
+                        throughput[conns][n]["cores"] = med([x["cores"] for x in rs])
+                    if "threads" in rs[0]:
+                        names = {t for x in rs for t in x["threads"]}
+                        throughput[conns][n]["threads"] = {t: med([x["threads"].get(t, 0.0) for x in rs])
+                                                           for t in sorted(names)}
                     for k in ("cpu_us_per_request", "cpu_user_us_per_request", "cpu_sys_us_per_request"):
                         if k in rs[0]:
                             throughput[conns][n][k] = med([x[k] for x in rs])
@@ -577,8 +639,11 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
 
-    t64, t16 = throughput["64"], throughput["16"]
+    t64, t16, t64r = throughput["64"], throughput["16"], throughput["64_realistic"]
     ratios = {
+        "beacon_vs_nginx_rps_64_realistic": t64r["beacon"]["rps"] / t64r["nginx"]["rps"],
+        "beacon_cores_64": t64["beacon"].get("cores"),
+        "beacon_cores_64_realistic": t64r["beacon"].get("cores"),
         "beacon_vs_nginx_rps_64": t64["beacon"]["rps"] / t64["nginx"]["rps"],
         "beacon_vs_nginx_p99_64": t64["beacon"]["p99_ms"] / t64["nginx"]["p99_ms"],
         "beacon_vs_nginx_rps_16": t16["beacon"]["rps"] / t16["nginx"]["rps"],
@@ -639,12 +704,19 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [summary["title"], f"command: {summary['command']}", ""]
-    lines.append(f"{'target':<22}{'c':>4}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req (user + sys)':>26}")
-    for conns in ("16", "64"):
+    lines.append(f"{'target':<22}{'c':>4}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req (user + sys)':>26}"
+                 f"{'cores':>7}{'idle':>6}")
+    for conns in ("16", "64", "64_realistic"):
         for n, v in throughput[conns].items():
             cpu = (f"{v['cpu_us_per_request']:.1f} ({v['cpu_user_us_per_request']:.1f} + {v['cpu_sys_us_per_request']:.1f})"
                    if "cpu_us_per_request" in v else "-")
-            lines.append(f"{n:<22}{conns:>4}{v['rps']:>10.0f}{v['p50_ms']:>9.2f}{v['p99_ms']:>9.2f}{cpu:>26}")
+            cores = f"{v['cores']:.2f}" if "cores" in v else "-"
+            label = "64r" if conns == "64_realistic" else conns
+            lines.append(f"{n:<22}{label:>4}{v['rps']:>10.0f}{v['p50_ms']:>9.2f}{v['p99_ms']:>9.2f}{cpu:>26}"
+                         f"{cores:>7}{v['machine_idle']:>6.2f}")
+    if "threads" in throughput["64"].get("beacon", {}):
+        lines.append("beacon's threads at 64 connections (cores): "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in throughput["64"]["beacon"]["threads"].items()))
     lines += ["", f"fixed rate {args.rate:.0f} req/s (µs)   p50     p90     p99    p99.9"]
     for n, v in fixed_med.items():
         lines.append(f"  {n:<22}{v['p50_us']:>7.0f}{v['p90_us']:>8.0f}{v['p99_us']:>8.0f}{v['p999_us']:>9.0f}")

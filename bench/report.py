@@ -78,15 +78,26 @@ Versions: {v['beacon']} ({v['git']}), {v['rustc']}, {v['nginx']}, {v['wrk']}, {v
 
 ## Results ({s['settings']['rounds']} rounds, {s['settings']['wrk_duration_s']} s per wrk run)
 
-| target | conns | req/s | p50 ms | p99 ms | p99 / p50 | CPU µs / request (user + system) |
-| --- | --- | --- | --- | --- | --- | --- |"""]
-    for c in ("16", "64"):
-        for n, x in t[c].items():
+`64r`: the realistic request (a system prompt and three turns, ~700 bytes) at 64 connections;
+the others send one short message. Cores: CPU the target used while wrk ran (of the machine's
+2, wrk and the stub included in the rest); idle: the machine's idle share meanwhile.
+
+| target | conns | req/s | p50 ms | p99 ms | p99 / p50 | CPU µs / request (user + system) | cores | machine idle |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |"""]
+    for c in ("16", "64", "64_realistic"):
+        for n, x in t.get(c, {}).items():
             cpu = f"{x['cpu_us_per_request']:.1f}" if "cpu_us_per_request" in x else "–"
             if "cpu_user_us_per_request" in x:
                 cpu += f" ({x['cpu_user_us_per_request']:.1f} + {x['cpu_sys_us_per_request']:.1f})"
-            out.append(f"| {n} | {c} | {x['rps']:,.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
-                       f"{x['p99_ms'] / x['p50_ms']:.1f} | {cpu} |")
+            cores = f"{x['cores']:.2f}" if "cores" in x else "–"
+            idle = f"{x['machine_idle']:.2f}" if "machine_idle" in x else "–"
+            label = "64r" if c == "64_realistic" else c
+            out.append(f"| {n} | {label} | {x['rps']:,.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
+                       f"{x['p99_ms'] / x['p50_ms']:.1f} | {cpu} | {cores} | {idle} |")
+    threads = (t.get("64", {}).get("beacon") or {}).get("threads")
+    if threads:
+        out.append("\nBeacon's threads at 64 connections (cores each, median): "
+                   + ", ".join(f"{k} {v:.2f}" for k, v in threads.items()) + ".")
     out.append(f"""
 Fixed rate, {s['fixed_rate']['rate']:.0f} req/s over 64 connections, 5 s per round (µs):
 
