@@ -29,6 +29,17 @@ impl Drop for Db {
     }
 }
 
+/// One text column of a destination's row, as stored.
+async fn column(store: &Store, name: &str, id: &str) -> String {
+    sqlx::query(&format!("SELECT {name} FROM destinations WHERE id = $1"))
+        .bind(id)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap()
+}
+
 fn fields(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
     v.as_object().cloned().unwrap()
 }
@@ -138,13 +149,7 @@ async fn tenants_keys_switches_and_destinations(store: &Store) {
         Err(StoreError::NotFound(_))
     ));
     store.delete_destination(&acme, &second.id).await.unwrap();
-    let sealed: String = sqlx::query("SELECT sealed_secret FROM destinations WHERE id = $1")
-        .bind(&d.id)
-        .fetch_one(&store.pool)
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+    let sealed = column(&store, "sealed_secret", &d.id).await;
     assert!(sealed.starts_with("v1.") && !sealed.contains("otherpublickey"));
     // Management keys are found by their hash (the admin API's sign-in).
     let digest: [u8; 32] = Sha256::digest(plaintext.as_bytes()).into();
@@ -557,13 +562,7 @@ async fn rows_written_before_fields_were_json_are_read_and_any_type_round_trips(
     otlp.fields = fields(serde_json::json!({"endpoint": "https://tempo.example.com/v1/traces"}));
     let o = store.create_destination("acme", &otlp).await.unwrap();
     // Sentry and OTLP rows are still written in the format every version reads.
-    let sealed: String = sqlx::query("SELECT sealed_secret FROM destinations WHERE id = $1")
-        .bind(&d.id)
-        .fetch_one(&store.pool)
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+    let sealed = column(&store, "sealed_secret", &d.id).await;
     assert_eq!(
         store.secrets.open(&secret_context(&d.id), &sealed).unwrap(),
         "https://secretpublickey@o1.ingest.sentry.io/456"
@@ -621,12 +620,6 @@ async fn rows_written_before_fields_were_json_are_read_and_any_type_round_trips(
         (got.type_name.as_str(), &got.fields),
         ("webhook", &hook.fields)
     );
-    let endpoint: String = sqlx::query("SELECT endpoint FROM destinations WHERE id = $1")
-        .bind(&h.id)
-        .fetch_one(&store.pool)
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+    let endpoint = column(&store, "endpoint", &h.id).await;
     assert_eq!(endpoint, "");
 }

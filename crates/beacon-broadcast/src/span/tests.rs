@@ -559,8 +559,9 @@ fn finish_reasons_are_a_string_and_tools_are_named_or_defined_by_privacy() {
     assert!(!text.contains("SECRET-DESC") && !text.contains("SECRET-CITY"));
 }
 
-#[test]
-fn a_linked_tool_result_is_an_execute_tool_span_beside_the_generation() {
+/// A request of the agent run `run-7` bringing the result of the `get_weather` call an
+/// earlier completion asked for, 2.5 s before.
+fn tool_result_record() -> CompletionRecord {
     let mut r = record();
     r.trace = Some(
         json!({"trace_id": "run-7", "trace_name": "weather-agent"})
@@ -579,6 +580,12 @@ fn a_linked_tool_result_is_an_execute_tool_span_beside_the_generation() {
             br#"[{"role":"user","content":"Weather in Paris?"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},{"role":"tool","tool_call_id":"call_1","content":"18C and cloudy"}]"#,
         );
     }
+    r
+}
+
+#[test]
+fn a_linked_tool_result_is_an_execute_tool_span_beside_the_generation() {
+    let r = tool_result_record();
     let spans = build_spans(&r, &settings(), &mut SeqIds(0));
     // Agent root, the generation under it, and the tool run beside the generation.
     assert_eq!(spans.len(), 3);
@@ -617,25 +624,11 @@ fn a_linked_tool_result_is_an_execute_tool_span_beside_the_generation() {
     direct.clear();
 }
 
-/// The tool round trip of [`a_linked_tool_result_is_an_execute_tool_span_beside_the_generation`],
-/// in `dialect`.
+/// [`tool_result_record`] under a `prod` environment, in `dialect`.
 fn tool_round_trip(dialect: crate::destination::Dialect, privacy_mode: bool) -> Vec<Span> {
-    let mut r = record();
-    r.trace = Some(
-        json!({"trace_id": "run-7", "trace_name": "weather-agent", "environment": "prod"})
-            .as_object()
-            .unwrap()
-            .clone(),
-    );
-    r.tools.executions = vec![crate::record::ToolExecution {
-        call_id: "call_1".into(),
-        name: "get_weather".into(),
-        started_unix_nanos: r.timings.received_unix_nanos - 2_500_000_000,
-    }];
-    if let Some(c) = r.content.as_mut() {
-        c.input_messages = bytes::Bytes::from_static(
-            br#"[{"role":"user","content":"Weather in Paris?"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},{"role":"tool","tool_call_id":"call_1","content":"18C and cloudy"}]"#,
-        );
+    let mut r = tool_result_record();
+    if let Some(trace) = r.trace.as_mut() {
+        trace.insert("environment".into(), "prod".into());
     }
     let settings = SpanSettings {
         privacy_mode,
