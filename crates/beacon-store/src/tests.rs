@@ -149,7 +149,7 @@ async fn tenants_keys_switches_and_destinations(store: &Store) {
         Err(StoreError::NotFound(_))
     ));
     store.delete_destination(&acme, &second.id).await.unwrap();
-    let sealed = column(&store, "sealed_secret", &d.id).await;
+    let sealed = column(store, "sealed_secret", &d.id).await;
     assert!(sealed.starts_with("v1.") && !sealed.contains("otherpublickey"));
     // Management keys are found by their hash (the admin API's sign-in).
     let digest: [u8; 32] = Sha256::digest(plaintext.as_bytes()).into();
