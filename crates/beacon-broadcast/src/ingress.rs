@@ -13,12 +13,13 @@
 //! queue.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 
 use crate::record::CompletionRecord;
+use crate::span::content::Converted;
 use crate::stats::{DropReason, Stats};
 
 /// Bytes of records the export path holds, and the most it may hold.
@@ -109,12 +110,43 @@ pub struct Queued {
     /// The record.
     pub record: CompletionRecord,
     charge: Charge,
+    /// Its prompt and answer in span form, kept for the other destinations by the first that
+    /// converts them (`None` inside: the budget had no room, each converts its own).
+    converted: OnceLock<Option<(Converted, Charge)>>,
 }
 
 impl Queued {
+    /// A queued record holding `charge`.
+    pub fn new(record: CompletionRecord, charge: Charge) -> Self {
+        Self {
+            record,
+            charge,
+            converted: OnceLock::new(),
+        }
+    }
+
     /// The record's size as charged.
     pub fn bytes(&self) -> usize {
         self.charge.bytes()
+    }
+
+    /// The record's content converted for spans, once for every destination: made by the
+    /// first caller and kept while the record is held, its bytes charged to the same budget
+    /// (when they do not fit, `None`, and each destination converts its own as before).
+    pub fn converted(&self) -> Option<&Converted> {
+        self.converted
+            .get_or_init(|| {
+                let converted = Converted::of(&self.record)?;
+                let charge = self.charge.budget.try_charge(converted.bytes())?;
+                Some((converted, charge))
+            })
+            .as_ref()
+            .map(|(c, _)| c)
+    }
+
+    /// The converted content if a destination already made it.
+    pub fn converted_if_made(&self) -> Option<&Converted> {
+        self.converted.get()?.as_ref().map(|(c, _)| c)
     }
 }
 
@@ -162,7 +194,7 @@ impl RecordSender {
             self.full(&record.tenant_id, "bytes");
             return false;
         };
-        match self.tx.try_send(Queued { record, charge }) {
+        match self.tx.try_send(Queued::new(record, charge)) {
             Ok(()) => {
                 self.stats.record_enqueued();
                 // The queue drained since the last incident: warn again next time it fills.
@@ -288,6 +320,50 @@ pub(crate) mod tests {
         let mut big = record("a");
         big.user = Some("x".repeat(one * 3));
         assert!(!sender.submit(big));
+    }
+
+    #[test]
+    fn converted_content_is_made_once_charged_and_released_with_the_record() {
+        let mut r = record("a");
+        r.content = Some(Content {
+            input_messages: bytes::Bytes::from_static(br#"[{"role":"user","content":"hello"}]"#),
+            input_truncated: false,
+            output_text: "hi there".into(),
+            output_truncated: false,
+            tool_definitions: None,
+            output_tool_calls: vec![],
+        });
+        let expected = Converted::of(&r).unwrap();
+        let budget = ByteBudget::new(1 << 20);
+        let charge = budget.try_charge(r.approx_bytes()).unwrap();
+        let queued = Arc::new(Queued::new(r.clone(), charge));
+        assert!(queued.converted_if_made().is_none());
+        let first: *const Converted = queued.converted().unwrap();
+        assert_eq!(queued.converted(), Some(&expected));
+        assert!(
+            std::ptr::eq(first, queued.converted().unwrap()),
+            "made once"
+        );
+        assert!(std::ptr::eq(first, queued.converted_if_made().unwrap()));
+        assert_eq!(budget.used(), r.approx_bytes() + expected.bytes());
+        drop(queued);
+        assert_eq!(budget.used(), 0, "released with the record");
+
+        // No room for it: not kept, nothing charged; each destination converts its own.
+        let budget = ByteBudget::new(r.approx_bytes() + 8);
+        let charge = budget.try_charge(r.approx_bytes()).unwrap();
+        let queued = Queued::new(r.clone(), charge);
+        assert_eq!(queued.converted(), None);
+        assert_eq!(budget.used(), r.approx_bytes());
+        // Nothing to convert without content.
+        let budget = ByteBudget::new(1 << 20);
+        let plain = record("a");
+        let queued = Queued::new(
+            plain.clone(),
+            budget.try_charge(plain.approx_bytes()).unwrap(),
+        );
+        assert_eq!(queued.converted(), None);
+        assert_eq!(budget.used(), plain.approx_bytes());
     }
 
     /// A pipeline with no destinations, writing every record to the log at `path`.

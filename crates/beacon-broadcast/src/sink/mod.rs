@@ -176,6 +176,22 @@ impl std::ops::Deref for Held {
     }
 }
 
+impl span::Source for &Held {
+    fn record(&self) -> &CompletionRecord {
+        &self.record.record
+    }
+
+    /// Shared with the other destinations that hold the record: converted by the first,
+    /// kept for the rest. The last holder converts for itself, keeping nothing.
+    fn converted(&self) -> Option<&span::content::Converted> {
+        if std::sync::Arc::strong_count(&self.record) > 1 {
+            self.record.converted()
+        } else {
+            self.record.converted_if_made()
+        }
+    }
+}
+
 /// The pipeline's handle on one destination worker. Dropping every clone closes the
 /// worker's queue, which makes it flush and stop.
 #[derive(Debug, Clone)]
@@ -492,7 +508,7 @@ impl Send {
             .span_bytes_per_record
             .load(Ordering::Relaxed);
         let (head, spans) = span::encode_export_parts_sized(
-            records.iter().map(|r| &**r),
+            records.iter(),
             &settings,
             &mut RandomIds,
             (wants_events || tracked).then_some(&mut exported),
@@ -669,5 +685,44 @@ fn signed_json<'h>(
 async fn wait_true(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|v| *v).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingress::{ByteBudget, Queued};
+    use span::Source;
+
+    #[test]
+    fn destinations_holding_one_record_share_its_converted_content() {
+        let record = crate::span::tests::record();
+        let budget = ByteBudget::new(1 << 20);
+        let charge = budget.try_charge(record.approx_bytes()).unwrap();
+        let queued = Arc::new(Queued::new(record, charge));
+        let health = Arc::new(SinkHealth::default());
+        let (a, b) = (
+            Held::new(queued.clone(), health.clone(), None),
+            Held::new(queued.clone(), health.clone(), None),
+        );
+        drop(queued);
+        let first: *const span::content::Converted = (&a).converted().unwrap();
+        assert!(
+            std::ptr::eq(first, (&b).converted().unwrap()),
+            "one conversion"
+        );
+        drop(a);
+        assert!(
+            std::ptr::eq(first, (&b).converted().unwrap()),
+            "kept for the last"
+        );
+
+        // A record only one destination holds: nothing kept (it would only hold memory).
+        let record = crate::span::tests::record();
+        let charge = budget.try_charge(record.approx_bytes()).unwrap();
+        let held = Held::new(Arc::new(Queued::new(record, charge)), health, None);
+        let used = budget.used();
+        assert!((&held).converted().is_none());
+        assert_eq!(budget.used(), used);
     }
 }

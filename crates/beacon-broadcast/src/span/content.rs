@@ -152,6 +152,51 @@ fn parts(out: &mut Buf, content: Option<&RawValue>, first: &mut bool) {
     }
 }
 
+/// A record's prompt and answer as spans carry them: the same for every destination that
+/// sends content (a dialect only names them differently), so converted once per record when
+/// several destinations need them ([`crate::ingress::Queued::converted`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Converted {
+    /// `gen_ai.system_instructions`.
+    pub system: Option<String>,
+    /// `gen_ai.input.messages`.
+    pub input: Option<String>,
+    /// `gen_ai.output.messages`; `None` when the span carries no answer (embeddings, or a
+    /// failure before any output).
+    pub output: Option<String>,
+}
+
+impl Converted {
+    /// The conversion of `record`'s content (`None` when it captured none).
+    pub fn of(record: &crate::record::CompletionRecord) -> Option<Self> {
+        let c = record.content.as_ref()?;
+        let (system, input) = input(&c.input_messages);
+        // Embeddings have no output messages (never the vectors).
+        let output = (record.api != beacon_config::Api::Embeddings
+            && (super::error_status(record).is_none()
+                || !c.output_text.is_empty()
+                || !c.output_tool_calls.is_empty()))
+        .then(|| {
+            let finish = record.finish_reasons.first().map(String::as_str);
+            output(&c.output_text, &c.output_tool_calls, finish)
+        });
+        Some(Self {
+            system,
+            input,
+            output,
+        })
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        [&self.system, &self.input, &self.output]
+            .iter()
+            .map(|s| s.as_ref().map_or(0, String::capacity))
+            .sum::<usize>()
+            + std::mem::size_of::<Self>()
+    }
+}
+
 /// `(system_instructions, input_messages)` from the request's raw `messages` array.
 pub fn input(messages_json: &[u8]) -> (Option<String>, Option<String>) {
     let Ok(messages) = serde_json::from_slice::<Vec<Message<'_>>>(messages_json) else {

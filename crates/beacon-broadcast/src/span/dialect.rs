@@ -56,23 +56,29 @@ pub(super) fn kind(dialect: Dialect, kind: Kind, record: &CompletionRecord, a: &
     }
 }
 
-/// Writes `{"k":v,…}` of `pairs` into `out` (numbers only, written as Rust prints them:
-/// shortest round-trip floats, which is valid JSON for finite values). Hand-written: a
-/// `serde_json::Value` per record and dialect cost more than the rest of the span.
+/// Writes `{"k":v,…}` of `pairs` into `out` (keys are this module's own names, never
+/// escaped), numbers formatted as serde_json formats them (`itoa`, and `ryu`'s shortest
+/// round-trip floats). Hand-written: a `serde_json::Value` per record and dialect cost more
+/// than the rest of the span, and `core::fmt` was still a tenth of the export thread.
 fn json_object(out: &mut String, pairs: &[(&str, Number)]) {
-    use std::fmt::Write as _;
+    let mut ints = itoa::Buffer::new();
+    let mut floats = ryu::Buffer::new();
     out.push('{');
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let _ = match v {
-            Number::Int(n) => write!(out, "\"{k}\":{n}"),
-            Number::Uint(n) => write!(out, "\"{k}\":{n}"),
-            Number::Float(f) if f.is_finite() => write!(out, "\"{k}\":{f:?}"),
-            Number::Float(_) => write!(out, "\"{k}\":null"),
-            Number::Bool(b) => write!(out, "\"{k}\":{b}"),
-        };
+        out.push('"');
+        out.push_str(k);
+        out.push_str("\":");
+        out.push_str(match *v {
+            Number::Int(n) => ints.format(n),
+            Number::Uint(n) => ints.format(n),
+            Number::Float(f) if f.is_finite() => floats.format_finite(f),
+            Number::Float(_) => "null",
+            Number::Bool(true) => "true",
+            Number::Bool(false) => "false",
+        });
     }
     out.push('}');
 }

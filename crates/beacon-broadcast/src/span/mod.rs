@@ -317,6 +317,7 @@ fn generation_attributes(
     record: &CompletionRecord,
     settings: &SpanSettings,
     description: &str,
+    converted: Option<&content::Converted>,
     a: &mut impl Attrs,
 ) {
     let (op, operation) = operation(record.api);
@@ -450,31 +451,33 @@ fn generation_attributes(
     dialect::generation(settings.dialect, record, a);
     if !settings.privacy_mode {
         if let Some(c) = &record.content {
-            let (system, input) = content::input(&c.input_messages);
-            if let Some(system) = system {
-                a.str("gen_ai.system_instructions", &system);
-            }
-            // The prompt and the answer are sent once, under the names the destination
-            // reads: a dialect's own (which those tools read instead of gen_ai's — a
-            // second copy would only be stored as metadata, and compressed and sent twice).
-            if let Some(input) = input {
-                dialect::input(settings.dialect, &input, a);
-            }
-            // Embeddings have no output messages (never the vectors).
-            if record.api != Api::Embeddings
-                && (error_status(record).is_none()
-                    || !c.output_text.is_empty()
-                    || !c.output_tool_calls.is_empty())
-            {
-                let finish = record.finish_reasons.first().map(String::as_str);
-                let messages = content::output(&c.output_text, &c.output_tool_calls, finish);
-                dialect::output(
-                    settings.dialect,
-                    &messages,
-                    &c.output_text,
-                    &c.output_tool_calls,
-                    a,
-                );
+            let made;
+            let converted = match converted {
+                Some(done) => Some(done),
+                None => {
+                    made = content::Converted::of(record);
+                    made.as_ref()
+                }
+            };
+            if let Some(conv) = converted {
+                if let Some(system) = &conv.system {
+                    a.str("gen_ai.system_instructions", system);
+                }
+                // The prompt and the answer are sent once, under the names the destination
+                // reads: a dialect's own (which those tools read instead of gen_ai's — a
+                // second copy would only be stored as metadata, and compressed and sent twice).
+                if let Some(input) = &conv.input {
+                    dialect::input(settings.dialect, input, a);
+                }
+                if let Some(messages) = &conv.output {
+                    dialect::output(
+                        settings.dialect,
+                        messages,
+                        &c.output_text,
+                        &c.output_tool_calls,
+                        a,
+                    );
+                }
             }
             if c.input_truncated || c.output_truncated {
                 a.bool("beacon.content.truncated", true);
@@ -611,6 +614,7 @@ fn span_attributes(
     settings: &SpanSettings,
     plan: &Plan<'_>,
     span: &PlannedSpan<'_>,
+    converted: Option<&content::Converted>,
     a: &mut impl Attrs,
 ) {
     match span.role {
@@ -626,7 +630,7 @@ fn span_attributes(
             a.str("sentry.description", &span.name);
             dialect::kind(settings.dialect, dialect::Kind::Function, record, a);
         }
-        Role::Generation => generation_attributes(record, settings, &span.name, a),
+        Role::Generation => generation_attributes(record, settings, &span.name, converted, a),
         Role::Tool(i) => {
             if let Some(run) = record.tools.executions.get(i) {
                 a.str("sentry.op", "gen_ai.execute_tool");
@@ -696,7 +700,7 @@ pub fn build_spans(
         .iter()
         .map(|sp| {
             let mut attributes: Vec<KeyValue> = Vec::with_capacity(48);
-            span_attributes(record, settings, &plan, sp, &mut attributes);
+            span_attributes(record, settings, &plan, sp, None, &mut attributes);
             Span {
                 trace_id: plan.trace_id.to_vec(),
                 span_id: sp.span_id.to_vec(),
@@ -755,6 +759,23 @@ pub fn export_request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     }
 }
 
+/// A record to encode, and its content converted once for every destination when that can
+/// be shared ([`crate::ingress::Queued::converted`]).
+pub trait Source {
+    /// The record.
+    fn record(&self) -> &CompletionRecord;
+    /// Its prompt and answer, already converted (`None`: the encoder converts them itself).
+    fn converted(&self) -> Option<&content::Converted> {
+        None
+    }
+}
+
+impl Source for &CompletionRecord {
+    fn record(&self) -> &CompletionRecord {
+        self
+    }
+}
+
 /// Like [`encode_export`], as two parts to be sent back to back — the request's leading
 /// bytes, then the spans — so the (large) span bytes are never copied to be prefixed.
 pub fn encode_export_parts<'a>(
@@ -791,8 +812,8 @@ pub fn encode_export_parts_with<'a>(
 /// [`encode_export_parts_with`] into a spans buffer of `capacity` bytes to begin with: a
 /// batch's size known from the last one, its spans are written once instead of copied each
 /// time a small buffer doubles.
-pub fn encode_export_parts_sized<'a>(
-    records: impl IntoIterator<Item = &'a CompletionRecord>,
+pub fn encode_export_parts_sized(
+    records: impl IntoIterator<Item = impl Source>,
     settings: &SpanSettings,
     ids: &mut dyn IdSource,
     mut exported: Option<&mut Vec<Exported>>,
@@ -802,7 +823,13 @@ pub fn encode_export_parts_sized<'a>(
     // Spans first, into their own buffer; the three wrappers around them are written after,
     // when their lengths are known, so the (large) span bytes are never moved.
     let mut spans = Writer::with_capacity(capacity);
-    for record in records {
+    for source in records {
+        let record = source.record();
+        let converted = if settings.privacy_mode {
+            None
+        } else {
+            source.converted()
+        };
         let plan = plan(record, ids);
         let start = spans.buf.len();
         for sp in &plan.spans {
@@ -821,6 +848,7 @@ pub fn encode_export_parts_sized<'a>(
                     settings,
                     &plan,
                     sp,
+                    converted,
                     &mut WireAttrs {
                         w: &mut *w,
                         field: 9,

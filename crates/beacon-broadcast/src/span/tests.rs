@@ -772,3 +772,63 @@ fn openinference_dialect_for_phoenix() {
             && kv.key != "openinference.span.kind"));
     }
 }
+
+/// A record whose content was converted elsewhere (another destination's batch).
+struct Preconverted<'r>(&'r CompletionRecord, content::Converted);
+
+impl Source for Preconverted<'_> {
+    fn record(&self) -> &CompletionRecord {
+        self.0
+    }
+    fn converted(&self) -> Option<&content::Converted> {
+        Some(&self.1)
+    }
+}
+
+#[test]
+fn content_converted_once_encodes_the_same_bytes_in_every_dialect() {
+    use crate::destination::Dialect;
+    let mut failed = record();
+    failed.outcome = Outcome::UpstreamError {
+        error_type: "server_error".into(),
+        message: "boom".into(),
+        status: Some(500),
+    };
+    if let Some(c) = failed.content.as_mut() {
+        c.output_text.clear();
+    }
+    let mut embedding = record();
+    embedding.api = beacon_config::Api::Embeddings;
+    for r in [record(), failed, embedding] {
+        let converted = content::Converted::of(&r).unwrap();
+        for dialect in [Dialect::GenAi, Dialect::Langfuse, Dialect::OpenInference] {
+            for privacy_mode in [false, true] {
+                let s = SpanSettings {
+                    privacy_mode,
+                    dialect,
+                    ..settings()
+                };
+                let own = encode_export_parts_sized([&r], &s, &mut SeqIds(0), None, 64);
+                let shared = encode_export_parts_sized(
+                    [Preconverted(&r, converted.clone())],
+                    &s,
+                    &mut SeqIds(0),
+                    None,
+                    64,
+                );
+                assert_eq!(own, shared, "{dialect:?}, privacy {privacy_mode}");
+            }
+        }
+    }
+    // What is shared is what the spans carry: the prompt and answer in gen_ai form.
+    let converted = content::Converted::of(&record()).unwrap();
+    assert_eq!(
+        converted.system.as_deref(),
+        Some(r#"[{"type":"text","content":"Be brief."}]"#)
+    );
+    assert!(converted.input.unwrap().contains("SECRET-PROMPT hello"));
+    assert!(converted.output.unwrap().contains("SECRET-COMPLETION hi"));
+    let mut none = record();
+    none.content = None;
+    assert_eq!(content::Converted::of(&none), None);
+}
