@@ -10,12 +10,15 @@ One command installs and starts everything on 127.0.0.1:
   - Beacon (release build) with broadcast on (to the Sentry stub), broadcast off, and
     broadcast on with Sentry down (a closed port);
   - LiteLLM proxy from PyPI (pinned; --no-litellm skips it);
+  - optionally TensorZero's gateway (--tensorzero PATH, built by bench/tensorzero/build.sh),
+    LD_PRELOADed with bench/tensorzero/nodelay.so (TCP_NODELAY; see that file);
   - wrk (Debian) for saturated throughput, and bench/loadgen (Rust) for the fixed-rate,
     streaming and held-streams scenarios.
 Targets run interleaved (A B C A B C ...) for several rounds; medians are reported.
 
 Usage:
   python3 bench/gateway_bench.py [--rounds 5] [--duration 8] [--soak 0] [--no-litellm]
+                                [--tensorzero target/tensorzero/target/release/gateway]
 Writes docs/bench/results.json, docs/bench/results.txt and docs/bench/results.png.
 """
 
@@ -30,10 +33,12 @@ import shutil
 import signal
 import socket
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VENV = ROOT / "bench/.venv"
@@ -41,6 +46,8 @@ LITELLM = "litellm[proxy]==1.74.9"  # a 2025 release (never 1.107.0)
 MATPLOTLIB = "matplotlib==3.10.3"
 KEY = "bk-bench-key-0001"
 MODEL = "gpt-4o-2024-08-06"
+# TensorZero's OpenAI-compatible endpoint names a model of its config this way.
+TENSORZERO_MODEL = "tensorzero::model_name::stub"
 
 
 def chunk(delta, finish=None, usage=None):
@@ -281,6 +288,34 @@ litellm_settings:
     return proc, port
 
 
+def start_tensorzero(tmp, up_port, binary, shim):
+    """TensorZero's gateway on the stub (bench/tensorzero/tensorzero.toml.in: one model, no
+    database), with the TCP_NODELAY shim preloaded; checked with /health and one completion."""
+    port = free_port()
+    conf = tmp / "tensorzero.toml"
+    conf.write_text(string.Template((ROOT / "bench/tensorzero/tensorzero.toml.in").read_text())
+                    .substitute(port=port, upstream_port=up_port))
+    # No TENSORZERO_* from the caller: no database URL, no bind address beside the config's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENSORZERO_")}
+    env.update({"LD_PRELOAD": str(shim), "RUST_LOG": "warn"})  # warn, as Beacon's BEACON_LOG
+    log = tmp / "tensorzero.log"
+    proc = subprocess.Popen([str(binary), "--config-file", str(conf)], stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, env=env, preexec_fn=raise_nofile)
+    try:
+        wait_port(port)
+        if str(shim) not in open(f"/proc/{proc.pid}/maps").read():
+            raise SystemExit(f"TensorZero did not load {shim}")
+        for path, data in (("/health", None), ("/openai/v1/chat/completions", body(TENSORZERO_MODEL).encode())):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                         headers={"content-type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                r.read()
+    except (SystemExit, OSError) as e:
+        proc.kill()
+        raise SystemExit(f"TensorZero failed: {e}\n{log.read_text()[-2000:]}")
+    return proc, port
+
+
 def rss(pid, field="VmRSS"):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith(field + ":"):
@@ -398,12 +433,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 s = json.load(open(sys.argv[1]))
 t64 = s["throughput"]["64"]
-names = [n for n in ("direct", "nginx", "hyper_floor", "beacon", "beacon_off", "beacon_sentry_down", "litellm") if n in t64]
+names = [n for n in ("direct", "nginx", "hyper_floor", "beacon", "beacon_off", "beacon_sentry_down", "tensorzero",
+                     "litellm") if n in t64]
 fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
 ax = axes[0]
 vals = [t64[n]["rps"] for n in names]
 colors = {"direct": "#888", "nginx": "#2a9d8f", "hyper_floor": "#94d2bd", "beacon": "#5a3fd6", "beacon_off": "#8e7cc3",
-          "beacon_sentry_down": "#b4a7d6", "litellm": "#e76f51"}
+          "beacon_sentry_down": "#b4a7d6", "tensorzero": "#e9c46a", "litellm": "#e76f51"}
 ax.bar(names, vals, color=[colors[n] for n in names])
 ax.set_title("Non-streaming throughput, 64 connections (req/s, median)")
 ax.tick_params(axis="x", rotation=30)
@@ -446,9 +482,22 @@ def main():
     ap.add_argument("--streams", type=int, default=1000, help="slow streams held open at once")
     ap.add_argument("--soak", type=int, default=0, help="seconds of Sentry-down soak for memory growth (600 = the target's 10 minutes)")
     ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM")
+    ap.add_argument("--tensorzero", metavar="PATH",
+                    help="also measure TensorZero's gateway binary (bench/tensorzero/build.sh prints its path)")
+    ap.add_argument("--tensorzero-shim", metavar="PATH",
+                    help="the TCP_NODELAY preload shim (default: nodelay.so beside the --tensorzero binary)")
     ap.add_argument("--out", default=str(ROOT / "docs/bench"))
     args = ap.parse_args()
     litellm = not args.no_litellm
+    tz_bin = tz_shim = None
+    if args.tensorzero:
+        tz_bin = pathlib.Path(args.tensorzero).resolve()
+        tz_shim = pathlib.Path(args.tensorzero_shim or tz_bin.parent / "nodelay.so").resolve()
+        for f in (tz_bin, tz_shim):
+            if not f.is_file():
+                raise SystemExit(f"{f} is missing: build it with bench/tensorzero/build.sh")
+    elif args.tensorzero_shim:
+        raise SystemExit("--tensorzero-shim needs --tensorzero")
     ensure_tools(litellm)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="beacon-bench-"))
     tmp.chmod(0o755)  # nginx workers (user nobody when started as root) read the stream files
@@ -480,6 +529,10 @@ def main():
             ll, ll_port = start_litellm(tmp, up_port)
             procs.append(ll)
             targets["litellm"] = (ll_port, "/v1/chat/completions", "stub/gpt-4o", ll.pid)
+        if tz_bin:
+            tz, tz_port = start_tensorzero(tmp, up_port, tz_bin, tz_shim)
+            procs.append(tz)
+            targets["tensorzero"] = (tz_port, "/openai/v1/chat/completions", TENSORZERO_MODEL, tz.pid)
         # The token table alone: one cancelled request needs an estimate, which loads o200k_base.
         rss_idle = rss(beacon.pid)
         subprocess.run(["curl", "-s", "-m", "0.5", f"http://127.0.0.1:{beacon_port}/v1/chat/completions",
@@ -505,7 +558,7 @@ def main():
                     runs[conns][n].append(res)
                     print(f"round {r + 1} c{conns} {n}: {res}", file=sys.stderr)
         # The realistic request (4 messages, ~700 bytes) at 64 connections, beside the one above.
-        realistic = [n for n in ("direct", "nginx", "hyper_floor", "beacon", "beacon_off") if n in targets]
+        realistic = [n for n in ("direct", "nginx", "hyper_floor", "beacon", "beacon_off", "tensorzero") if n in targets]
         scripts_realistic = {n: wrk_script(tmp, f"{n}-realistic", targets[n][2], realistic=True) for n in realistic}
         runs["64_realistic"] = {n: [] for n in realistic}
         throughput["64_realistic"] = {}
@@ -627,6 +680,8 @@ def main():
             "wrk": (subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines() or [""])[0],
             "beacon": subprocess.run([str(ROOT / "target/release/beacon"), "--version"], capture_output=True, text=True).stdout.strip(),
             "litellm": LITELLM if litellm else None,
+            "tensorzero": subprocess.run([str(tz_bin), "--version"], capture_output=True, text=True).stdout.strip()
+                          if tz_bin else None,
             "rustc": subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip(),
             "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
         }
@@ -673,6 +728,11 @@ def main():
         "tokenizer_table_mib": tokenizer_kib / 1024,
         "kib_per_open_stream": held["beacon"]["kib_per_stream"],
     }
+    if "tensorzero" in t64:
+        ratios["beacon_vs_tensorzero_rps_64"] = t64["beacon"]["rps"] / t64["tensorzero"]["rps"]
+        ratios["beacon_vs_tensorzero_p99_64"] = t64["beacon"]["p99_ms"] / t64["tensorzero"]["p99_ms"]
+        ratios["beacon_vs_tensorzero_rps_64_realistic"] = t64r["beacon"]["rps"] / t64r["tensorzero"]["rps"]
+        ratios["tensorzero_cores_64"] = t64["tensorzero"].get("cores")
     if "litellm" in t64:
         ratios["beacon_vs_litellm_rps_64"] = t64["beacon"]["rps"] / t64["litellm"]["rps"]
         ratios["beacon_vs_litellm_p99_64"] = t64["beacon"]["p99_ms"] / t64["litellm"]["p99_ms"]
@@ -681,7 +741,9 @@ def main():
     machine = {"cpus": os.cpu_count(), "kernel": platform.release(), "machine": platform.machine(),
                "cpu_model": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")}
     summary = {
-        "title": f"Beacon {versions['git']} vs nginx {versions['nginx'].split('/')[-1]} and {LITELLM if litellm else 'no LiteLLM'}"
+        "title": f"Beacon {versions['git']} vs nginx {versions['nginx'].split('/')[-1]}"
+                 + (f", TensorZero {versions['tensorzero'].split()[-1]}" if versions["tensorzero"] else "")
+                 + f" and {LITELLM if litellm else 'no LiteLLM'}"
                  f" — {machine['cpus']} vCPU {machine['cpu_model']}, {args.rounds} interleaved rounds",
         "command": "python3 bench/gateway_bench.py " + " ".join(sys.argv[1:]),
         "machine": machine, "versions": versions,
@@ -714,9 +776,10 @@ def main():
             label = "64r" if conns == "64_realistic" else conns
             lines.append(f"{n:<22}{label:>4}{v['rps']:>10.0f}{v['p50_ms']:>9.2f}{v['p99_ms']:>9.2f}{cpu:>26}"
                          f"{cores:>7}{v['machine_idle']:>6.2f}")
-    if "threads" in throughput["64"].get("beacon", {}):
-        lines.append("beacon's threads at 64 connections (cores): "
-                     + ", ".join(f"{k} {v:.2f}" for k, v in throughput["64"]["beacon"]["threads"].items()))
+    for n in ("beacon", "tensorzero"):
+        if "threads" in throughput["64"].get(n, {}):
+            lines.append(f"{n}'s threads at 64 connections (cores): "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in throughput["64"][n]["threads"].items()))
     lines += ["", f"fixed rate {args.rate:.0f} req/s (µs)   p50     p90     p99    p99.9"]
     for n, v in fixed_med.items():
         lines.append(f"  {n:<22}{v['p50_us']:>7.0f}{v['p90_us']:>8.0f}{v['p99_us']:>8.0f}{v['p999_us']:>9.0f}")

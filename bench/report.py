@@ -30,6 +30,7 @@ def main():
     st, tr = s["streaming"]["targets"], s["streaming"]["trickle"]
     m = s["machine"]
     v = s["versions"]
+    tz_version = f", TensorZero {v['tensorzero']}" if v.get("tensorzero") else ""
 
     def yes(ok):
         return "met" if ok else "**missed**"
@@ -64,6 +65,8 @@ in release mode, and starts on 127.0.0.1:
 - **beacon**: `beacon serve` (release), broadcast on to the Sentry stub with content;
   **beacon_off**: no destination; **beacon_sentry_down**: the destination is a closed port;
 - **litellm**: LiteLLM proxy pointed at the same stub;
+- **tensorzero** (optional, `--tensorzero`, below): TensorZero's gateway pointed at the same
+  stub, observability off;
 - load: **wrk** (2 threads) for saturated throughput; **bench/loadgen** (Rust, hyper) for an
   open-loop fixed-rate run (latency counted from when the schedule handed the request to a
   connection, so a stalled server cannot hide its stalls), streaming time to first chunk, and
@@ -74,7 +77,34 @@ Output: [`docs/bench/results.json`](bench/results.json) (every round),
 
 ![Throughput, fixed-rate latency percentiles, streaming TTFC](bench/results.png)
 
-Versions: {v['beacon']} ({v['git']}), {v['rustc']}, {v['nginx']}, {v['wrk']}, {v['litellm']}.
+Versions: {v['beacon']} ({v['git']}), {v['rustc']}, {v['nginx']}, {v['wrk']}, {v['litellm']}{tz_version}.
+
+### TensorZero (optional)
+
+TensorZero's gateway (Rust) joins the run as the **tensorzero** target when it is given a
+binary; the suite does not build it, since its release build takes about 30 minutes on
+these two cores:
+
+```sh
+bench/tensorzero/build.sh   # prints the gateway's path and the shim's (TENSORZERO_REF, default 2026.4.1)
+python3 bench/gateway_bench.py --tensorzero target/tensorzero/target/release/gateway
+```
+
+`build.sh` checks out the tag (`TENSORZERO_SRC`, `TENSORZERO_DIR`: see its header), runs
+`cargo build --release -p gateway` in TensorZero's `crates/` workspace, skips that when the
+binary of the same commit is there, and compiles `bench/tensorzero/nodelay.c` into
+`nodelay.so` beside the binary. The gateway runs with `bench/tensorzero/tensorzero.toml.in`:
+one model, `stub`, whose `openai` provider's `api_base` is the stub (`model_name = "gpt-4o"`,
+`api_key_location = "none"`), and `[gateway] observability.enabled = false`, so it needs no
+ClickHouse or Postgres and writes nothing (`RUST_LOG=warn`, as Beacon runs with
+`BEACON_LOG=warn`). Its requests go to `/openai/v1/chat/completions` with
+`"model": "tensorzero::model_name::stub"`; everything else is the same: the wrk rounds at 16
+and 64 connections and the realistic request, with the same CPU, cores and idle columns (not
+the fixed-rate, streaming or held-streams runs). It is started with `LD_PRELOAD=nodelay.so`:
+stock TensorZero leaves Nagle's algorithm on for its sockets, and on a keep-alive connection
+each response then waits about 44 ms for the client's delayed ACK; the shim sets
+`TCP_NODELAY` on every TCP socket the gateway accepts or connects, so the figures measure the
+gateway rather than that stall. Without `--tensorzero` nothing changes.
 
 ## Results ({s['settings']['rounds']} rounds, {s['settings']['wrk_duration_s']} s per wrk run)
 
@@ -94,10 +124,11 @@ the others send one short message. Cores: CPU the target used while wrk ran (of 
             label = "64r" if c == "64_realistic" else c
             out.append(f"| {n} | {label} | {x['rps']:,.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
                        f"{x['p99_ms'] / x['p50_ms']:.1f} | {cpu} | {cores} | {idle} |")
-    threads = (t.get("64", {}).get("beacon") or {}).get("threads")
-    if threads:
-        out.append("\nBeacon's threads at 64 connections (cores each, median): "
-                   + ", ".join(f"{k} {v:.2f}" for k, v in threads.items()) + ".")
+    for n, label in (("beacon", "Beacon"), ("tensorzero", "TensorZero")):
+        threads = (t.get("64", {}).get(n) or {}).get("threads")
+        if threads:
+            out.append(f"\n{label}'s threads at 64 connections (cores each, median): "
+                       + ", ".join(f"{k} {v:.2f}" for k, v in threads.items()) + ".")
     out.append(f"""
 Fixed rate, {s['fixed_rate']['rate']:.0f} req/s over 64 connections, 5 s per round (µs):
 
