@@ -366,9 +366,27 @@ def thread_cpu(pid):
     return out
 
 
+def thread_switches(pid):
+    """Context switches so far of each thread of `pid` by thread name: (voluntary — the
+    thread blocked, e.g. in epoll_wait or on a lock — and involuntary — it was preempted)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            status = open(f"/proc/{pid}/task/{tid}/status").read()
+        except FileNotFoundError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        name = fields.get("Name", "?").strip()
+        v, n = out.get(name, (0, 0))
+        out[name] = (v + int(fields.get("voluntary_ctxt_switches", 0)),
+                     n + int(fields.get("nonvoluntary_ctxt_switches", 0)))
+    return out
+
+
 def wrk(port, path, duration, connections, script, pid=None, rss_pid=None):
     before = cpu_split(pid) if pid else None
     threads_before = thread_cpu(pid) if isinstance(pid, int) else None
+    switches_before = thread_switches(pid) if isinstance(pid, int) else None
     machine_before, started = machine_cpu(), time.monotonic()
     proc = subprocess.Popen(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
                              f"http://127.0.0.1:{port}{path}"], stdout=subprocess.PIPE, text=True)
@@ -407,6 +425,11 @@ def wrk(port, path, duration, connections, script, pid=None, rss_pid=None):
         threads_after = thread_cpu(pid)
         res["threads"] = {n: round((t - threads_before.get(n, 0.0)) / elapsed, 3)
                           for n, t in threads_after.items() if t - threads_before.get(n, 0.0) > 0.005 * elapsed}
+        # Per request, for the same busy threads: how often each blocked and was preempted.
+        switches_after = thread_switches(pid)
+        res["switches_per_request"] = {
+            n: [round((a - switches_before.get(n, (0, 0))[i]) / max(total, 1), 3) for i, a in enumerate(sw)]
+            for n, sw in switches_after.items() if n in res["threads"]}
     if rss_pid:
         res["rss_peak_kib_under_load"] = peak
     return res
