@@ -13,7 +13,7 @@
 //! queue.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
@@ -110,9 +110,10 @@ pub struct Queued {
     /// The record.
     pub record: CompletionRecord,
     charge: Charge,
-    /// Its prompt and answer in span form, kept for the other destinations by the first that
-    /// converts them (`None` inside: the budget had no room, each converts its own).
-    converted: OnceLock<Option<(Converted, Charge)>>,
+    /// Destinations still to encode the record's prompt and answer (set by the fan-out).
+    content_users: AtomicUsize,
+    /// Their conversion, kept (and charged) from the first of them to the last.
+    converted: Mutex<Option<(Arc<Converted>, Charge)>>,
 }
 
 impl Queued {
@@ -121,7 +122,8 @@ impl Queued {
         Self {
             record,
             charge,
-            converted: OnceLock::new(),
+            content_users: AtomicUsize::new(0),
+            converted: Mutex::new(None),
         }
     }
 
@@ -130,23 +132,51 @@ impl Queued {
         self.charge.bytes()
     }
 
-    /// The record's content converted for spans, once for every destination: made by the
-    /// first caller and kept while the record is held, its bytes charged to the same budget
-    /// (when they do not fit, `None`, and each destination converts its own as before).
-    pub fn converted(&self) -> Option<&Converted> {
-        self.converted
-            .get_or_init(|| {
-                let converted = Converted::of(&self.record)?;
-                let charge = self.charge.budget.try_charge(converted.bytes())?;
-                Some((converted, charge))
-            })
-            .as_ref()
-            .map(|(c, _)| c)
+    /// One more destination will encode the record's prompt and answer.
+    pub fn add_content_user(&self) {
+        self.content_users.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The converted content if a destination already made it.
-    pub fn converted_if_made(&self) -> Option<&Converted> {
-        self.converted.get()?.as_ref().map(|(c, _)| c)
+    /// A destination counted by [`Queued::add_content_user`] will not encode it after all
+    /// (its queue refused the record).
+    pub fn remove_content_user(&self) {
+        let _ = self
+            .content_users
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+
+    /// The record's prompt and answer converted for one destination's spans, converted once
+    /// for all of them: the first destination of several converts and keeps the result,
+    /// charged to the same byte budget, and the last one lets it go — so it is held only
+    /// while a destination still needs it, not through another's retries. A single user, or
+    /// no room in the budget: converted for this caller only. `None` without content.
+    pub fn converted(&self) -> Option<Arc<Converted>> {
+        let users_before = self
+            .content_users
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        let mut kept = match self.converted.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((converted, _)) = kept.as_ref() {
+            let converted = converted.clone();
+            if users_before <= 1 {
+                *kept = None;
+            }
+            return Some(converted);
+        }
+        let converted = Arc::new(Converted::of(&self.record)?);
+        if users_before > 1 {
+            if let Some(charge) = self.charge.budget.try_charge(converted.bytes()) {
+                *kept = Some((converted.clone(), charge));
+            }
+        }
+        Some(converted)
     }
 }
 
@@ -323,7 +353,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn converted_content_is_made_once_charged_and_released_with_the_record() {
+    fn converted_content_is_shared_by_its_users_and_let_go_by_the_last() {
         let mut r = record("a");
         r.content = Some(Content {
             input_messages: bytes::Bytes::from_static(br#"[{"role":"user","content":"hello"}]"#),
@@ -334,35 +364,66 @@ pub(crate) mod tests {
             output_tool_calls: vec![],
         });
         let expected = Converted::of(&r).unwrap();
-        let budget = ByteBudget::new(1 << 20);
-        let charge = budget.try_charge(r.approx_bytes()).unwrap();
-        let queued = Arc::new(Queued::new(r.clone(), charge));
-        assert!(queued.converted_if_made().is_none());
-        let first: *const Converted = queued.converted().unwrap();
-        assert_eq!(queued.converted(), Some(&expected));
-        assert!(
-            std::ptr::eq(first, queued.converted().unwrap()),
-            "made once"
-        );
-        assert!(std::ptr::eq(first, queued.converted_if_made().unwrap()));
-        assert_eq!(budget.used(), r.approx_bytes() + expected.bytes());
-        drop(queued);
-        assert_eq!(budget.used(), 0, "released with the record");
+        let held = r.approx_bytes();
+        let queued = |budget: &Arc<ByteBudget>, users: usize| {
+            let q = Queued::new(r.clone(), budget.try_charge(held).unwrap());
+            for _ in 0..users {
+                q.add_content_user();
+            }
+            q
+        };
 
-        // No room for it: not kept, nothing charged; each destination converts its own.
-        let budget = ByteBudget::new(r.approx_bytes() + 8);
-        let charge = budget.try_charge(r.approx_bytes()).unwrap();
-        let queued = Queued::new(r.clone(), charge);
-        assert_eq!(queued.converted(), None);
-        assert_eq!(budget.used(), r.approx_bytes());
-        // Nothing to convert without content.
+        // Three destinations send the content: converted by the first, kept (and charged)
+        // until the third has it.
         let budget = ByteBudget::new(1 << 20);
+        let q = queued(&budget, 3);
+        let first = q.converted().unwrap();
+        assert_eq!(*first, expected);
+        assert_eq!(budget.used(), held + expected.bytes());
+        let second = q.converted().unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "converted once");
+        let third = q.converted().unwrap();
+        assert!(Arc::ptr_eq(&first, &third));
+        assert_eq!(
+            budget.used(),
+            held,
+            "let go by the last user, record still held"
+        );
+        drop(q);
+        assert_eq!(budget.used(), 0);
+
+        // One user (or none counted): converted for it, nothing kept or charged.
+        for users in [0, 1] {
+            let q = queued(&budget, users);
+            assert_eq!(q.converted().as_deref(), Some(&expected));
+            assert_eq!(budget.used(), held);
+            let again = q.converted().unwrap();
+            assert_eq!(*again, expected);
+            assert_eq!(budget.used(), held);
+        }
+
+        // A user whose queue refused the record is taken back: the other is the only one.
+        let q = queued(&budget, 2);
+        q.remove_content_user();
+        assert!(q.converted().is_some());
+        assert_eq!(budget.used(), held);
+        drop(q);
+
+        // No room for it in the budget: converted for the caller all the same, not kept.
+        let tight = ByteBudget::new(held + 8);
+        let q = queued(&tight, 2);
+        assert_eq!(q.converted().as_deref(), Some(&expected));
+        assert_eq!(tight.used(), held);
+
+        // Nothing to convert without content.
         let plain = record("a");
-        let queued = Queued::new(
+        let q = Queued::new(
             plain.clone(),
             budget.try_charge(plain.approx_bytes()).unwrap(),
         );
-        assert_eq!(queued.converted(), None);
+        q.add_content_user();
+        q.add_content_user();
+        assert_eq!(q.converted(), None);
         assert_eq!(budget.used(), plain.approx_bytes());
     }
 

@@ -385,6 +385,7 @@ impl Router {
             return;
         }
         let record = Arc::new(record);
+        let has_content = record.content.is_some();
         for sink in &route.sinks {
             if !sink.spec.enabled {
                 continue;
@@ -412,9 +413,16 @@ impl Router {
                 }
                 sink.drop_one(&self.stats, DropReason::SampledOut);
             } else {
-                let before = sink.health.dropped();
-                sink.offer(record.clone(), &self.stats, slot);
-                if sink.health.dropped() > before && !self.warned.swap(true, Ordering::Relaxed) {
+                // Destinations that will convert the prompt and answer share one conversion.
+                let content_user = has_content && sink.spec.encodes_content();
+                if content_user {
+                    record.add_content_user();
+                }
+                let refused = !sink.offer(record.clone(), &self.stats, slot);
+                if refused && content_user {
+                    record.remove_content_user();
+                }
+                if refused && !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(destination = %sink.spec.name, "a destination queue is full: dropping records for it (counted in beacon_broadcast_dropped_total)");
                 }
             }
@@ -671,6 +679,58 @@ mod tests {
             }
         });
         (url, task)
+    }
+
+    /// Two destinations on one record: the first delivers, the second has encoded it and
+    /// hangs on its POST (so it holds the record). Returns the bytes the export path still
+    /// holds then, and the record's own charge.
+    async fn held_while_a_second_destination_hangs(second_private: bool) -> (i64, i64) {
+        let (fast, _f) = ok_destination().await;
+        let (stuck, _s) = hanging_destination().await;
+        let mut hanging = otlp(None, &stuck);
+        hanging.privacy_mode = second_private;
+        let tenants = [tenant(vec![otlp(None, &fast), hanging])];
+        let stats = Arc::new(Stats::default());
+        let config = PipelineConfig {
+            queue_capacity: 16,
+            queue_max_bytes: 1 << 20,
+            record_log: None,
+            shutdown_deadline: Duration::from_millis(200),
+            allow_private_destinations: true,
+            sink: SinkConfig {
+                flush_interval: Duration::from_millis(20),
+                request_timeout: Duration::from_secs(30),
+                ..SinkConfig::default()
+            },
+            connect_timeout: Duration::from_secs(1),
+        };
+        let (sender, handle) = crate::start(config, &tenants, stats.clone()).unwrap();
+        let record = crate::span::tests::record();
+        let charge = record.approx_bytes() as i64;
+        assert!(sender.submit(record));
+        for _ in 0..200 {
+            if handle.control().routes()["acme"].sinks[0].health.exported() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Time for the second worker's batch to be encoded and its POST to start.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let held = stats.held_bytes_gauge().get();
+        drop(sender);
+        let _ = handle.shutdown().await;
+        (held, charge)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shared_conversion_is_let_go_once_every_destination_sending_content_has_it() {
+        // Both send content: converted once, kept until the second encoded it, then let go
+        // although that destination still holds the record.
+        let (held, charge) = held_while_a_second_destination_hangs(false).await;
+        assert_eq!(held, charge, "only the record is held");
+        // The second is in privacy mode: one user, nothing kept at any time.
+        let (held, charge) = held_while_a_second_destination_hangs(true).await;
+        assert_eq!(held, charge, "only the record is held");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -561,6 +561,12 @@ pub struct DestinationSpec {
 }
 
 impl DestinationSpec {
+    /// Whether its spans carry a record's prompt and answer (an OTLP destination not in
+    /// privacy mode): what the fan-out counts to share their conversion.
+    pub fn encodes_content(&self) -> bool {
+        matches!(self.wire, Wire::OtlpProtobuf) && !self.privacy_mode
+    }
+
     /// Validates `config` for `tenant_id`.
     pub fn new(
         tenant_id: &str,
@@ -898,6 +904,26 @@ pub(crate) mod tests {
         fields: Value,
     ) -> Result<DestinationSpec, DestinationError> {
         DestinationSpec::new("t", &config(type_name, fields), false)
+    }
+
+    #[test]
+    fn only_otlp_destinations_outside_privacy_mode_encode_content() {
+        let otlp = || spec("otlp", json!({"endpoint": "https://collector.example.com"})).unwrap();
+        assert!(otlp().encodes_content());
+        let private = DestinationSpec {
+            privacy_mode: true,
+            ..otlp()
+        };
+        assert!(!private.encodes_content());
+        let webhook = spec(
+            "webhook",
+            json!({"url": "https://hooks.example.com/beacon", "secret": "0123456789abcdef"}),
+        )
+        .unwrap();
+        assert!(
+            !webhook.encodes_content(),
+            "its JSON carries the raw record"
+        );
     }
 
     /// The value of header `name`.

@@ -181,14 +181,10 @@ impl span::Source for &Held {
         &self.record.record
     }
 
-    /// Shared with the other destinations that hold the record: converted by the first,
-    /// kept for the rest. The last holder converts for itself, keeping nothing.
-    fn converted(&self) -> Option<&span::content::Converted> {
-        if std::sync::Arc::strong_count(&self.record) > 1 {
-            self.record.converted()
-        } else {
-            self.record.converted_if_made()
-        }
+    /// Shared with the other destinations that send the record's content
+    /// ([`crate::ingress::Queued::converted`]).
+    fn converted(&self) -> Option<Arc<span::content::Converted>> {
+        self.record.converted()
     }
 }
 
@@ -243,19 +239,20 @@ impl Target {
 impl Sink {
     /// Offers a record without waiting; a worker queue full by records or by bytes drops
     /// it (counted). `recent` is the record's slot when the Recent completions view tracks it.
-    pub fn offer(&self, record: Arc<Queued>, stats: &Stats, recent: Option<recent::Slot>) {
+    /// Returns whether it was queued.
+    pub fn offer(&self, record: Arc<Queued>, stats: &Stats, recent: Option<recent::Slot>) -> bool {
         if self.health.held_bytes().saturating_add(record.bytes()) > self.max_bytes {
             if let Some(slot) = recent {
                 slot.dropped(DropReason::QueueFull);
             }
             self.drop_one(stats, DropReason::QueueFull);
-            return;
+            return false;
         }
         let (held, reason) = match self
             .tx
             .try_send(Held::new(record, self.health.clone(), recent))
         {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(mpsc::error::TrySendError::Full(held)) => (held, DropReason::QueueFull),
             Err(mpsc::error::TrySendError::Closed(held)) => (held, DropReason::ShutdownDeadline),
         };
@@ -263,6 +260,7 @@ impl Sink {
             slot.dropped(reason);
         }
         self.drop_one(stats, reason);
+        false
     }
 
     /// Counts a record that will not reach this destination.
@@ -695,34 +693,26 @@ mod tests {
     use span::Source;
 
     #[test]
-    fn destinations_holding_one_record_share_its_converted_content() {
+    fn destinations_sending_content_share_one_conversion() {
         let record = crate::span::tests::record();
         let budget = ByteBudget::new(1 << 20);
-        let charge = budget.try_charge(record.approx_bytes()).unwrap();
-        let queued = Arc::new(Queued::new(record, charge));
+        let held_bytes = record.approx_bytes();
+        let queued = Arc::new(Queued::new(record, budget.try_charge(held_bytes).unwrap()));
+        queued.add_content_user();
+        queued.add_content_user();
         let health = Arc::new(SinkHealth::default());
         let (a, b) = (
             Held::new(queued.clone(), health.clone(), None),
             Held::new(queued.clone(), health.clone(), None),
         );
         drop(queued);
-        let first: *const span::content::Converted = (&a).converted().unwrap();
+        let first = (&a).converted().unwrap();
         assert!(
-            std::ptr::eq(first, (&b).converted().unwrap()),
-            "one conversion"
+            budget.used() > held_bytes,
+            "kept for the second destination"
         );
-        drop(a);
-        assert!(
-            std::ptr::eq(first, (&b).converted().unwrap()),
-            "kept for the last"
-        );
-
-        // A record only one destination holds: nothing kept (it would only hold memory).
-        let record = crate::span::tests::record();
-        let charge = budget.try_charge(record.approx_bytes()).unwrap();
-        let held = Held::new(Arc::new(Queued::new(record, charge)), health, None);
-        let used = budget.used();
-        assert!((&held).converted().is_none());
-        assert_eq!(budget.used(), used);
+        let second = (&b).converted().unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "one conversion");
+        assert_eq!(budget.used(), held_bytes, "let go once both have it");
     }
 }

@@ -764,8 +764,9 @@ pub fn export_request(spans: Vec<Span>) -> ExportTraceServiceRequest {
 pub trait Source {
     /// The record.
     fn record(&self) -> &CompletionRecord;
-    /// Its prompt and answer, already converted (`None`: the encoder converts them itself).
-    fn converted(&self) -> Option<&content::Converted> {
+    /// Its prompt and answer, converted (`None`: the encoder converts them itself). Asked
+    /// once per record and destination, only by a destination that sends content.
+    fn converted(&self) -> Option<std::sync::Arc<content::Converted>> {
         None
     }
 }
@@ -830,6 +831,7 @@ pub fn encode_export_parts_sized(
         } else {
             source.converted()
         };
+        let converted = converted.as_deref();
         let plan = plan(record, ids);
         let start = spans.buf.len();
         for sp in &plan.spans {

@@ -774,14 +774,14 @@ fn openinference_dialect_for_phoenix() {
 }
 
 /// A record whose content was converted elsewhere (another destination's batch).
-struct Preconverted<'r>(&'r CompletionRecord, content::Converted);
+struct Preconverted<'r>(&'r CompletionRecord, std::sync::Arc<content::Converted>);
 
 impl Source for Preconverted<'_> {
     fn record(&self) -> &CompletionRecord {
         self.0
     }
-    fn converted(&self) -> Option<&content::Converted> {
-        Some(&self.1)
+    fn converted(&self) -> Option<std::sync::Arc<content::Converted>> {
+        Some(self.1.clone())
     }
 }
 
@@ -799,8 +799,20 @@ fn content_converted_once_encodes_the_same_bytes_in_every_dialect() {
     }
     let mut embedding = record();
     embedding.api = beacon_config::Api::Embeddings;
-    for r in [record(), failed, embedding] {
-        let converted = content::Converted::of(&r).unwrap();
+    // Tool calls in the answer, and content cut at the limits.
+    let mut tools = record();
+    if let Some(c) = tools.content.as_mut() {
+        c.output_tool_calls = vec![ToolCall {
+            id: Some("call_1".into()),
+            name: Some("get_weather".into()),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        }];
+        c.input_truncated = true;
+        c.output_truncated = true;
+    }
+    tools.finish_reasons = vec!["tool_calls".into()];
+    for r in [record(), failed, embedding, tools] {
+        let converted = std::sync::Arc::new(content::Converted::of(&r).unwrap());
         for dialect in [Dialect::GenAi, Dialect::Langfuse, Dialect::OpenInference] {
             for privacy_mode in [false, true] {
                 let s = SpanSettings {
