@@ -352,14 +352,19 @@ def machine_cpu():
     return f[3] + f[4], sum(f)
 
 
+def task_files(pid, name):
+    """The text of /proc/<pid>/task/<tid>/<name> for each thread still there."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            yield open(f"/proc/{pid}/task/{tid}/{name}").read()
+        except FileNotFoundError:
+            continue
+
+
 def thread_cpu(pid):
     """CPU seconds so far of each thread of `pid`, by thread name (threads of one name summed)."""
     out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            st = open(f"/proc/{pid}/task/{tid}/stat").read()
-        except FileNotFoundError:
-            continue
+    for st in task_files(pid, "stat"):
         name = st[st.index("(") + 1:st.rindex(")")]
         f = st.rsplit(")", 1)[1].split()
         out[name] = out.get(name, 0.0) + (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
@@ -370,11 +375,7 @@ def thread_switches(pid):
     """Context switches so far of each thread of `pid` by thread name: (voluntary — the
     thread blocked, e.g. in epoll_wait or on a lock — and involuntary — it was preempted)."""
     out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            status = open(f"/proc/{pid}/task/{tid}/status").read()
-        except FileNotFoundError:
-            continue
+    for status in task_files(pid, "status"):
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         name = fields.get("Name", "?").strip()
         v, n = out.get(name, (0, 0))

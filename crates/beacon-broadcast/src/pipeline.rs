@@ -681,6 +681,39 @@ mod tests {
         (url, task)
     }
 
+    /// A pipeline for `tenants` flushing every 20 ms, and the stats it counts into.
+    fn start_quick(
+        tenants: &[TenantConfig],
+        shutdown_deadline: Duration,
+    ) -> (crate::RecordSender, crate::PipelineHandle, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        let config = PipelineConfig {
+            queue_capacity: 16,
+            queue_max_bytes: 1 << 20,
+            record_log: None,
+            shutdown_deadline,
+            allow_private_destinations: true,
+            sink: SinkConfig {
+                flush_interval: Duration::from_millis(20),
+                request_timeout: Duration::from_secs(30),
+                ..SinkConfig::default()
+            },
+            connect_timeout: Duration::from_secs(1),
+        };
+        let (sender, handle) = crate::start(config, tenants, stats.clone()).unwrap();
+        (sender, handle, stats)
+    }
+
+    /// Waits up to 2 s for the tenant's first destination to export one record.
+    async fn first_exported(handle: &crate::PipelineHandle) {
+        for _ in 0..200 {
+            if handle.control().routes()["acme"].sinks[0].health.exported() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Two destinations on one record: the first delivers, the second has encoded it and
     /// hangs on its POST (so it holds the record). Returns the bytes the export path still
     /// holds then, and the record's own charge.
@@ -690,30 +723,11 @@ mod tests {
         let mut hanging = otlp(None, &stuck);
         hanging.privacy_mode = second_private;
         let tenants = [tenant(vec![otlp(None, &fast), hanging])];
-        let stats = Arc::new(Stats::default());
-        let config = PipelineConfig {
-            queue_capacity: 16,
-            queue_max_bytes: 1 << 20,
-            record_log: None,
-            shutdown_deadline: Duration::from_millis(200),
-            allow_private_destinations: true,
-            sink: SinkConfig {
-                flush_interval: Duration::from_millis(20),
-                request_timeout: Duration::from_secs(30),
-                ..SinkConfig::default()
-            },
-            connect_timeout: Duration::from_secs(1),
-        };
-        let (sender, handle) = crate::start(config, &tenants, stats.clone()).unwrap();
+        let (sender, handle, stats) = start_quick(&tenants, Duration::from_millis(200));
         let record = crate::span::tests::record();
         let charge = record.approx_bytes() as i64;
         assert!(sender.submit(record));
-        for _ in 0..200 {
-            if handle.control().routes()["acme"].sinks[0].health.exported() == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        first_exported(&handle).await;
         // Time for the second worker's batch to be encoded and its POST to start.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let held = stats.held_bytes_gauge().get();
@@ -740,29 +754,10 @@ mod tests {
         // The finished worker comes first: it is awaited to completion before the deadline,
         // and must not be awaited again after it.
         let tenants = [tenant(vec![otlp(None, &fast), otlp(None, &stuck)])];
-        let stats = Arc::new(Stats::default());
-        let config = PipelineConfig {
-            queue_capacity: 16,
-            queue_max_bytes: 1 << 20,
-            record_log: None,
-            shutdown_deadline: Duration::from_millis(500),
-            allow_private_destinations: true,
-            sink: SinkConfig {
-                flush_interval: Duration::from_millis(20),
-                request_timeout: Duration::from_secs(30),
-                ..SinkConfig::default()
-            },
-            connect_timeout: Duration::from_secs(1),
-        };
-        let (sender, handle) = crate::start(config, &tenants, stats.clone()).unwrap();
+        let (sender, handle, _stats) = start_quick(&tenants, Duration::from_millis(500));
         assert!(sender.submit(crate::ingress::tests::record("acme")));
         // The fast destination delivers; the stuck one is waiting for its answer.
-        for _ in 0..200 {
-            if handle.control().routes()["acme"].sinks[0].health.exported() == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        first_exported(&handle).await;
         let routes = handle.control().routes();
         let (fast_health, stuck_health) = (
             routes["acme"].sinks[0].health.clone(),
