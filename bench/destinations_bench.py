@@ -13,12 +13,18 @@ rounds are printed, with every round's value, the on/off
 throughput ratio of each round, and what the export path counted (exported per destination,
 error events by outcome, drops by reason).
 
+With --paired N, N blocks of four short saturated runs instead, in the order off, on, on, off
+(each pair of runs seeing the same machine; the order cancels a drift within the block); a
+block's ratio is (on + on) / (off + off) and the median over the blocks is printed with
+every block's value. For noisy machines, where a 5 s round's ratio moves by ±0.2.
+
 With --instructions, callgrind counts instead (deterministic, one thread at a time): the
 serving worker's and the export thread's instructions per request for broadcast off, one
 Sentry destination, and Sentry + Langfuse — what each destination costs the export thread.
 
 Usage:
   python3 bench/destinations_bench.py [--rounds 5] [--duration 5] [--bin target/release/beacon]
+  python3 bench/destinations_bench.py --paired 20 --duration 2
   python3 bench/destinations_bench.py --instructions --rounds 3
 Needs what bench/gateway_bench.py installs (nginx, wrk).
 """
@@ -158,6 +164,28 @@ def instructions(args, tmp, up, sinks, binary):
     print(json.dumps(res, indent=2))
 
 
+def paired(args, targets, script):
+    """--paired: blocks of saturated runs off, on, on, off; each block's on/off ratio."""
+    blocks = []
+    for b in range(args.paired):
+        rps = {"off": [], "on": []}
+        for name in ("off", "on", "on", "off"):
+            proc, port = targets[name]
+            rps[name].append(g.wrk(port, "/v1/chat/completions", args.duration, 64, script)["rps"])
+        blocks.append({"off": rps["off"], "on": rps["on"], "ratio": sum(rps["on"]) / sum(rps["off"])})
+        print(f"block {b + 1}: off {rps['off'][0]:.0f} / {rps['off'][1]:.0f}, on {rps['on'][0]:.0f} / "
+              f"{rps['on'][1]:.0f} req/s, on/off {blocks[-1]['ratio']:.3f}", file=sys.stderr, flush=True)
+    ratios = sorted(x["ratio"] for x in blocks)
+    q = len(ratios) // 4
+    print(json.dumps({
+        "duration_s": args.duration,
+        "blocks": blocks,
+        "on_off_rps_ratio_median": statistics.median(ratios),
+        "on_off_rps_ratio_interquartile": [ratios[q], ratios[-1 - q]],
+        "on_export": metrics(targets["on"][1]),
+    }, indent=2))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -166,6 +194,9 @@ def main():
     ap.add_argument("--instructions", action="store_true",
                     help="instead: callgrind instructions per request, per thread, for broadcast off, "
                          "a Sentry destination, and Sentry + Langfuse (deterministic; no failing requests)")
+    ap.add_argument("--paired", type=int, metavar="N",
+                    help="instead: N blocks of saturated runs off, on, on, off (--duration s each), "
+                         "the median of the blocks' on/off throughput ratios")
     args = ap.parse_args()
     binary = str(pathlib.Path(args.bin).resolve())
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="beacon-dest-"))
@@ -185,6 +216,8 @@ def main():
         script = mixed_script(tmp)
         for proc, port in targets.values():  # warm-up
             g.wrk(port, "/v1/chat/completions", 2, 64, script)
+        if args.paired:
+            return paired(args, targets, script)
         res = {n: {"rps": [], "cpu_us": [], "p99_ms": [], "non_2xx": [], "rate_p50_us": [], "rate_p99_us": []}
                for n in targets}
         for r in range(args.rounds):
