@@ -78,16 +78,7 @@ def stub_block(port):
 
 
 def start_beacon(tmp, name, up, binary):
-    port = g.free_port()
-    conf = tmp / f"{name}.toml"
-    conf.write_text(f"""
-[server]
-listen = "127.0.0.1:{port}"
-[store]
-url = "sqlite://{tmp}/{name}.db"
-[broadcast]
-allow_private_destinations = true
-[[providers]]
+    return g.serve(tmp, name, f"""[[providers]]
 name = "sse"
 base_url = "http://127.0.0.1:{up}/sse/v1"
 api_key = "sk-stub"
@@ -103,19 +94,7 @@ api_key = "sk-stub"
 [[tenants]]
 id = "bench"
 api_keys = ["{g.KEY}"]
-[tenants.broadcast]
-enabled = true
-[[tenants.broadcast.destinations]]
-type = "sentry"
-name = "stub"
-otlp_endpoint = "http://127.0.0.1:{up}/api/1/integration/otlp/v1/traces"
-dsn = "http://benchkey@127.0.0.1:{up}/1"
-""")
-    import subprocess
-    proc = subprocess.Popen([binary, "serve", "--config", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / f"{name}.log", "w"), env={**os.environ, "BEACON_LOG": "warn"})
-    g.wait_port(port)
-    return proc, port
+{g.sentry_destination(up)}""", binary)
 
 
 MSG = [{"role": "user", "content": "Say hello"}]

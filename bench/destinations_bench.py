@@ -61,7 +61,6 @@ def sinks_block(port):
 def start(tmp, name, up, sinks, broadcast, binary):
     """`broadcast`: False (off), "sentry" (a Sentry destination only), or True (Sentry and
     Langfuse)."""
-    port = g.free_port()
     sentry = f"""
 [tenants.broadcast]
 enabled = true
@@ -81,15 +80,7 @@ public_key = "pk-lf-bench"
 secret_key = "sk-lf-bench"
 """
     destinations = "" if not broadcast else sentry if broadcast == "sentry" else sentry + langfuse
-    conf = tmp / f"{name}.toml"
-    conf.write_text(f"""
-[server]
-listen = "127.0.0.1:{port}"
-[store]
-url = "sqlite://{tmp}/{name}.db"
-[broadcast]
-allow_private_destinations = true
-[[providers]]
+    return g.serve(tmp, name, f"""[[providers]]
 name = "stub"
 base_url = "http://127.0.0.1:{up}/v1"
 api_key = "sk-stub"
@@ -103,12 +94,7 @@ max_attempts = 1
 id = "bench"
 api_keys = ["{g.KEY}"]
 {destinations}
-""")
-    proc = subprocess.Popen([binary, "serve", "--config", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / f"{name}.log", "w"), env={**os.environ, "BEACON_LOG": "warn"},
-                            preexec_fn=g.raise_nofile)
-    g.wait_port(port)
-    return proc, port
+""", binary)
 
 
 def mixed_script(tmp):

@@ -227,24 +227,25 @@ def proxy_block(port, up_port):
     }}"""
 
 
-def start_beacon(tmp, name, up_port, broadcast, sentry_port=None):
-    port = free_port()
-    sentry_port = sentry_port or up_port
-    dest = f"""
+def sentry_destination(port):
+    """Broadcast on for the tenant above it, to a Sentry destination at the stub on `port`
+    (its OTLP and envelope routes)."""
+    return f"""
 [tenants.broadcast]
 enabled = true
 [[tenants.broadcast.destinations]]
 type = "sentry"
 name = "stub"
-otlp_endpoint = "http://127.0.0.1:{sentry_port}/api/1/integration/otlp/v1/traces"
-dsn = "http://benchkey@127.0.0.1:{sentry_port}/1"
-""" if broadcast else ""
-    providers = "".join(f"""
-[[providers]]
-name = "{p}"
-base_url = "http://127.0.0.1:{up_port}{prefix}/v1"
-api_key = "sk-stub"
-""" for p, prefix in (("stub", ""), ("sse", "/sse"), ("trickle", "/trickle"), ("slow", "/slow")))
+otlp_endpoint = "http://127.0.0.1:{port}/api/1/integration/otlp/v1/traces"
+dsn = "http://benchkey@127.0.0.1:{port}/1"
+"""
+
+
+def serve(tmp, name, config, binary=None):
+    """`beacon serve` (`binary`, else $BEACON_BIN, else the release build) on a free port of
+    127.0.0.1, with a SQLite store in `tmp`, private destinations allowed and `config` (its
+    providers, tenants, ...) after that; logs at warn to `tmp/<name>.log`. -> (proc, port)"""
+    port = free_port()
     conf = tmp / f"{name}.toml"
     conf.write_text(f"""
 [server]
@@ -253,17 +254,29 @@ listen = "127.0.0.1:{port}"
 url = "sqlite://{tmp}/{name}.db"
 [broadcast]
 allow_private_destinations = true
-{providers}
+""" + config)
+    binary = binary or os.environ.get("BEACON_BIN", str(ROOT / "target/release/beacon"))
+    proc = subprocess.Popen([binary, "serve", "--config", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / f"{name}.log", "w"), env={**os.environ, "BEACON_LOG": "warn"},
+                            preexec_fn=raise_nofile)
+    wait_port(port)
+    return proc, port
+
+
+def start_beacon(tmp, name, up_port, broadcast, sentry_port=None):
+    dest = sentry_destination(sentry_port or up_port) if broadcast else ""
+    providers = "".join(f"""
+[[providers]]
+name = "{p}"
+base_url = "http://127.0.0.1:{up_port}{prefix}/v1"
+api_key = "sk-stub"
+""" for p, prefix in (("stub", ""), ("sse", "/sse"), ("trickle", "/trickle"), ("slow", "/slow")))
+    return serve(tmp, name, f"""{providers}
 [[tenants]]
 id = "bench"
 api_keys = ["{KEY}"]
 {dest}
 """)
-    proc = subprocess.Popen([os.environ.get("BEACON_BIN", str(ROOT / "target/release/beacon")), "serve", "--config", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.log", "w"),
-                            env={**os.environ, "BEACON_LOG": "warn"}, preexec_fn=raise_nofile)
-    wait_port(port)
-    return proc, port
 
 
 def start_litellm(tmp, up_port):

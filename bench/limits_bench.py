@@ -55,7 +55,6 @@ usd_per_month = 1000000.0
 
 
 def start_beacon(tmp, name, up, binary, limited, upstream=""):
-    port = g.free_port()
     key_id = "key_" + hashlib.sha256(g.KEY.encode()).hexdigest()[:12]
     idle_id = "key_" + hashlib.sha256(IDLE_KEY.encode()).hexdigest()[:12]
     # The idle tenant: limited as much as the case needs for two synced scopes in all.
@@ -76,15 +75,7 @@ requests_per_minute = 1000000000
 {LIMITS}"""
     else:
         limits = ""
-    conf = tmp / f"{name}.toml"
-    conf.write_text(f"""
-[server]
-listen = "127.0.0.1:{port}"
-[store]
-url = "sqlite://{tmp}/{name}.db"
-[broadcast]
-allow_private_destinations = true
-[[providers]]
+    return g.serve(tmp, name, f"""[[providers]]
 name = "stub"
 base_url = "http://127.0.0.1:{up}{upstream}/v1"
 api_key = "sk-stub"
@@ -92,22 +83,12 @@ api_key = "sk-stub"
 id = "bench"
 api_keys = ["{g.KEY}"]
 {limits}
-[tenants.broadcast]
-enabled = true
-[[tenants.broadcast.destinations]]
-type = "sentry"
-name = "stub"
-otlp_endpoint = "http://127.0.0.1:{up}/api/1/integration/otlp/v1/traces"
-dsn = "http://benchkey@127.0.0.1:{up}/1"
+{g.sentry_destination(up)}
 [[tenants]]
 id = "idle"
 api_keys = ["{IDLE_KEY}"]
 {idle}
-""")
-    proc = subprocess.Popen([binary, "serve", "--config", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / f"{name}.log", "w"), env={**os.environ, "BEACON_LOG": "warn"})
-    g.wait_port(port)
-    return proc, port
+""", binary)
 
 
 def ledger(a, tmp, up, procs):

@@ -36,16 +36,7 @@ def closed_port():
 
 
 def start_beacon(tmp, name, up, binary):
-    port = g.free_port()
-    conf = tmp / f"{name}.toml"
-    conf.write_text(f"""
-[server]
-listen = "127.0.0.1:{port}"
-[store]
-url = "sqlite://{tmp}/{name}.db"
-[broadcast]
-allow_private_destinations = true
-[routing]
+    return g.serve(tmp, name, f"""[routing]
 cooldown_secs = 0
 [[providers]]
 name = "stub"
@@ -69,18 +60,7 @@ fallbacks = ["stub/gpt-4o"]
 [[tenants]]
 id = "bench"
 api_keys = ["{g.KEY}"]
-[tenants.broadcast]
-enabled = true
-[[tenants.broadcast.destinations]]
-type = "sentry"
-name = "stub"
-otlp_endpoint = "http://127.0.0.1:{up}/api/1/integration/otlp/v1/traces"
-dsn = "http://benchkey@127.0.0.1:{up}/1"
-""")
-    proc = subprocess.Popen([binary, "serve", "--config", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / f"{name}.log", "w"), env={**os.environ, "BEACON_LOG": "warn"})
-    g.wait_port(port)
-    return proc, port
+{g.sentry_destination(up)}""", binary)
 
 
 HEADERS = {"authorization": f"Bearer {g.KEY}", "content-type": "application/json"}
