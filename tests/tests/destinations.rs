@@ -412,6 +412,50 @@ async fn every_preset_is_tested_saved_and_sent_in_its_own_dialect() {
             }
         }
     }
+    // One completion has one trace id and one generation span id in every tool: a
+    // completion made while every destination is live reaches them all with the same ids.
+    let before: Vec<usize> = presets.iter().map(|p| p.mock.accepted().len()).collect();
+    assert_eq!(beacon_e2e::completion_status(addr, &key).await, 200);
+    for (p, n) in presets.iter().zip(&before) {
+        p.mock.wait_accepted(n + 1).await;
+    }
+    let mut ids_by_destination = Vec::new();
+    for (p, n) in presets.iter().zip(&before) {
+        if p.good["type"] == "webhook" {
+            continue;
+        }
+        let got = p.mock.accepted();
+        let bodies: Vec<&[u8]> = got[*n..].iter().map(|r| r.body.as_slice()).collect();
+        let ids: std::collections::BTreeMap<String, (String, String)> = decode_bodies(&bodies)
+            .await
+            .iter()
+            .filter(|s| attr(s, "gen_ai.request.model") == "mock/echo")
+            .map(|s| {
+                (
+                    attr(s, "beacon.request_id").as_str().unwrap().to_string(),
+                    (
+                        s["trace_id"].as_str().unwrap().to_string(),
+                        s["span_id"].as_str().unwrap().to_string(),
+                    ),
+                )
+            })
+            .collect();
+        ids_by_destination.push((p.good["type"].as_str().unwrap().to_string(), ids));
+    }
+    let (first_type, first) = &ids_by_destination[0];
+    let common: Vec<&String> = first
+        .keys()
+        .filter(|rid| ids_by_destination.iter().all(|(_, m)| m.contains_key(*rid)))
+        .collect();
+    assert!(
+        !common.is_empty(),
+        "no completion reached every destination: {ids_by_destination:?}"
+    );
+    for rid in common {
+        for (ty, ids) in &ids_by_destination {
+            assert_eq!(ids[rid], first[rid], "{rid}: {ty} against {first_type}");
+        }
+    }
     // Every refusal was a credential the test sent, and nothing else was refused.
     for p in &presets {
         assert_eq!(p.mock.refused().len(), 1, "{:?}", p.mock.refused());

@@ -114,6 +114,8 @@ pub struct Queued {
     content_users: AtomicUsize,
     /// Their conversion, kept (and charged) from the first of them to the last.
     converted: Mutex<Option<(Arc<Converted>, Charge)>>,
+    /// The seed of the record's trace and span ids, the same for every destination.
+    id_seed: u64,
 }
 
 impl Queued {
@@ -124,7 +126,14 @@ impl Queued {
             charge,
             content_users: AtomicUsize::new(0),
             converted: Mutex::new(None),
+            id_seed: crate::span::id_seed(),
         }
+    }
+
+    /// The seed every destination draws the record's trace and span ids from
+    /// ([`crate::span::SeededIds`]).
+    pub fn id_seed(&self) -> u64 {
+        self.id_seed
     }
 
     /// The record's size as charged.

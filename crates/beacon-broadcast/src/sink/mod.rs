@@ -186,6 +186,11 @@ impl span::Source for &Held {
     fn converted(&self) -> Option<Arc<span::content::Converted>> {
         self.record.converted()
     }
+
+    /// One set of ids for the record in every destination.
+    fn id_seed(&self) -> Option<u64> {
+        Some(self.record.id_seed())
+    }
 }
 
 /// The pipeline's handle on one destination worker. Dropping every clone closes the

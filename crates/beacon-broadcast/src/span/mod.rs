@@ -88,6 +88,44 @@ impl IdSource for RandomIds {
     }
 }
 
+/// A new seed for [`SeededIds`]: drawn once per record when it enters the export path.
+pub fn id_seed() -> u64 {
+    u64::from_le_bytes(random_id())
+}
+
+/// Ids drawn from a record's own seed: every destination that encodes the record (and a
+/// batch encoded again after a split) draws the same ids in the same order, so one
+/// completion has one trace id and one set of span ids in every tool it is sent to — the
+/// ids a user copies from Sentry find the same trace in Langfuse.
+#[derive(Debug, Clone)]
+pub struct SeededIds(rand::rngs::SmallRng);
+
+impl SeededIds {
+    /// The ids of the record whose seed is `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(rand::SeedableRng::seed_from_u64(seed))
+    }
+
+    fn draw<const N: usize>(&mut self) -> [u8; N] {
+        use rand::RngExt;
+        loop {
+            let id: [u8; N] = self.0.random();
+            if id != [0; N] {
+                return id;
+            }
+        }
+    }
+}
+
+impl IdSource for SeededIds {
+    fn trace_id(&mut self) -> [u8; 16] {
+        self.draw()
+    }
+    fn span_id(&mut self) -> [u8; 8] {
+        self.draw()
+    }
+}
+
 /// Receives attributes as they are produced: collected as prost `KeyValue`s by
 /// [`build_spans`], or written straight to protobuf bytes by [`encode_export`].
 pub trait Attrs {
@@ -769,6 +807,10 @@ pub trait Source {
     fn converted(&self) -> Option<std::sync::Arc<content::Converted>> {
         None
     }
+    /// The record's id seed ([`SeededIds`]); `None`: ids come from the encoder's source.
+    fn id_seed(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl Source for &CompletionRecord {
@@ -832,7 +874,11 @@ pub fn encode_export_parts_sized(
             source.converted()
         };
         let converted = converted.as_deref();
-        let plan = plan(record, ids);
+        let mut seeded = source.id_seed().map(SeededIds::new);
+        let plan = match seeded.as_mut() {
+            Some(own) => plan(record, own),
+            None => plan(record, &mut *ids),
+        };
         let start = spans.buf.len();
         for sp in &plan.spans {
             spans.message(2, 2, |w| {

@@ -844,3 +844,73 @@ fn content_converted_once_encodes_the_same_bytes_in_every_dialect() {
     none.content = None;
     assert_eq!(content::Converted::of(&none), None);
 }
+
+/// A record carrying its id seed, as a queued record does.
+struct WithSeed<'r>(&'r CompletionRecord, u64);
+
+impl Source for WithSeed<'_> {
+    fn record(&self) -> &CompletionRecord {
+        self.0
+    }
+    fn id_seed(&self) -> Option<u64> {
+        Some(self.1)
+    }
+}
+
+/// (trace id, span id, parent span id) of every span of an export, in order.
+fn span_ids(export: &[u8]) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    use prost::Message;
+    let request = ExportTraceServiceRequest::decode(export).unwrap();
+    request.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|s| {
+            (
+                s.trace_id.clone(),
+                s.span_id.clone(),
+                s.parent_span_id.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_record_has_the_same_ids_in_every_destination_and_its_own_across_records() {
+    use crate::destination::Dialect;
+    // Agent, function, generation, two failed attempts: several spans from one seed.
+    let mut r = failed_over();
+    r.trace = Some(
+        json!({"trace_name": "agent", "span_name": "step"})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    );
+    let encode = |seed: u64, dialect, privacy_mode| {
+        let s = SpanSettings {
+            privacy_mode,
+            dialect,
+            ..settings()
+        };
+        let mut random = RandomIds;
+        let (head, spans) =
+            encode_export_parts_sized([WithSeed(&r, seed)], &s, &mut random, None, 64);
+        span_ids(&[head, spans].concat())
+    };
+    let ids = encode(7, Dialect::GenAi, false);
+    assert_eq!(ids.len(), 5, "{ids:?}");
+    assert!(ids.iter().all(|(t, _, _)| *t == ids[0].0 && t.len() == 16));
+    for dialect in [Dialect::GenAi, Dialect::Langfuse, Dialect::OpenInference] {
+        for privacy_mode in [false, true] {
+            assert_eq!(encode(7, dialect, privacy_mode), ids, "{dialect:?}");
+        }
+    }
+    let other = encode(8, Dialect::GenAi, false);
+    assert_ne!(other[0].0, ids[0].0, "another record, another trace");
+    // Without a seed, each encoding draws its own.
+    let s = settings();
+    let unseeded = |_| {
+        let (head, spans) = encode_export_parts_sized([&r], &s, &mut RandomIds, None, 64);
+        span_ids(&[head, spans].concat())
+    };
+    assert_ne!(unseeded(0)[0].0, unseeded(1)[0].0);
+}
