@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::record::CompletionRecord;
 use crate::span::content::Converted;
+use crate::span::{Prepared, SeededIds};
 use crate::stats::{DropReason, Stats};
 
 /// Bytes of records the export path holds, and the most it may hold.
@@ -103,6 +104,71 @@ impl Drop for Charge {
     }
 }
 
+/// Something made from a queued record once for several destinations: counted users (set
+/// by the fan-out), and the value kept — charged to the byte budget — from the first of
+/// them to the last, so it is held only while a destination still needs it, not through
+/// another's retries.
+#[derive(Debug)]
+struct Shared<T> {
+    users: AtomicUsize,
+    kept: Mutex<Option<(Arc<T>, Charge)>>,
+}
+
+impl<T> Shared<T> {
+    fn new() -> Self {
+        Self {
+            users: AtomicUsize::new(0),
+            kept: Mutex::new(None),
+        }
+    }
+
+    fn add_user(&self) {
+        self.users.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn remove_user(&self) -> usize {
+        self.users
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .unwrap_or(0)
+    }
+
+    /// One user's turn: the kept value (let go by the last user), or `make`'s, kept for
+    /// the users after this one when the budget has room. `make` is not called for a
+    /// single user when `alone` is false (that caller does the work itself).
+    fn take(
+        &self,
+        budget: &Arc<ByteBudget>,
+        alone: bool,
+        make: impl FnOnce() -> Option<T>,
+        bytes: impl FnOnce(&T) -> usize,
+    ) -> Option<Arc<T>> {
+        let users_before = self.remove_user();
+        let mut kept = match self.kept.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((value, _)) = kept.as_ref() {
+            let value = value.clone();
+            if users_before <= 1 {
+                *kept = None;
+            }
+            return Some(value);
+        }
+        if users_before <= 1 && !alone {
+            return None;
+        }
+        let value = Arc::new(make()?);
+        if users_before > 1 {
+            if let Some(charge) = budget.try_charge(bytes(&value)) {
+                *kept = Some((value.clone(), charge));
+            }
+        }
+        Some(value)
+    }
+}
+
 /// A record in the export path, with its charge against the byte budget: released when
 /// the last holder (the queue, a destination's queue or batch) drops it.
 #[derive(Debug)]
@@ -110,10 +176,10 @@ pub struct Queued {
     /// The record.
     pub record: CompletionRecord,
     charge: Charge,
-    /// Destinations still to encode the record's prompt and answer (set by the fan-out).
-    content_users: AtomicUsize,
-    /// Their conversion, kept (and charged) from the first of them to the last.
-    converted: Mutex<Option<(Arc<Converted>, Charge)>>,
+    /// Its prompt and answer converted, for the destinations that send them.
+    converted: Shared<Converted>,
+    /// Its spans' shared part, for the destinations that send spans.
+    prepared: Shared<Prepared>,
     /// The seed of the record's trace and span ids, the same for every destination.
     id_seed: u64,
 }
@@ -124,8 +190,8 @@ impl Queued {
         Self {
             record,
             charge,
-            content_users: AtomicUsize::new(0),
-            converted: Mutex::new(None),
+            converted: Shared::new(),
+            prepared: Shared::new(),
             id_seed: crate::span::id_seed(),
         }
     }
@@ -143,49 +209,51 @@ impl Queued {
 
     /// One more destination will encode the record's prompt and answer.
     pub fn add_content_user(&self) {
-        self.content_users.fetch_add(1, Ordering::Relaxed);
+        self.converted.add_user();
     }
 
     /// A destination counted by [`Queued::add_content_user`] will not encode it after all
     /// (its queue refused the record).
     pub fn remove_content_user(&self) {
-        let _ = self
-            .content_users
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(1))
-            });
+        self.converted.remove_user();
+    }
+
+    /// One more destination will encode the record's spans.
+    pub fn add_span_user(&self) {
+        self.prepared.add_user();
+    }
+
+    /// A destination counted by [`Queued::add_span_user`] will not encode them after all.
+    pub fn remove_span_user(&self) {
+        self.prepared.remove_user();
     }
 
     /// The record's prompt and answer converted for one destination's spans, converted once
     /// for all of them: the first destination of several converts and keeps the result,
-    /// charged to the same byte budget, and the last one lets it go — so it is held only
-    /// while a destination still needs it, not through another's retries. A single user, or
-    /// no room in the budget: converted for this caller only. `None` without content.
+    /// charged to the same byte budget, and the last one lets it go. A single user, or no
+    /// room in the budget: converted for this caller only. `None` without content.
     pub fn converted(&self) -> Option<Arc<Converted>> {
-        let users_before = self
-            .content_users
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(1))
-            })
-            .unwrap_or(0);
-        let mut kept = match self.converted.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some((converted, _)) = kept.as_ref() {
-            let converted = converted.clone();
-            if users_before <= 1 {
-                *kept = None;
-            }
-            return Some(converted);
-        }
-        let converted = Arc::new(Converted::of(&self.record)?);
-        if users_before > 1 {
-            if let Some(charge) = self.charge.budget.try_charge(converted.bytes()) {
-                *kept = Some((converted.clone(), charge));
-            }
-        }
-        Some(converted)
+        self.converted.take(
+            &self.charge.budget,
+            true,
+            || Converted::of(&self.record),
+            Converted::bytes,
+        )
+    }
+
+    /// The shared part of the record's spans, written once for every destination that
+    /// sends spans, kept from the first of them to the last as [`Queued::converted`] is.
+    /// `None` for a single user, which writes its spans whole itself.
+    pub fn prepared(&self) -> Option<Arc<Prepared>> {
+        self.prepared.take(
+            &self.charge.budget,
+            false,
+            || {
+                let mut ids = SeededIds::new(self.id_seed);
+                Some(Prepared::of(&self.record, &mut ids))
+            },
+            Prepared::bytes,
+        )
     }
 }
 
@@ -434,6 +502,52 @@ pub(crate) mod tests {
         q.add_content_user();
         assert_eq!(q.converted(), None);
         assert_eq!(budget.used(), plain.approx_bytes());
+    }
+
+    #[test]
+    fn the_spans_shared_part_is_written_once_for_several_destinations_and_none_for_one() {
+        let r = record("a");
+        let held = r.approx_bytes();
+        let budget = ByteBudget::new(1 << 20);
+        let queued = |budget: &Arc<ByteBudget>, users: usize| {
+            let q = Queued::new(r.clone(), budget.try_charge(held).unwrap());
+            for _ in 0..users {
+                q.add_span_user();
+            }
+            q
+        };
+        // Two destinations send spans: the first writes and keeps it (charged), the second
+        // takes the same one and lets it go.
+        let q = queued(&budget, 2);
+        let first = q.prepared().unwrap();
+        assert_eq!(budget.used(), held + first.bytes());
+        let second = q.prepared().unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "written once");
+        assert_eq!(budget.used(), held, "let go by the last user");
+        // Asked again (a batch split after a 413): the encoder writes its spans itself.
+        assert!(q.prepared().is_none());
+        drop(q);
+        assert_eq!(budget.used(), 0);
+        // One destination (or one left after a refusal): nothing made, kept or charged.
+        for (users, refused) in [(1, 0), (2, 1)] {
+            let q = queued(&budget, users);
+            for _ in 0..refused {
+                q.remove_span_user();
+            }
+            assert!(q.prepared().is_none());
+            assert_eq!(budget.used(), held);
+        }
+        // A record dropped before its second destination encoded it releases what was kept.
+        let q = queued(&budget, 2);
+        assert!(q.prepared().is_some());
+        assert!(budget.used() > held);
+        drop(q);
+        assert_eq!(budget.used(), 0);
+        // No room in the budget: written for the caller, not kept.
+        let tight = ByteBudget::new(held + 8);
+        let q = queued(&tight, 2);
+        assert!(q.prepared().is_some());
+        assert_eq!(tight.used(), held);
     }
 
     /// A pipeline with no destinations, writing every record to the log at `path`.

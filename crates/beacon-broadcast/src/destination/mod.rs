@@ -564,7 +564,13 @@ impl DestinationSpec {
     /// Whether its spans carry a record's prompt and answer (an OTLP destination not in
     /// privacy mode): what the fan-out counts to share their conversion.
     pub fn encodes_content(&self) -> bool {
-        matches!(self.wire, Wire::OtlpProtobuf) && !self.privacy_mode
+        self.encodes_spans() && !self.privacy_mode
+    }
+
+    /// Whether it sends spans (OTLP): what the fan-out counts to share the spans' common
+    /// part.
+    pub fn encodes_spans(&self) -> bool {
+        matches!(self.wire, Wire::OtlpProtobuf)
     }
 
     /// Validates `config` for `tenant_id`.

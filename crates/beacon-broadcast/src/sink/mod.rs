@@ -191,6 +191,12 @@ impl span::Source for &Held {
     fn id_seed(&self) -> Option<u64> {
         Some(self.record.id_seed())
     }
+
+    /// Shared with the other destinations that send the record's spans
+    /// ([`crate::ingress::Queued::prepared`]).
+    fn prepared(&self) -> Option<Arc<span::Prepared>> {
+        self.record.prepared()
+    }
 }
 
 /// The pipeline's handle on one destination worker. Dropping every clone closes the

@@ -252,10 +252,9 @@ fn trace_str<'a>(record: &'a CompletionRecord, key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Attributes every span of the completion carries.
+/// Attributes every span of the completion carries, the same for every destination.
 fn common_attributes(
     record: &CompletionRecord,
-    settings: &SpanSettings,
     id_metadata: &[(&'static str, String)],
     a: &mut impl Attrs,
 ) {
@@ -295,8 +294,11 @@ fn common_attributes(
     for (k, v) in id_metadata {
         a.str(k, v);
     }
-    // The probability this span was kept: the caller's own sample rate (its `baggage`)
-    // times the destination's, so Sentry extrapolates counts correctly (SPEC §4.5).
+}
+
+/// The probability a span of the record was kept: the caller's own sample rate (its
+/// `baggage`) times the destination's, so Sentry extrapolates counts correctly (SPEC §4.5).
+fn sample_rate(record: &CompletionRecord, settings: &SpanSettings, a: &mut impl Attrs) {
     let caller_rate = record
         .trace_context
         .as_ref()
@@ -330,12 +332,16 @@ fn error_status(record: &CompletionRecord) -> Option<(&str, &str)> {
 /// once, correctly — and costs a fraction of `rust_decimal`'s general conversion, which was
 /// 1 % of the process at saturation with two destinations.
 fn decimal_f64(d: rust_decimal::Decimal) -> f64 {
-    const EXACT: i128 = 1 << 53;
-    let (mantissa, scale) = (d.mantissa(), d.scale());
-    if mantissa.abs() < EXACT && scale <= 22 {
-        mantissa as f64 / 10f64.powi(scale as i32)
-    } else {
-        d.try_into().unwrap_or(0.0)
+    const EXACT: i64 = 1 << 53;
+    // The powers of ten exact as `f64` (a table: `powi` is a library call).
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    // Through i64: converting an i128 to f64 is a library call too.
+    match (i64::try_from(d.mantissa()), POW10.get(d.scale() as usize)) {
+        (Ok(mantissa), Some(power)) if mantissa.abs() < EXACT => mantissa as f64 / power,
+        _ => d.try_into().unwrap_or(0.0),
     }
 }
 
@@ -350,14 +356,9 @@ fn operation(api: Api) -> (&'static str, &'static str) {
     }
 }
 
-/// The generation span's own attributes (SPEC §4.1).
-fn generation_attributes(
-    record: &CompletionRecord,
-    settings: &SpanSettings,
-    description: &str,
-    converted: Option<&content::Converted>,
-    a: &mut impl Attrs,
-) {
+/// The generation span's own attributes (SPEC §4.1) that are the same for every
+/// destination.
+fn generation_attributes(record: &CompletionRecord, description: &str, a: &mut impl Attrs) {
     let (op, operation) = operation(record.api);
     a.str("sentry.op", op);
     a.str("gen_ai.operation.name", operation);
@@ -386,41 +387,6 @@ fn generation_attributes(
             let list = Value::from(record.finish_reasons.clone()).to_string();
             a.str("gen_ai.response.finish_reasons", &list);
         }
-    }
-    // Tools offered and called (SPEC §4.5): definitions and arguments are content, so
-    // privacy mode keeps names (and call ids) only.
-    if !record.tool_names.is_empty() {
-        let definitions = record
-            .content
-            .as_ref()
-            .and_then(|c| c.tool_definitions.as_ref())
-            .filter(|_| !settings.privacy_mode)
-            .and_then(|d| std::str::from_utf8(d).ok());
-        match definitions {
-            Some(json) => a.str("gen_ai.request.available_tools", json),
-            None => a.str(
-                "gen_ai.request.available_tools",
-                &Value::from(record.tool_names.clone()).to_string(),
-            ),
-        }
-    }
-    if let Some(calls) = record
-        .content
-        .as_ref()
-        .map(|c| &c.output_tool_calls)
-        .filter(|c| !c.is_empty())
-    {
-        let list: Vec<Value> = calls
-            .iter()
-            .map(|t| {
-                let mut call = serde_json::json!({"id": t.id, "name": t.name, "type": "function"});
-                if !settings.privacy_mode {
-                    call["arguments"] = Value::from(t.arguments.as_str());
-                }
-                call
-            })
-            .collect();
-        a.str("gen_ai.response.tool_calls", &Value::from(list).to_string());
     }
     // Under an agent (trace.trace_name), the chat span names it too (SPEC §4.5).
     if let Some(agent) = trace_str(record, "trace_name") {
@@ -485,6 +451,51 @@ fn generation_attributes(
     if let Some((error_type, _)) = error_status(record) {
         a.str("error.type", error_type);
     }
+}
+
+/// The generation span's attributes that depend on the destination: its dialect's, and
+/// what privacy mode leaves out or changes (SPEC §4.1, §4.5).
+fn generation_destination_attributes(
+    record: &CompletionRecord,
+    settings: &SpanSettings,
+    converted: Option<&content::Converted>,
+    a: &mut impl Attrs,
+) {
+    // Tools offered and called (SPEC §4.5): definitions and arguments are content, so
+    // privacy mode keeps names (and call ids) only.
+    if !record.tool_names.is_empty() {
+        let definitions = record
+            .content
+            .as_ref()
+            .and_then(|c| c.tool_definitions.as_ref())
+            .filter(|_| !settings.privacy_mode)
+            .and_then(|d| std::str::from_utf8(d).ok());
+        match definitions {
+            Some(json) => a.str("gen_ai.request.available_tools", json),
+            None => a.str(
+                "gen_ai.request.available_tools",
+                &Value::from(record.tool_names.clone()).to_string(),
+            ),
+        }
+    }
+    if let Some(calls) = record
+        .content
+        .as_ref()
+        .map(|c| &c.output_tool_calls)
+        .filter(|c| !c.is_empty())
+    {
+        let list: Vec<Value> = calls
+            .iter()
+            .map(|t| {
+                let mut call = serde_json::json!({"id": t.id, "name": t.name, "type": "function"});
+                if !settings.privacy_mode {
+                    call["arguments"] = Value::from(t.arguments.as_str());
+                }
+                call
+            })
+            .collect();
+        a.str("gen_ai.response.tool_calls", &Value::from(list).to_string());
+    }
     dialect::kind(settings.dialect, dialect::Kind::Generation, record, a);
     dialect::generation(settings.dialect, record, a);
     if !settings.privacy_mode {
@@ -546,7 +557,6 @@ struct PlannedSpan<'r> {
     flags: u32,
     start: u64,
     end: u64,
-    status: Option<(i32, &'r str)>,
 }
 
 /// Everything about a completion's spans except the attributes.
@@ -556,15 +566,38 @@ struct Plan<'r> {
     spans: Vec<PlannedSpan<'r>>,
 }
 
+impl Plan<'_> {
+    /// The generation span's id (zeros if it has none).
+    fn generation_span_id(&self) -> [u8; 8] {
+        self.spans
+            .iter()
+            .find(|s| s.role == Role::Generation)
+            .map_or([0; 8], |s| s.span_id)
+    }
+}
+
+/// A span's status: its code and message (SPEC §4.1, §2.2, §4.5).
+fn span_status(record: &CompletionRecord, role: Role) -> Option<(i32, &str)> {
+    match role {
+        Role::Agent | Role::Function | Role::Generation => match error_status(record) {
+            Some((_, message)) => Some((status::StatusCode::Error as i32, message)),
+            None if matches!(record.outcome, Outcome::Ok) => {
+                Some((status::StatusCode::Ok as i32, ""))
+            }
+            None => None,
+        },
+        Role::Tool(_) => Some((status::StatusCode::Ok as i32, "")),
+        Role::Attempt(i) => Some((
+            status::StatusCode::Error as i32,
+            record.attempts.get(i).map_or("", |a| a.error_type.as_str()),
+        )),
+    }
+}
+
 fn plan<'r>(record: &'r CompletionRecord, ids: &mut dyn IdSource) -> Plan<'r> {
     let (trace_id, parent, id_metadata) = resolve_trace(record, ids);
     let start = record.timings.received_unix_nanos;
     let end = start.saturating_add(record.timings.last_byte_us.saturating_mul(1000));
-    let status = match error_status(record) {
-        Some((_, message)) => Some((status::StatusCode::Error as i32, message)),
-        None if matches!(record.outcome, Outcome::Ok) => Some((status::StatusCode::Ok as i32, "")),
-        None => None,
-    };
     let mut chain: Vec<(std::borrow::Cow<'r, str>, Role)> = Vec::with_capacity(3);
     if let Some(name) = trace_str(record, "trace_name") {
         chain.push((name.into(), Role::Agent));
@@ -602,7 +635,6 @@ fn plan<'r>(record: &'r CompletionRecord, ids: &mut dyn IdSource) -> Plan<'r> {
             flags,
             start,
             end,
-            status,
         });
         parent_id = Some(span_id);
     }
@@ -619,7 +651,6 @@ fn plan<'r>(record: &'r CompletionRecord, ids: &mut dyn IdSource) -> Plan<'r> {
                 flags,
                 start: run.started_unix_nanos.min(start),
                 end: start,
-                status: Some((status::StatusCode::Ok as i32, "")),
             });
         }
     }
@@ -634,10 +665,6 @@ fn plan<'r>(record: &'r CompletionRecord, ids: &mut dyn IdSource) -> Plan<'r> {
             flags: 0,
             start: at,
             end: at.saturating_add(attempt.duration_us.saturating_mul(1000)),
-            status: Some((
-                status::StatusCode::Error as i32,
-                attempt.error_type.as_str(),
-            )),
         });
     }
     Plan {
@@ -647,6 +674,7 @@ fn plan<'r>(record: &'r CompletionRecord, ids: &mut dyn IdSource) -> Plan<'r> {
     }
 }
 
+/// A span's attributes: those every destination gets, then its own.
 fn span_attributes(
     record: &CompletionRecord,
     settings: &SpanSettings,
@@ -655,20 +683,30 @@ fn span_attributes(
     converted: Option<&content::Converted>,
     a: &mut impl Attrs,
 ) {
+    shared_attributes(record, &plan.id_metadata, span, a);
+    destination_attributes(record, settings, span.role, converted, a);
+}
+
+/// The attributes of a span that do not depend on the destination's settings: written
+/// once per record for every destination ([`Prepared`]), so they come first.
+fn shared_attributes(
+    record: &CompletionRecord,
+    id_metadata: &[(&'static str, String)],
+    span: &PlannedSpan<'_>,
+    a: &mut impl Attrs,
+) {
     match span.role {
         Role::Agent => {
             a.str("sentry.op", "gen_ai.invoke_agent");
             a.str("gen_ai.operation.name", "invoke_agent");
             a.str("gen_ai.agent.name", &span.name);
             a.str("sentry.description", &span.name);
-            dialect::kind(settings.dialect, dialect::Kind::Agent, record, a);
         }
         Role::Function => {
             a.str("sentry.op", "function");
             a.str("sentry.description", &span.name);
-            dialect::kind(settings.dialect, dialect::Kind::Function, record, a);
         }
-        Role::Generation => generation_attributes(record, settings, &span.name, converted, a),
+        Role::Generation => generation_attributes(record, &span.name, a),
         Role::Tool(i) => {
             if let Some(run) = record.tools.executions.get(i) {
                 a.str("sentry.op", "gen_ai.execute_tool");
@@ -680,6 +718,41 @@ fn span_attributes(
                 if let Some(agent) = trace_str(record, "trace_name") {
                     a.str("gen_ai.agent.name", agent);
                 }
+            }
+        }
+        Role::Attempt(i) => {
+            if let Some(attempt) = record.attempts.get(i) {
+                a.str("sentry.op", "http.client");
+                a.str("sentry.description", &span.name);
+                a.str("gen_ai.provider.name", &attempt.provider);
+                a.str("gen_ai.request.model", &attempt.model);
+                if let Some(status) = attempt.status {
+                    a.int("http.response.status_code", i64::from(status));
+                }
+                a.str("error.type", &attempt.error_type);
+                a.int("beacon.attempt", i as i64 + 1);
+                a.str("beacon.request_id", &record.request_id);
+            }
+        }
+    }
+    common_attributes(record, id_metadata, a);
+}
+
+/// The attributes of a span that depend on the destination: its dialect's, its sampling
+/// rate, and the content privacy mode leaves out.
+fn destination_attributes(
+    record: &CompletionRecord,
+    settings: &SpanSettings,
+    role: Role,
+    converted: Option<&content::Converted>,
+    a: &mut impl Attrs,
+) {
+    match role {
+        Role::Agent => dialect::kind(settings.dialect, dialect::Kind::Agent, record, a),
+        Role::Function => dialect::kind(settings.dialect, dialect::Kind::Function, record, a),
+        Role::Generation => generation_destination_attributes(record, settings, converted, a),
+        Role::Tool(i) => {
+            if let Some(run) = record.tools.executions.get(i) {
                 dialect::kind(settings.dialect, dialect::Kind::Tool, record, a);
                 let (mut arguments, mut result) = (None, None);
                 if let (false, Some(c)) = (settings.privacy_mode, &record.content) {
@@ -700,23 +773,9 @@ fn span_attributes(
                 );
             }
         }
-        Role::Attempt(i) => {
-            if let Some(attempt) = record.attempts.get(i) {
-                a.str("sentry.op", "http.client");
-                a.str("sentry.description", &span.name);
-                a.str("gen_ai.provider.name", &attempt.provider);
-                a.str("gen_ai.request.model", &attempt.model);
-                if let Some(status) = attempt.status {
-                    a.int("http.response.status_code", i64::from(status));
-                }
-                a.str("error.type", &attempt.error_type);
-                a.int("beacon.attempt", i as i64 + 1);
-                a.str("beacon.request_id", &record.request_id);
-                dialect::kind(settings.dialect, dialect::Kind::Attempt, record, a);
-            }
-        }
+        Role::Attempt(_) => dialect::kind(settings.dialect, dialect::Kind::Attempt, record, a),
     }
-    common_attributes(record, settings, &plan.id_metadata, a);
+    sample_rate(record, settings, a);
     dialect::common(settings.dialect, record, a);
 }
 
@@ -749,7 +808,7 @@ pub fn build_spans(
                 start_time_unix_nano: sp.start,
                 end_time_unix_nano: sp.end,
                 attributes,
-                status: sp.status.map(|(code, message)| Status {
+                status: span_status(record, sp.role).map(|(code, message)| Status {
                     message: message.to_string(),
                     code,
                 }),
@@ -810,6 +869,118 @@ pub trait Source {
     /// The record's id seed ([`SeededIds`]); `None`: ids come from the encoder's source.
     fn id_seed(&self) -> Option<u64> {
         None
+    }
+    /// The record's spans as far as every destination shares them, written once for all
+    /// of them ([`crate::ingress::Queued::prepared`]); `None`: the encoder writes them.
+    /// Asked once per record and destination.
+    fn prepared(&self) -> Option<std::sync::Arc<Prepared>> {
+        None
+    }
+}
+
+/// A span's leading fields (1–8) and the attributes every destination shares.
+fn shared_part(
+    w: &mut wire::Writer,
+    record: &CompletionRecord,
+    plan: &Plan<'_>,
+    sp: &PlannedSpan<'_>,
+) {
+    w.bytes(1, &plan.trace_id);
+    w.bytes(2, &sp.span_id);
+    if let Some(parent) = sp.parent {
+        w.bytes(4, &parent);
+    }
+    w.string(5, &sp.name);
+    w.uint(6, kind(sp.role) as u64);
+    w.fixed64(7, sp.start);
+    w.fixed64(8, sp.end);
+    shared_attributes(
+        record,
+        &plan.id_metadata,
+        sp,
+        &mut wire::WireAttrs { w, field: 9 },
+    );
+}
+
+/// The rest of a span after [`shared_part`]: the destination's own attributes, then the
+/// status (15) and flags (16) — fields in number order, as the prost encoding has them.
+fn destination_part(
+    w: &mut wire::Writer,
+    record: &CompletionRecord,
+    settings: &SpanSettings,
+    role: Role,
+    flags: u32,
+    converted: Option<&content::Converted>,
+) {
+    destination_attributes(
+        record,
+        settings,
+        role,
+        converted,
+        &mut wire::WireAttrs {
+            w: &mut *w,
+            field: 9,
+        },
+    );
+    if let Some((code, message)) = span_status(record, role) {
+        w.message(15, 1, |w| {
+            w.string(2, message);
+            w.uint(3, code as u64);
+        });
+    }
+    w.fixed32(16, flags);
+}
+
+/// A record's spans as far as every destination shares them: each span's leading fields
+/// and shared attributes, written once, with what each destination's encoder needs to
+/// finish it. Ids come from the record's seed, so they are the same wherever made.
+#[derive(Debug)]
+pub struct Prepared {
+    trace_id: [u8; 16],
+    generation_span_id: [u8; 8],
+    /// Every span's shared part, back to back.
+    bytes: Vec<u8>,
+    spans: Vec<PreparedSpan>,
+}
+
+#[derive(Debug)]
+struct PreparedSpan {
+    bytes: std::ops::Range<usize>,
+    role: Role,
+    flags: u32,
+}
+
+impl Prepared {
+    /// The shared part of `record`'s spans, ids drawn from `ids`.
+    pub fn of(record: &CompletionRecord, ids: &mut dyn IdSource) -> Self {
+        let plan = plan(record, ids);
+        let mut w = wire::Writer::with_capacity(1024 * plan.spans.len());
+        let spans = plan
+            .spans
+            .iter()
+            .map(|sp| {
+                let start = w.buf.len();
+                shared_part(&mut w, record, &plan, sp);
+                PreparedSpan {
+                    bytes: start..w.buf.len(),
+                    role: sp.role,
+                    flags: sp.flags,
+                }
+            })
+            .collect();
+        Self {
+            trace_id: plan.trace_id,
+            generation_span_id: plan.generation_span_id(),
+            bytes: w.buf,
+            spans,
+        }
+    }
+
+    /// Bytes it holds (what it is charged against the export path's budget).
+    pub fn bytes(&self) -> usize {
+        self.bytes.capacity()
+            + self.spans.capacity() * std::mem::size_of::<PreparedSpan>()
+            + std::mem::size_of::<Self>()
     }
 }
 
@@ -874,48 +1045,37 @@ pub fn encode_export_parts_sized(
             source.converted()
         };
         let converted = converted.as_deref();
-        let mut seeded = source.id_seed().map(SeededIds::new);
-        let plan = match seeded.as_mut() {
-            Some(own) => plan(record, own),
-            None => plan(record, &mut *ids),
-        };
         let start = spans.buf.len();
-        for sp in &plan.spans {
-            spans.message(2, 2, |w| {
-                w.bytes(1, &plan.trace_id);
-                w.bytes(2, &sp.span_id);
-                if let Some(parent) = sp.parent {
-                    w.bytes(4, &parent);
-                }
-                w.string(5, &sp.name);
-                w.uint(6, kind(sp.role) as u64);
-                w.fixed64(7, sp.start);
-                w.fixed64(8, sp.end);
-                span_attributes(
-                    record,
-                    settings,
-                    &plan,
-                    sp,
-                    converted,
-                    &mut WireAttrs {
-                        w: &mut *w,
-                        field: 9,
-                    },
-                );
-                if let Some((code, message)) = sp.status {
-                    w.message(15, 1, |w| {
-                        w.string(2, message);
-                        w.uint(3, code as u64);
+        let (trace_id, generation_span_id) = match source.prepared() {
+            // Written once for every destination: only this destination's part is new.
+            Some(prepared) => {
+                for sp in &prepared.spans {
+                    spans.message(2, 2, |w| {
+                        w.buf.extend_from_slice(&prepared.bytes[sp.bytes.clone()]);
+                        destination_part(w, record, settings, sp.role, sp.flags, converted);
                     });
                 }
-                w.fixed32(16, sp.flags);
-            });
-        }
+                (prepared.trace_id, prepared.generation_span_id)
+            }
+            None => {
+                let mut seeded = source.id_seed().map(SeededIds::new);
+                let plan = match seeded.as_mut() {
+                    Some(own) => plan(record, own),
+                    None => plan(record, &mut *ids),
+                };
+                for sp in &plan.spans {
+                    spans.message(2, 2, |w| {
+                        shared_part(w, record, &plan, sp);
+                        destination_part(w, record, settings, sp.role, sp.flags, converted);
+                    });
+                }
+                (plan.trace_id, plan.generation_span_id())
+            }
+        };
         if let Some(out) = exported.as_deref_mut() {
-            let generation = plan.spans.iter().find(|s| s.role == Role::Generation);
             out.push(Exported {
-                trace_id: plan.trace_id,
-                generation_span_id: generation.map_or([0; 8], |s| s.span_id),
+                trace_id,
+                generation_span_id,
                 spans: start..spans.buf.len(),
             });
         }

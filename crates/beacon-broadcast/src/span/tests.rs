@@ -914,3 +914,87 @@ fn a_record_has_the_same_ids_in_every_destination_and_its_own_across_records() {
     };
     assert_ne!(unseeded(0)[0].0, unseeded(1)[0].0);
 }
+
+/// A record whose spans' shared part was written elsewhere (another destination's batch).
+struct WithPrepared<'r>(&'r CompletionRecord, u64, std::sync::Arc<Prepared>);
+
+impl Source for WithPrepared<'_> {
+    fn record(&self) -> &CompletionRecord {
+        self.0
+    }
+    fn id_seed(&self) -> Option<u64> {
+        Some(self.1)
+    }
+    fn prepared(&self) -> Option<std::sync::Arc<Prepared>> {
+        Some(self.2.clone())
+    }
+}
+
+#[test]
+fn spans_finished_from_a_shared_part_are_the_bytes_written_whole() {
+    use crate::destination::Dialect;
+    let mut failed = failed_over();
+    failed.trace = Some(
+        json!({"trace_name": "agent", "span_name": "step", "environment": "prod", "trace_id": "run-9"})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    );
+    let mut sampled = record();
+    sampled.trace_context = Some(TraceContext {
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        parent_span_id: "00f067aa0ba902b7".into(),
+        sampled: Some(true),
+        sample_rate: Some(0.5),
+    });
+    let mut tools = tool_result_record();
+    if let Some(c) = tools.content.as_mut() {
+        c.output_tool_calls = vec![ToolCall {
+            id: Some("call_2".into()),
+            name: Some("get_time".into()),
+            arguments: r#"{"tz":"CET"}"#.into(),
+        }];
+    }
+    tools.tool_names = vec!["get_weather".into(), "get_time".into()];
+    for (n, r) in [record(), failed, sampled, tools].iter().enumerate() {
+        let seed = 40 + n as u64;
+        let prepared = std::sync::Arc::new(Prepared::of(r, &mut SeededIds::new(seed)));
+        assert!(prepared.bytes() > 200, "charged for what it holds");
+        for dialect in [Dialect::GenAi, Dialect::Langfuse, Dialect::OpenInference] {
+            for (privacy_mode, sampling_rate) in [(false, 1.0), (true, 1.0), (false, 0.25)] {
+                let s = SpanSettings {
+                    privacy_mode,
+                    sampling_rate,
+                    dialect,
+                };
+                let mut exported = (Vec::new(), Vec::new());
+                let whole = encode_export_parts_sized(
+                    [WithSeed(r, seed)],
+                    &s,
+                    &mut RandomIds,
+                    Some(&mut exported.0),
+                    64,
+                );
+                let finished = encode_export_parts_sized(
+                    [WithPrepared(r, seed, prepared.clone())],
+                    &s,
+                    &mut RandomIds,
+                    Some(&mut exported.1),
+                    64,
+                );
+                assert_eq!(
+                    whole, finished,
+                    "record {n}, {dialect:?}, privacy {privacy_mode}, rate {sampling_rate}"
+                );
+                assert_eq!(exported.0, exported.1);
+                // And both are the prost encoding of the same spans (field order included).
+                let spans = build_spans(r, &s, &mut SeededIds::new(seed));
+                assert_eq!(
+                    [whole.0, whole.1].concat(),
+                    prost::Message::encode_to_vec(&export_request(spans)),
+                    "record {n}, {dialect:?}"
+                );
+            }
+        }
+    }
+}

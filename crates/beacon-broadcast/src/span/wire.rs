@@ -29,14 +29,30 @@ impl Writer {
         }
     }
 
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.buf.push((v as u8) | 0x80);
-            v >>= 7;
+    #[inline(always)]
+    fn varint(&mut self, v: u64) {
+        // Most varints here (tags, attribute lengths) are one byte.
+        if v < 0x80 {
+            self.buf.push(v as u8);
+        } else {
+            self.long_varint(v);
         }
-        self.buf.push(v as u8);
     }
 
+    #[inline(never)]
+    fn long_varint(&mut self, mut v: u64) {
+        let mut bytes = [0u8; 10];
+        let mut n = 0;
+        while v >= 0x80 {
+            bytes[n] = (v as u8) | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        bytes[n] = v as u8;
+        self.buf.extend_from_slice(&bytes[..=n]);
+    }
+
+    #[inline(always)]
     fn tag(&mut self, field: u32, wire: u8) {
         self.varint((u64::from(field) << 3) | u64::from(wire));
     }
@@ -131,11 +147,14 @@ pub struct WireAttrs<'a> {
 impl WireAttrs<'_> {
     /// Writes a `KeyValue` whose `AnyValue` body (`value_len` bytes, written by `value`) has a
     /// known length, so every length prefix is exact and nothing is moved afterwards.
+    #[inline]
     fn known(&mut self, key: &str, value_len: usize, value: impl FnOnce(&mut Writer)) {
         let w = &mut *self.w;
         let any_len = value_len;
         let kv_len =
             1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any_len as u64) + any_len;
+        // Room for the whole attribute at once (its tag takes at most 2 bytes here).
+        w.buf.reserve(2 + varint_len(kv_len as u64) + kv_len);
         w.tag(self.field, LEN);
         w.varint(kv_len as u64);
         w.bytes(1, key.as_bytes());
