@@ -18,6 +18,11 @@ With --paired N, N blocks of four short saturated runs instead, in the order off
 block's ratio is (on + on) / (off + off) and the median over the blocks is printed with
 every block's value. For noisy machines, where a 5 s round's ratio moves by ±0.2.
 
+With --export-cpu B1,B2,..., several builds with broadcast on, side by side: each round runs
+wrk saturated (--duration s) against each build in turn, and reads each build's export
+thread CPU time (user + system, /proc) per completion — what the export path costs in time
+at saturation, under the cache and scheduling effects an instruction count leaves out.
+
 With --instructions, callgrind counts instead (deterministic, one thread at a time): the
 serving worker's and the export thread's instructions per request for broadcast off, one
 Sentry destination, and Sentry + Langfuse — what each destination costs the export thread.
@@ -26,6 +31,7 @@ Usage:
   python3 bench/destinations_bench.py [--rounds 5] [--duration 5] [--bin target/release/beacon]
   python3 bench/destinations_bench.py --paired 20 --duration 2
   python3 bench/destinations_bench.py --instructions --rounds 3
+  python3 bench/destinations_bench.py --export-cpu /tmp/beacon-before,target/release/beacon --rounds 5 --duration 4
 Needs what bench/gateway_bench.py installs (nginx, wrk).
 """
 
@@ -172,6 +178,36 @@ def paired(args, targets, script):
     }, indent=2))
 
 
+def export_cpu(args, tmp, up, sinks, procs):
+    """--export-cpu: each build's export thread CPU µs per completion at saturation, broadcast
+    on, the builds side by side in every round."""
+    binaries = [str(pathlib.Path(b).resolve()) for b in args.export_cpu.split(",")]
+    targets = {}
+    for i, b in enumerate(binaries):
+        proc, port = start(tmp, f"build{i}", up, sinks, True, b)
+        procs.append(proc)
+        targets[b] = (proc, port)
+    script = mixed_script(tmp)
+    for proc, port in targets.values():  # warm-up
+        g.wrk(port, "/v1/chat/completions", 2, 64, script)
+    res = {b: {"rps": [], "export_us": [], "cpu_us": []} for b in binaries}
+    for r in range(args.rounds):
+        for b, (proc, port) in targets.items():
+            w = g.wrk(port, "/v1/chat/completions", args.duration, 64, script, proc.pid)
+            completions = w["rps"] * args.duration
+            res[b]["rps"].append(w["rps"])
+            res[b]["cpu_us"].append(w["cpu_us_per_request"])
+            res[b]["export_us"].append(w["threads"].get("beacon-export", 0.0) * args.duration * 1e6 / completions)
+            print(f"round {r + 1} {b}: {w['rps']:.0f} req/s, export thread {res[b]['export_us'][-1]:.1f} µs "
+                  f"per completion", file=sys.stderr, flush=True)
+    print(json.dumps({
+        "duration_s": args.duration,
+        "median": {b: {k: statistics.median(v) for k, v in m.items()} for b, m in res.items()},
+        "rounds_values": res,
+        "export": {b: metrics(port) for b, (_, port) in targets.items()},
+    }, indent=2))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -183,6 +219,9 @@ def main():
     ap.add_argument("--paired", type=int, metavar="N",
                     help="instead: N blocks of saturated runs off, on, on, off (--duration s each), "
                          "the median of the blocks' on/off throughput ratios")
+    ap.add_argument("--export-cpu", metavar="B1,B2",
+                    help="instead: these builds with broadcast on, side by side: the export thread's "
+                         "CPU µs per completion at saturation")
     args = ap.parse_args()
     binary = str(pathlib.Path(args.bin).resolve())
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="beacon-dest-"))
@@ -194,6 +233,8 @@ def main():
     try:
         if args.instructions:
             return instructions(args, tmp, up, sinks, binary)
+        if args.export_cpu:
+            return export_cpu(args, tmp, up, sinks, procs)
         targets = {}
         for name, on in (("off", False), ("on", True)):
             proc, port = start(tmp, name, up, sinks, on, binary)
