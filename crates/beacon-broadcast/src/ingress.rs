@@ -20,14 +20,21 @@ use tokio::sync::mpsc;
 
 use crate::record::CompletionRecord;
 use crate::span::content::Converted;
-use crate::span::{Prepared, SeededIds};
+use crate::span::{IdSeed, Prepared, SeededIds};
 use crate::stats::{DropReason, Stats};
+
+/// Values kept for several destinations ([`Queued::converted`], [`Queued::prepared`]) take
+/// at most this fraction of the budget together: past it each destination makes its own, so
+/// a destination slow to encode its queue holds at most this much beyond its records.
+const SHARED_FRACTION: usize = 8;
 
 /// Bytes of records the export path holds, and the most it may hold.
 #[derive(Debug)]
 pub struct ByteBudget {
     used: AtomicUsize,
     max: usize,
+    /// Of `used`, the bytes of values kept for several destinations.
+    shared: AtomicUsize,
     /// `beacon_broadcast_held_bytes`, kept equal to `used` on every change.
     gauge: Gauge,
 }
@@ -43,6 +50,7 @@ impl ByteBudget {
         Arc::new(Self {
             used: AtomicUsize::new(0),
             max,
+            shared: AtomicUsize::new(0),
             gauge,
         })
     }
@@ -83,6 +91,53 @@ impl ByteBudget {
     }
 }
 
+impl ByteBudget {
+    /// Takes `bytes` for a value kept for several destinations: within the budget, and
+    /// within its [`SHARED_FRACTION`] for such values; `None` when they do not fit.
+    fn try_charge_shared(self: &Arc<Self>, bytes: usize) -> Option<SharedCharge> {
+        let limit = self.max / SHARED_FRACTION;
+        let mut shared = self.shared.load(Ordering::Relaxed);
+        loop {
+            let next = shared.checked_add(bytes).filter(|n| *n <= limit)?;
+            match self.shared.compare_exchange_weak(
+                shared,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => shared = now,
+            }
+        }
+        match self.try_charge(bytes) {
+            Some(charge) => Some(SharedCharge(charge)),
+            None => {
+                self.shared.fetch_sub(bytes, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Bytes of values kept for several destinations now.
+    pub fn shared(&self) -> usize {
+        self.shared.load(Ordering::Relaxed)
+    }
+}
+
+/// A [`Charge`] for a value kept for several destinations, also counted in the budget's
+/// shared part until dropped.
+#[derive(Debug)]
+struct SharedCharge(Charge);
+
+impl Drop for SharedCharge {
+    fn drop(&mut self) {
+        self.0
+            .budget
+            .shared
+            .fetch_sub(self.0.bytes, Ordering::Relaxed);
+    }
+}
+
 /// Bytes counted against a [`ByteBudget`] until dropped.
 #[derive(Debug)]
 pub struct Charge {
@@ -104,39 +159,56 @@ impl Drop for Charge {
     }
 }
 
-/// Something made from a queued record once for several destinations: counted users (set
-/// by the fan-out), and the value kept — charged to the byte budget — from the first of
-/// them to the last, so it is held only while a destination still needs it, not through
-/// another's retries.
+/// Something made from a queued record once for several destinations: the destinations
+/// still to use it (each destination's copy of the record counts itself in and takes one
+/// turn, or leaves when dropped without it: `sink::Held`), and the value kept — charged to
+/// the byte budget — from the first of them to the last, so it is held only while a
+/// destination still needs it, not through another's retries.
 #[derive(Debug)]
 struct Shared<T> {
-    users: AtomicUsize,
-    kept: Mutex<Option<(Arc<T>, Charge)>>,
+    state: Mutex<SharedState<T>>,
+}
+
+#[derive(Debug)]
+struct SharedState<T> {
+    users: usize,
+    kept: Option<(Arc<T>, SharedCharge)>,
 }
 
 impl<T> Shared<T> {
     fn new() -> Self {
         Self {
-            users: AtomicUsize::new(0),
-            kept: Mutex::new(None),
+            state: Mutex::new(SharedState {
+                users: 0,
+                kept: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedState<T>> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
         }
     }
 
     fn add_user(&self) {
-        self.users.fetch_add(1, Ordering::Relaxed);
+        self.lock().users += 1;
     }
 
-    fn remove_user(&self) -> usize {
-        self.users
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(1))
-            })
-            .unwrap_or(0)
+    /// A user leaves without its turn; the last one lets the kept value go.
+    fn leave(&self) {
+        let mut state = self.lock();
+        state.users = state.users.saturating_sub(1);
+        if state.users == 0 {
+            state.kept = None;
+        }
     }
 
     /// One user's turn: the kept value (let go by the last user), or `make`'s, kept for
-    /// the users after this one when the budget has room. `make` is not called for a
-    /// single user when `alone` is false (that caller does the work itself).
+    /// the users after this one when the budget has room. With no user after it and
+    /// nothing kept, `make` is called only when `alone` is true (otherwise the caller does
+    /// the work itself: `None`).
     fn take(
         &self,
         budget: &Arc<ByteBudget>,
@@ -144,28 +216,32 @@ impl<T> Shared<T> {
         make: impl FnOnce() -> Option<T>,
         bytes: impl FnOnce(&T) -> usize,
     ) -> Option<Arc<T>> {
-        let users_before = self.remove_user();
-        let mut kept = match self.kept.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some((value, _)) = kept.as_ref() {
+        let mut state = self.lock();
+        let others = state.users.saturating_sub(1);
+        state.users = others;
+        if let Some((value, _)) = state.kept.as_ref() {
             let value = value.clone();
-            if users_before <= 1 {
-                *kept = None;
+            if others == 0 {
+                state.kept = None;
             }
             return Some(value);
         }
-        if users_before <= 1 && !alone {
+        if others == 0 && !alone {
             return None;
         }
         let value = Arc::new(make()?);
-        if users_before > 1 {
-            if let Some(charge) = budget.try_charge(bytes(&value)) {
-                *kept = Some((value.clone(), charge));
+        if others > 0 {
+            if let Some(charge) = budget.try_charge_shared(bytes(&value)) {
+                state.kept = Some((value.clone(), charge));
             }
         }
         Some(value)
+    }
+
+    /// The kept value, for a user that has had its turn (a batch encoded again after a
+    /// split): not counted again.
+    fn kept(&self) -> Option<Arc<T>> {
+        self.lock().kept.as_ref().map(|(value, _)| value.clone())
     }
 }
 
@@ -181,7 +257,7 @@ pub struct Queued {
     /// Its spans' shared part, for the destinations that send spans.
     prepared: Shared<Prepared>,
     /// The seed of the record's trace and span ids, the same for every destination.
-    id_seed: u64,
+    id_seed: IdSeed,
 }
 
 impl Queued {
@@ -198,7 +274,7 @@ impl Queued {
 
     /// The seed every destination draws the record's trace and span ids from
     /// ([`crate::span::SeededIds`]).
-    pub fn id_seed(&self) -> u64 {
+    pub fn id_seed(&self) -> IdSeed {
         self.id_seed
     }
 
@@ -213,9 +289,9 @@ impl Queued {
     }
 
     /// A destination counted by [`Queued::add_content_user`] will not encode it after all
-    /// (its queue refused the record).
-    pub fn remove_content_user(&self) {
-        self.converted.remove_user();
+    /// (its copy was dropped before being encoded).
+    pub fn leave_content(&self) {
+        self.converted.leave();
     }
 
     /// One more destination will encode the record's spans.
@@ -224,14 +300,14 @@ impl Queued {
     }
 
     /// A destination counted by [`Queued::add_span_user`] will not encode them after all.
-    pub fn remove_span_user(&self) {
-        self.prepared.remove_user();
+    pub fn leave_spans(&self) {
+        self.prepared.leave();
     }
 
-    /// The record's prompt and answer converted for one destination's spans, converted once
-    /// for all of them: the first destination of several converts and keeps the result,
-    /// charged to the same byte budget, and the last one lets it go. A single user, or no
-    /// room in the budget: converted for this caller only. `None` without content.
+    /// The record's prompt and answer converted for one destination's spans (its turn),
+    /// converted once for all of them: the first destination of several converts and keeps
+    /// the result, charged to the same byte budget, and the last one lets it go. A single
+    /// user, or no room: converted for this caller only. `None` without content.
     pub fn converted(&self) -> Option<Arc<Converted>> {
         self.converted.take(
             &self.charge.budget,
@@ -241,19 +317,34 @@ impl Queued {
         )
     }
 
-    /// The shared part of the record's spans, written once for every destination that
-    /// sends spans, kept from the first of them to the last as [`Queued::converted`] is.
-    /// `None` for a single user, which writes its spans whole itself.
+    /// [`Queued::converted`] for a destination that has had its turn: the kept conversion,
+    /// or one of its own.
+    pub fn converted_again(&self) -> Option<Arc<Converted>> {
+        self.converted
+            .kept()
+            .or_else(|| Converted::of(&self.record).map(Arc::new))
+    }
+
+    /// The shared part of the record's spans for one destination (its turn), written once
+    /// for every destination that sends spans and kept from the first to the last as
+    /// [`Queued::converted`] is. `None` for a single user, which writes its spans whole.
     pub fn prepared(&self) -> Option<Arc<Prepared>> {
         self.prepared.take(
             &self.charge.budget,
             false,
             || {
                 let mut ids = SeededIds::new(self.id_seed);
-                Some(Prepared::of(&self.record, &mut ids))
+                let mut prepared = Prepared::of(&self.record, &mut ids);
+                prepared.shrink_to_fit();
+                Some(prepared)
             },
             Prepared::bytes,
         )
+    }
+
+    /// [`Queued::prepared`] for a destination that has had its turn: the kept part, if any.
+    pub fn prepared_again(&self) -> Option<Arc<Prepared>> {
+        self.prepared.kept()
     }
 }
 
@@ -481,7 +572,7 @@ pub(crate) mod tests {
 
         // A user whose queue refused the record is taken back: the other is the only one.
         let q = queued(&budget, 2);
-        q.remove_content_user();
+        q.leave_content();
         assert!(q.converted().is_some());
         assert_eq!(budget.used(), held);
         drop(q);
@@ -532,7 +623,7 @@ pub(crate) mod tests {
         for (users, refused) in [(1, 0), (2, 1)] {
             let q = queued(&budget, users);
             for _ in 0..refused {
-                q.remove_span_user();
+                q.leave_spans();
             }
             assert!(q.prepared().is_none());
             assert_eq!(budget.used(), held);

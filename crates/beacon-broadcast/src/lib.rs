@@ -10,14 +10,16 @@
 //!                                        │ allowlist (filtered), sampling (sampled_out)
 //!                                        ▼
 //!                 sink worker, one per destination (bounded by records and bytes → queue_full)
-//!                   batch by size / flush interval → span::build_spans (pure)
-//!                   → OTLP protobuf → gzip → POST (≤ 2 in flight) → retry::classify
+//!                   batch by size / flush interval → span::encode_export_parts_sized
+//!                   (pure; ids from the record's seed, the part every destination shares
+//!                   written once per record) → OTLP protobuf → gzip → POST (≤ 2 in
+//!                   flight) → retry::classify
 //!                                        │
 //!                                        └─ exported | rejected | retries_exhausted | shutdown_deadline
 //! ```
 //!
 //! [`record`] is the completion record (SPEC §3) shared with the proxy; [`span`] builds
-//! the OTLP spans (SPEC §4.1); [`destination`] validates Sentry and OTLP destinations;
+//! the OTLP spans (SPEC §4.1); [`destination`] validates each destination type;
 //! [`sink`] sends; [`stats`] counts every record that is not delivered, with its reason.
 
 pub mod destination;

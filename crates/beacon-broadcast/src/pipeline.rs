@@ -385,7 +385,6 @@ impl Router {
             return;
         }
         let record = Arc::new(record);
-        let has_content = record.content.is_some();
         for sink in &route.sinks {
             if !sink.spec.enabled {
                 continue;
@@ -413,23 +412,8 @@ impl Router {
                 }
                 sink.drop_one(&self.stats, DropReason::SampledOut);
             } else {
-                // Destinations that will convert the prompt and answer share one conversion,
-                // and those that send spans share their common part.
-                let content_user = has_content && sink.spec.encodes_content();
-                let span_user = sink.spec.encodes_spans();
-                if content_user {
-                    record.add_content_user();
-                }
-                if span_user {
-                    record.add_span_user();
-                }
+                // Each copy counts itself in for what the destinations share (sink::Held).
                 let refused = !sink.offer(record.clone(), &self.stats, slot);
-                if refused && content_user {
-                    record.remove_content_user();
-                }
-                if refused && span_user {
-                    record.remove_span_user();
-                }
                 if refused && !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(destination = %sink.spec.name, "a destination queue is full: dropping records for it (counted in beacon_broadcast_dropped_total)");
                 }

@@ -562,12 +562,12 @@ pub struct DestinationSpec {
 
 impl DestinationSpec {
     /// Whether its spans carry a record's prompt and answer (an OTLP destination not in
-    /// privacy mode): what the fan-out counts to share their conversion.
+    /// privacy mode): its copy of a record has a turn at the shared conversion.
     pub fn encodes_content(&self) -> bool {
         self.encodes_spans() && !self.privacy_mode
     }
 
-    /// Whether it sends spans (OTLP): what the fan-out counts to share the spans' common
+    /// Whether it sends spans (OTLP): its copy of a record has a turn at the spans' shared
     /// part.
     pub fn encodes_spans(&self) -> bool {
         matches!(self.wire, Wire::OtlpProtobuf)

@@ -141,18 +141,44 @@ pub struct Held {
     health: Arc<SinkHealth>,
     /// Where the outcome goes when the Recent completions view tracks the record.
     recent: Option<recent::Slot>,
+    /// The turns it still has at what several destinations share ([`CONTENT_TURN`],
+    /// [`SPANS_TURN`]): counted in when made, taken by the first encoding, left if dropped
+    /// unencoded.
+    turns: std::sync::atomic::AtomicU8,
 }
 
+/// A turn at the record's converted prompt and answer ([`Queued::converted`]).
+const CONTENT_TURN: u8 = 1;
+/// A turn at the shared part of the record's spans ([`Queued::prepared`]).
+const SPANS_TURN: u8 = 2;
+
 impl Held {
-    fn new(record: Arc<Queued>, health: Arc<SinkHealth>, recent: Option<recent::Slot>) -> Self {
+    fn new(
+        record: Arc<Queued>,
+        health: Arc<SinkHealth>,
+        recent: Option<recent::Slot>,
+        turns: u8,
+    ) -> Self {
         health
             .held_bytes
             .fetch_add(record.bytes(), Ordering::Relaxed);
+        if turns & CONTENT_TURN != 0 {
+            record.add_content_user();
+        }
+        if turns & SPANS_TURN != 0 {
+            record.add_span_user();
+        }
         Self {
             record,
             health,
             recent,
+            turns: std::sync::atomic::AtomicU8::new(turns),
         }
+    }
+
+    /// Whether `turn` was still its own (it is taken now).
+    fn take_turn(&self, turn: u8) -> bool {
+        self.turns.fetch_and(!turn, Ordering::Relaxed) & turn != 0
     }
 }
 
@@ -161,6 +187,14 @@ impl Drop for Held {
         self.health
             .held_bytes
             .fetch_sub(self.record.bytes(), Ordering::Relaxed);
+        // Not encoded (dropped in the queue, at shutdown): the others need not wait for it.
+        let turns = *self.turns.get_mut();
+        if turns & CONTENT_TURN != 0 {
+            self.record.leave_content();
+        }
+        if turns & SPANS_TURN != 0 {
+            self.record.leave_spans();
+        }
         // Every counted ending settles the slot first; one still open here was let go at
         // shutdown.
         if let Some(slot) = self.recent.as_ref().filter(|s| s.pending()) {
@@ -182,20 +216,28 @@ impl span::Source for &Held {
     }
 
     /// Shared with the other destinations that send the record's content
-    /// ([`crate::ingress::Queued::converted`]).
+    /// ([`crate::ingress::Queued::converted`]); this copy's turn the first time.
     fn converted(&self) -> Option<Arc<span::content::Converted>> {
-        self.record.converted()
+        if self.take_turn(CONTENT_TURN) {
+            self.record.converted()
+        } else {
+            self.record.converted_again()
+        }
     }
 
     /// One set of ids for the record in every destination.
-    fn id_seed(&self) -> Option<u64> {
+    fn id_seed(&self) -> Option<span::IdSeed> {
         Some(self.record.id_seed())
     }
 
     /// Shared with the other destinations that send the record's spans
-    /// ([`crate::ingress::Queued::prepared`]).
+    /// ([`crate::ingress::Queued::prepared`]); this copy's turn the first time.
     fn prepared(&self) -> Option<Arc<span::Prepared>> {
-        self.record.prepared()
+        if self.take_turn(SPANS_TURN) {
+            self.record.prepared()
+        } else {
+            self.record.prepared_again()
+        }
     }
 }
 
@@ -259,14 +301,26 @@ impl Sink {
             self.drop_one(stats, DropReason::QueueFull);
             return false;
         }
-        let (held, reason) = match self
-            .tx
-            .try_send(Held::new(record, self.health.clone(), recent))
-        {
-            Ok(()) => return true,
-            Err(mpsc::error::TrySendError::Full(held)) => (held, DropReason::QueueFull),
-            Err(mpsc::error::TrySendError::Closed(held)) => (held, DropReason::ShutdownDeadline),
-        };
+        // Its turns at what the destinations that will encode the record share: the
+        // content conversion (OTLP, not privacy mode) and the spans' common part (OTLP).
+        let mut turns = 0;
+        if record.content.is_some() && self.spec.encodes_content() {
+            turns |= CONTENT_TURN;
+        }
+        if self.spec.encodes_spans() {
+            turns |= SPANS_TURN;
+        }
+        let (held, reason) =
+            match self
+                .tx
+                .try_send(Held::new(record, self.health.clone(), recent, turns))
+            {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Full(held)) => (held, DropReason::QueueFull),
+                Err(mpsc::error::TrySendError::Closed(held)) => {
+                    (held, DropReason::ShutdownDeadline)
+                }
+            };
         if let Some(slot) = &held.recent {
             slot.dropped(reason);
         }
@@ -703,27 +757,95 @@ mod tests {
     use crate::ingress::{ByteBudget, Queued};
     use span::Source;
 
-    #[test]
-    fn destinations_sending_content_share_one_conversion() {
+    /// Two destinations' copies of one record, both sending content and spans.
+    fn two_copies(budget: &Arc<ByteBudget>) -> (Held, Held, usize) {
         let record = crate::span::tests::record();
-        let budget = ByteBudget::new(1 << 20);
         let held_bytes = record.approx_bytes();
         let queued = Arc::new(Queued::new(record, budget.try_charge(held_bytes).unwrap()));
-        queued.add_content_user();
-        queued.add_content_user();
         let health = Arc::new(SinkHealth::default());
-        let (a, b) = (
-            Held::new(queued.clone(), health.clone(), None),
-            Held::new(queued.clone(), health.clone(), None),
-        );
-        drop(queued);
+        let turns = CONTENT_TURN | SPANS_TURN;
+        (
+            Held::new(queued.clone(), health.clone(), None, turns),
+            Held::new(queued, health, None, turns),
+            held_bytes,
+        )
+    }
+
+    #[test]
+    fn destinations_share_one_conversion_and_one_span_part() {
+        let budget = ByteBudget::new(1 << 20);
+        let (a, b, held_bytes) = two_copies(&budget);
         let first = (&a).converted().unwrap();
+        let part = (&a).prepared().unwrap();
         assert!(
-            budget.used() > held_bytes,
-            "kept for the second destination"
+            budget.used() > held_bytes + first.bytes(),
+            "both kept for the second destination"
         );
+        assert_eq!(budget.shared(), first.bytes() + part.bytes());
+        // The first encodes its batch again (split after a 413): the kept values, and the
+        // second destination's turn is still its own.
+        assert!(Arc::ptr_eq(&(&a).converted().unwrap(), &first));
+        assert!(Arc::ptr_eq(&(&a).prepared().unwrap(), &part));
+        assert!(budget.shared() > 0);
         let second = (&b).converted().unwrap();
         assert!(Arc::ptr_eq(&first, &second), "one conversion");
-        assert_eq!(budget.used(), held_bytes, "let go once both have it");
+        assert!(
+            Arc::ptr_eq(&(&b).prepared().unwrap(), &part),
+            "one span part"
+        );
+        assert_eq!(budget.used(), held_bytes, "let go once both have them");
+        assert_eq!(budget.shared(), 0);
+        // Asked again after that: made for the caller, nothing kept.
+        assert_eq!((&b).converted().as_deref(), Some(&*first));
+        assert!((&b).prepared().is_none());
+        assert_eq!(budget.used(), held_bytes);
+    }
+
+    #[test]
+    fn a_copy_dropped_unencoded_lets_the_others_go_first() {
+        let budget = ByteBudget::new(1 << 20);
+        let (a, b, held_bytes) = two_copies(&budget);
+        assert!((&a).prepared().is_some());
+        assert!(budget.used() > held_bytes, "kept for the second");
+        // The second destination drops its copy (its queue, or the shutdown deadline):
+        // what was kept for it goes although the first still holds the record.
+        drop(b);
+        assert_eq!(budget.used(), held_bytes);
+        assert_eq!(budget.shared(), 0);
+        drop(a);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn values_kept_for_several_destinations_take_at_most_an_eighth_of_the_budget() {
+        let record = crate::span::tests::record();
+        let held_bytes = record.approx_bytes();
+        // Room for sixteen records, and for the span part of one or two of them only.
+        let budget = ByteBudget::new(16 * held_bytes);
+        let health = Arc::new(SinkHealth::default());
+        let mut copies = Vec::new();
+        let mut kept = 0;
+        for _ in 0..8 {
+            let queued = Arc::new(Queued::new(
+                record.clone(),
+                budget.try_charge(held_bytes).unwrap(),
+            ));
+            let a = Held::new(queued.clone(), health.clone(), None, SPANS_TURN);
+            let b = Held::new(queued, health.clone(), None, SPANS_TURN);
+            assert!((&a).prepared().is_some(), "made for the first either way");
+            if budget.shared() > kept {
+                kept = budget.shared();
+            }
+            copies.push((a, b));
+        }
+        assert!(kept > 0, "some kept");
+        assert!(budget.shared() <= budget.max() / 8, "{}", budget.shared());
+        // The second destinations write theirs whole where nothing was kept.
+        let whole = copies
+            .iter()
+            .filter(|(_, b)| b.prepared().is_none())
+            .count();
+        assert!(whole > 0, "past an eighth, not kept");
+        assert_eq!(budget.shared(), 0);
     }
 }

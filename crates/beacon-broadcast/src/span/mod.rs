@@ -1,5 +1,6 @@
 //! Where a span is built: one completion record → OTLP spans (SPEC §4.1), as a pure
-//! function with no I/O. Ids come from an [`IdSource`] so tests are deterministic.
+//! function with no I/O. Ids come from the record's own seed ([`SeededIds`]: the same in
+//! every destination), or from an [`IdSource`] given to the encoder (tests, deterministic).
 //!
 //! ```text
 //! [root: trace.trace_name, op gen_ai.invoke_agent]        optional
@@ -88,9 +89,13 @@ impl IdSource for RandomIds {
     }
 }
 
+/// A record's id seed: 256 random bits, so the 128-bit trace ids drawn from it are as
+/// unlikely to collide as independent random ones.
+pub type IdSeed = [u8; 32];
+
 /// A new seed for [`SeededIds`]: drawn once per record when it enters the export path.
-pub fn id_seed() -> u64 {
-    u64::from_le_bytes(random_id())
+pub fn id_seed() -> IdSeed {
+    random_id()
 }
 
 /// Ids drawn from a record's own seed: every destination that encodes the record (and a
@@ -98,12 +103,12 @@ pub fn id_seed() -> u64 {
 /// completion has one trace id and one set of span ids in every tool it is sent to — the
 /// ids a user copies from Sentry find the same trace in Langfuse.
 #[derive(Debug, Clone)]
-pub struct SeededIds(rand::rngs::SmallRng);
+pub struct SeededIds(rand::rngs::Xoshiro256PlusPlus);
 
 impl SeededIds {
     /// The ids of the record whose seed is `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(rand::SeedableRng::seed_from_u64(seed))
+    pub fn new(seed: IdSeed) -> Self {
+        Self(rand::SeedableRng::from_seed(seed))
     }
 
     fn draw<const N: usize>(&mut self) -> [u8; N] {
@@ -332,7 +337,7 @@ fn error_status(record: &CompletionRecord) -> Option<(&str, &str)> {
 /// once, correctly — and costs a fraction of `rust_decimal`'s general conversion, which was
 /// 1 % of the process at saturation with two destinations.
 fn decimal_f64(d: rust_decimal::Decimal) -> f64 {
-    const EXACT: i64 = 1 << 53;
+    const EXACT: u64 = 1 << 53;
     // The powers of ten exact as `f64` (a table: `powi` is a library call).
     const POW10: [f64; 23] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
@@ -340,7 +345,7 @@ fn decimal_f64(d: rust_decimal::Decimal) -> f64 {
     ];
     // Through i64: converting an i128 to f64 is a library call too.
     match (i64::try_from(d.mantissa()), POW10.get(d.scale() as usize)) {
-        (Ok(mantissa), Some(power)) if mantissa.abs() < EXACT => mantissa as f64 / power,
+        (Ok(mantissa), Some(power)) if mantissa.unsigned_abs() < EXACT => mantissa as f64 / power,
         _ => d.try_into().unwrap_or(0.0),
     }
 }
@@ -867,12 +872,12 @@ pub trait Source {
         None
     }
     /// The record's id seed ([`SeededIds`]); `None`: ids come from the encoder's source.
-    fn id_seed(&self) -> Option<u64> {
+    fn id_seed(&self) -> Option<IdSeed> {
         None
     }
     /// The record's spans as far as every destination shares them, written once for all
     /// of them ([`crate::ingress::Queued::prepared`]); `None`: the encoder writes them.
-    /// Asked once per record and destination.
+    /// Asked each time the record is encoded (again after a batch is split).
     fn prepared(&self) -> Option<std::sync::Arc<Prepared>> {
         None
     }
@@ -974,6 +979,12 @@ impl Prepared {
             bytes: w.buf,
             spans,
         }
+    }
+
+    /// Gives back the room its buffers reserved beyond what they hold (before it is kept).
+    pub fn shrink_to_fit(&mut self) {
+        self.bytes.shrink_to_fit();
+        self.spans.shrink_to_fit();
     }
 
     /// Bytes it holds (what it is charged against the export path's budget).

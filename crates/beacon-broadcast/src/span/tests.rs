@@ -846,13 +846,13 @@ fn content_converted_once_encodes_the_same_bytes_in_every_dialect() {
 }
 
 /// A record carrying its id seed, as a queued record does.
-struct WithSeed<'r>(&'r CompletionRecord, u64);
+struct WithSeed<'r>(&'r CompletionRecord, IdSeed);
 
 impl Source for WithSeed<'_> {
     fn record(&self) -> &CompletionRecord {
         self.0
     }
-    fn id_seed(&self) -> Option<u64> {
+    fn id_seed(&self) -> Option<IdSeed> {
         Some(self.1)
     }
 }
@@ -885,7 +885,7 @@ fn a_record_has_the_same_ids_in_every_destination_and_its_own_across_records() {
             .cloned()
             .unwrap(),
     );
-    let encode = |seed: u64, dialect, privacy_mode| {
+    let encode = |seed: u8, dialect, privacy_mode| {
         let s = SpanSettings {
             privacy_mode,
             dialect,
@@ -893,7 +893,7 @@ fn a_record_has_the_same_ids_in_every_destination_and_its_own_across_records() {
         };
         let mut random = RandomIds;
         let (head, spans) =
-            encode_export_parts_sized([WithSeed(&r, seed)], &s, &mut random, None, 64);
+            encode_export_parts_sized([WithSeed(&r, [seed; 32])], &s, &mut random, None, 64);
         span_ids(&[head, spans].concat())
     };
     let ids = encode(7, Dialect::GenAi, false);
@@ -916,13 +916,13 @@ fn a_record_has_the_same_ids_in_every_destination_and_its_own_across_records() {
 }
 
 /// A record whose spans' shared part was written elsewhere (another destination's batch).
-struct WithPrepared<'r>(&'r CompletionRecord, u64, std::sync::Arc<Prepared>);
+struct WithPrepared<'r>(&'r CompletionRecord, IdSeed, std::sync::Arc<Prepared>);
 
 impl Source for WithPrepared<'_> {
     fn record(&self) -> &CompletionRecord {
         self.0
     }
-    fn id_seed(&self) -> Option<u64> {
+    fn id_seed(&self) -> Option<IdSeed> {
         Some(self.1)
     }
     fn prepared(&self) -> Option<std::sync::Arc<Prepared>> {
@@ -957,9 +957,13 @@ fn spans_finished_from_a_shared_part_are_the_bytes_written_whole() {
     }
     tools.tool_names = vec!["get_weather".into(), "get_time".into()];
     for (n, r) in [record(), failed, sampled, tools].iter().enumerate() {
-        let seed = 40 + n as u64;
+        let seed = [40 + n as u8; 32];
         let prepared = std::sync::Arc::new(Prepared::of(r, &mut SeededIds::new(seed)));
-        assert!(prepared.bytes() > 200, "charged for what it holds");
+        let mut shrunk = Prepared::of(r, &mut SeededIds::new(seed));
+        shrunk.shrink_to_fit();
+        // Charged for what it holds: its bytes, and no more than a little beyond them.
+        assert!(shrunk.bytes() >= shrunk.bytes.len() + shrunk.spans.len() * 24);
+        assert!(shrunk.bytes() <= shrunk.bytes.len() + 256 * shrunk.spans.len() + 256);
         for dialect in [Dialect::GenAi, Dialect::Langfuse, Dialect::OpenInference] {
             for (privacy_mode, sampling_rate) in [(false, 1.0), (true, 1.0), (false, 0.25)] {
                 let s = SpanSettings {
@@ -987,8 +991,22 @@ fn spans_finished_from_a_shared_part_are_the_bytes_written_whole() {
                     "record {n}, {dialect:?}, privacy {privacy_mode}, rate {sampling_rate}"
                 );
                 assert_eq!(exported.0, exported.1);
-                // And both are the prost encoding of the same spans (field order included).
+                // And both are the prost encoding of the same spans (field order included),
+                // each attribute once: the shared and the destination's parts do not overlap.
                 let spans = build_spans(r, &s, &mut SeededIds::new(seed));
+                for sp in &spans {
+                    let mut keys: Vec<&str> =
+                        sp.attributes.iter().map(|kv| kv.key.as_str()).collect();
+                    let all = keys.len();
+                    keys.sort_unstable();
+                    keys.dedup();
+                    assert_eq!(
+                        keys.len(),
+                        all,
+                        "record {n}, {dialect:?}: a key twice in {}",
+                        sp.name
+                    );
+                }
                 assert_eq!(
                     [whole.0, whole.1].concat(),
                     prost::Message::encode_to_vec(&export_request(spans)),
