@@ -412,8 +412,9 @@ async fn every_preset_is_tested_saved_and_sent_in_its_own_dialect() {
             }
         }
     }
-    // One completion has one trace id and one generation span id in every tool: a
-    // completion made while every destination is live reaches them all with the same ids.
+    // One completion has one trace id and one generation span id in every tool (and the
+    // webhook's record names them): a completion made while every destination is live
+    // reaches them all with the same ids.
     let before: Vec<usize> = presets.iter().map(|p| p.mock.accepted().len()).collect();
     assert_eq!(beacon_e2e::completion_status(addr, &key).await, 200);
     for (p, n) in presets.iter().zip(&before) {
@@ -421,10 +422,24 @@ async fn every_preset_is_tested_saved_and_sent_in_its_own_dialect() {
     }
     let mut ids_by_destination = Vec::new();
     for (p, n) in presets.iter().zip(&before) {
+        let got = p.mock.accepted();
         if p.good["type"] == "webhook" {
+            // The webhook's records carry the ids their spans have everywhere else.
+            let ids: std::collections::BTreeMap<String, (String, String)> = got[*n..]
+                .iter()
+                .flat_map(|r| serde_json::from_slice::<Vec<Value>>(&r.body).unwrap())
+                .map(|r| {
+                    let id = |k: &str| {
+                        r[k].as_str()
+                            .unwrap_or_else(|| panic!("{k}: {r}"))
+                            .to_string()
+                    };
+                    (id("request_id"), (id("trace_id"), id("span_id")))
+                })
+                .collect();
+            ids_by_destination.push(("webhook".to_string(), ids));
             continue;
         }
-        let got = p.mock.accepted();
         let bodies: Vec<&[u8]> = got[*n..].iter().map(|r| r.body.as_slice()).collect();
         let ids: std::collections::BTreeMap<String, (String, String)> = decode_bodies(&bodies)
             .await

@@ -118,10 +118,20 @@ pub fn delivery_headers(secret: &[u8], body: &[u8]) -> Vec<(http::HeaderName, ht
     .collect()
 }
 
-/// One record as the webhook sends it: the completion record (SPEC §3) and, unless privacy
-/// mode, its prompt and completion text.
-pub fn record_json(record: &CompletionRecord, privacy_mode: bool) -> Value {
+/// One record as the webhook sends it: the completion record (SPEC §3); `ids`, the trace
+/// id and generation span id its spans have in the OTLP destinations (as `trace_id` and
+/// `span_id`, hex), so a receiver can link to them; and, unless privacy mode, its prompt
+/// and completion text.
+pub fn record_json(
+    record: &CompletionRecord,
+    ids: Option<([u8; 16], [u8; 8])>,
+    privacy_mode: bool,
+) -> Value {
     let mut v = serde_json::to_value(record).unwrap_or(Value::Null);
+    if let (Some((trace_id, span_id)), Value::Object(m)) = (ids, &mut v) {
+        m.insert("trace_id".into(), hex::encode(trace_id).into());
+        m.insert("span_id".into(), hex::encode(span_id).into());
+    }
     if let (false, Some(c), Value::Object(m)) = (privacy_mode, &record.content, &mut v) {
         let mut content = Map::new();
         let messages = serde_json::from_slice::<Value>(&c.input_messages).unwrap_or(Value::Null);
@@ -142,14 +152,15 @@ pub fn record_json(record: &CompletionRecord, privacy_mode: bool) -> Value {
     v
 }
 
-/// The body of one delivery: `records` as a JSON array.
+/// The body of one delivery: `records` (each with its span ids, [`record_json`]) as a JSON
+/// array.
 pub fn body<'a>(
-    records: impl IntoIterator<Item = &'a CompletionRecord>,
+    records: impl IntoIterator<Item = (&'a CompletionRecord, Option<([u8; 16], [u8; 8])>)>,
     privacy_mode: bool,
 ) -> Vec<u8> {
     let items: Vec<Value> = records
         .into_iter()
-        .map(|r| record_json(r, privacy_mode))
+        .map(|(r, ids)| record_json(r, ids, privacy_mode))
         .collect();
     serde_json::to_vec(&items).unwrap_or_else(|_| b"[]".to_vec())
 }
@@ -187,5 +198,29 @@ mod tests {
         assert_eq!(e.field, "secret");
         let e = spec("webhook", json!({"secret": "0123456789abcdef"})).unwrap_err();
         assert_eq!(e.field, "url");
+    }
+
+    #[test]
+    fn a_delivery_carries_each_records_span_ids_and_content_unless_private() {
+        let r = crate::span::tests::record();
+        let ids = crate::span::record_ids(&r, [7; 32]);
+        assert_eq!(
+            ids,
+            crate::span::record_ids(&r, [7; 32]),
+            "the record's own ids"
+        );
+        for privacy_mode in [false, true] {
+            let body = body([(&r, Some(ids)), (&r, None)], privacy_mode);
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v[0]["trace_id"], hex::encode(ids.0));
+            assert_eq!(v[0]["span_id"], hex::encode(ids.1));
+            assert_eq!(v[0]["request_id"], r.request_id.as_str());
+            assert!(v[1].get("trace_id").is_none());
+            assert_eq!(v[0].get("content").is_some(), !privacy_mode, "{v}");
+            assert_eq!(
+                String::from_utf8_lossy(&body).contains("SECRET-PROMPT"),
+                !privacy_mode
+            );
+        }
     }
 }

@@ -729,7 +729,13 @@ fn signed_json<'h>(
     key: &[u8],
 ) -> (http::Payload, Tracked<'h>) {
     use crate::destination::webhook;
-    let body = webhook::body(records.iter().map(|r| &**r), spec.privacy_mode);
+    let body = webhook::body(
+        records.iter().map(|r| {
+            let record = &r.record.record;
+            (record, Some(span::record_ids(record, r.record.id_seed())))
+        }),
+        spec.privacy_mode,
+    );
     let headers = webhook::delivery_headers(key, &body);
     let tracked = records
         .iter()

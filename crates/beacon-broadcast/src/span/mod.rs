@@ -128,6 +128,13 @@ impl SeededIds {
     }
 }
 
+/// The trace id and generation span id (zeros if it has none) the record whose seed is
+/// `seed` has in every OTLP destination: what a webhook delivery carries to link to them.
+pub fn record_ids(record: &CompletionRecord, seed: IdSeed) -> ([u8; 16], [u8; 8]) {
+    let plan = plan(record, &mut SeededIds::new(seed));
+    (plan.trace_id, plan.generation_span_id())
+}
+
 impl IdSource for SeededIds {
     fn trace_id(&mut self) -> [u8; 16] {
         self.draw()
