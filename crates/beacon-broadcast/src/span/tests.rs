@@ -16,6 +16,11 @@ impl IdSource for SeqIds {
     }
 }
 
+/// A record's `trace` object from JSON.
+fn trace(value: Value) -> Option<Map<String, Value>> {
+    value.as_object().cloned()
+}
+
 pub(crate) fn record() -> CompletionRecord {
     CompletionRecord {
         api: beacon_config::Api::Chat,
@@ -149,22 +154,17 @@ fn generation_span_only() {
 #[test]
 fn root_and_intermediate_spans_with_remote_parent() {
     let mut r = record();
-    r.trace = Some(
-        json!({
-            "trace_id": "my-workflow-run-42",
-            "trace_name": "support-agent",
-            "span_name": "answer",
-            "generation_name": "draft reply",
-            "parent_span_id": "b7ad6b7169203331",
-            "environment": "production",
-            "release": "1.2.3",
-            "customer": {"tier": "gold"},
-            "attempt": 2
-        })
-        .as_object()
-        .unwrap()
-        .clone(),
-    );
+    r.trace = trace(json!({
+        "trace_id": "my-workflow-run-42",
+        "trace_name": "support-agent",
+        "span_name": "answer",
+        "generation_name": "draft reply",
+        "parent_span_id": "b7ad6b7169203331",
+        "environment": "production",
+        "release": "1.2.3",
+        "customer": {"tier": "gold"},
+        "attempt": 2
+    }));
     let spans = build_spans(
         &r,
         &SpanSettings {
@@ -193,12 +193,8 @@ fn root_and_intermediate_spans_with_remote_parent() {
 #[test]
 fn trace_ids_as_is_and_invalid_parents_kept_as_metadata() {
     let mut r = record();
-    r.trace = Some(
-        json!({"trace_id": "0af7651916cd43dd8448eb211c80319c", "parent_span_id": "nope"})
-            .as_object()
-            .unwrap()
-            .clone(),
-    );
+    r.trace =
+        trace(json!({"trace_id": "0af7651916cd43dd8448eb211c80319c", "parent_span_id": "nope"}));
     let spans = build_spans(&r, &settings(), &mut SeqIds(0));
     assert_eq!(
         hex::encode(&spans[0].trace_id),
@@ -211,12 +207,7 @@ fn trace_ids_as_is_and_invalid_parents_kept_as_metadata() {
         Some(&any_value::Value::StringValue("nope".into()))
     );
     // All-zero ids are not ids.
-    r.trace = Some(
-        json!({"trace_id": "00000000000000000000000000000000"})
-            .as_object()
-            .unwrap()
-            .clone(),
-    );
+    r.trace = trace(json!({"trace_id": "00000000000000000000000000000000"}));
     let spans = build_spans(&r, &settings(), &mut SeqIds(0));
     assert_ne!(spans[0].trace_id, vec![0u8; 16]);
 }
@@ -249,12 +240,7 @@ fn header_context_is_used_when_the_body_has_none() {
     assert_eq!(hex::encode(&spans[0].parent_span_id), "b7ad6b7169203331");
     assert_eq!(spans[0].flags, REMOTE_PARENT_FLAGS);
     // The body's trace id wins, and then the header's parent (another trace's span) is not used.
-    r.trace = Some(
-        json!({"trace_id": "0af7651916cd43dd8448eb211c80319c"})
-            .as_object()
-            .unwrap()
-            .clone(),
-    );
+    r.trace = trace(json!({"trace_id": "0af7651916cd43dd8448eb211c80319c"}));
     let spans = build_spans(&r, &settings(), &mut SeqIds(0));
     assert_eq!(
         hex::encode(&spans[0].trace_id),
@@ -359,12 +345,9 @@ fn direct_encoding_equals_the_prost_messages() {
     use prost::Message;
     let mut records = vec![record()];
     let mut agent = record();
-    agent.trace = Some(
+    agent.trace = trace(
         json!({"trace_id": "run-1", "trace_name": "agent", "span_name": "step", "parent_span_id": "b7ad6b7169203331",
-               "environment": "prod", "n": 3, "x": 1.5, "flag": true, "obj": {"a": [1, 2]}})
-        .as_object()
-        .unwrap()
-        .clone(),
+               "environment": "prod", "n": 3, "x": 1.5, "flag": true, "obj": {"a": [1, 2]}}),
     );
     records.push(agent);
     let mut failed = record();
@@ -563,12 +546,7 @@ fn finish_reasons_are_a_string_and_tools_are_named_or_defined_by_privacy() {
 /// earlier completion asked for, 2.5 s before.
 fn tool_result_record() -> CompletionRecord {
     let mut r = record();
-    r.trace = Some(
-        json!({"trace_id": "run-7", "trace_name": "weather-agent"})
-            .as_object()
-            .unwrap()
-            .clone(),
-    );
+    r.trace = trace(json!({"trace_id": "run-7", "trace_name": "weather-agent"}));
     r.tools.answered = vec!["call_1".into()];
     r.tools.executions = vec![crate::record::ToolExecution {
         call_id: "call_1".into(),
@@ -879,12 +857,7 @@ fn a_record_has_the_same_ids_in_every_destination_and_its_own_across_records() {
     use crate::destination::Dialect;
     // Agent, function, generation, two failed attempts: several spans from one seed.
     let mut r = failed_over();
-    r.trace = Some(
-        json!({"trace_name": "agent", "span_name": "step"})
-            .as_object()
-            .cloned()
-            .unwrap(),
-    );
+    r.trace = trace(json!({"trace_name": "agent", "span_name": "step"}));
     let encode = |seed: u8, dialect, privacy_mode| {
         let s = SpanSettings {
             privacy_mode,
@@ -934,11 +907,8 @@ impl Source for WithPrepared<'_> {
 fn spans_finished_from_a_shared_part_are_the_bytes_written_whole() {
     use crate::destination::Dialect;
     let mut failed = failed_over();
-    failed.trace = Some(
-        json!({"trace_name": "agent", "span_name": "step", "environment": "prod", "trace_id": "run-9"})
-            .as_object()
-            .cloned()
-            .unwrap(),
+    failed.trace = trace(
+        json!({"trace_name": "agent", "span_name": "step", "environment": "prod", "trace_id": "run-9"}),
     );
     let mut sampled = record();
     sampled.trace_context = Some(TraceContext {
