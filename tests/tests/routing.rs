@@ -212,7 +212,7 @@ async fn weights_split_the_load_and_a_dead_target_cools_down_and_comes_back() {
         r#"
 [routing]
 cooldown_failures = 2
-cooldown_secs = 2
+cooldown_secs = 5
 
 [[models]]
 name = "split"
@@ -268,7 +268,7 @@ fallbacks = ["mock/echo"]
         ),
         1.0
     );
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    tokio::time::sleep(Duration::from_millis(5200)).await;
     assert_eq!(
         attempts(&chat(&beacon, hi("cooling")).await),
         "2",
