@@ -16,7 +16,12 @@ error events by outcome, drops by reason).
 With --paired N, N blocks of four short saturated runs instead, in the order off, on, on, off
 (each pair of runs seeing the same machine; the order cancels a drift within the block); a
 block's ratio is (on + on) / (off + off) and the median over the blocks is printed with
-every block's value. For noisy machines, where a 5 s round's ratio moves by ±0.2.
+every block's value. For noisy machines, where a 5 s round's ratio moves by ±0.2. Each
+`--with NAME=BINARY[:VAR=VALUE]` adds another broadcast-on build to every block (off, on,
+the others, then backwards) and prints its ratio to off too; with a build of
+bench/patches/export_floor.patch and BEACON_EXPORT_FLOOR=gzip (or none) it measures the export
+path's floor: no conversion, no span encoding, only the fan-out, the queues, compression (or
+none) and the POST.
 
 With --export-cpu B1,B2,..., several builds with broadcast on, side by side: each round runs
 wrk saturated (--duration s) against each build in turn, and reads each build's export
@@ -30,6 +35,8 @@ Sentry destination, and Sentry + Langfuse — what each destination costs the ex
 Usage:
   python3 bench/destinations_bench.py [--rounds 5] [--duration 5] [--bin target/release/beacon]
   python3 bench/destinations_bench.py --paired 20 --duration 2
+  python3 bench/destinations_bench.py --paired 16 --duration 2 --bin B --with gzip_only=FLOOR:BEACON_EXPORT_FLOOR=gzip \
+      --with nothing=FLOOR:BEACON_EXPORT_FLOOR=none     (FLOOR: a build with bench/patches/export_floor.patch)
   python3 bench/destinations_bench.py --instructions --rounds 3
   python3 bench/destinations_bench.py --export-cpu /tmp/beacon-before,target/release/beacon --rounds 5 --duration 4
 Needs what bench/gateway_bench.py installs (nginx, wrk).
@@ -157,25 +164,46 @@ def instructions(args, tmp, up, sinks, binary):
 
 
 def paired(args, targets, script):
-    """--paired: blocks of saturated runs off, on, on, off; each block's on/off ratio."""
-    blocks = []
+    """--paired: blocks of saturated runs off, on, on, off (with --with: off, on, the other
+    builds, then the same backwards); each block's on/off ratio per broadcast-on build."""
+    names = list(targets)
+    order = names + names[::-1]
+    blocks, export_us, cpu_us = [], {n: [] for n in names}, {n: [] for n in names}
     for b in range(args.paired):
-        rps = {"off": [], "on": []}
-        for name in ("off", "on", "on", "off"):
+        rps = {n: [] for n in names}
+        for name in order:
             proc, port = targets[name]
-            rps[name].append(g.wrk(port, "/v1/chat/completions", args.duration, 64, script)["rps"])
-        blocks.append({"off": rps["off"], "on": rps["on"], "ratio": sum(rps["on"]) / sum(rps["off"])})
+            w = g.wrk(port, "/v1/chat/completions", args.duration, 64, script, proc.pid)
+            rps[name].append(w["rps"])
+            export_us[name].append(w["threads"].get("beacon-export", 0.0) * 1e6 / max(w["rps"], 1))
+            cpu_us[name].append(w["cpu_us_per_request"])
+        block = {"off": rps["off"], "on": rps["on"], "ratio": sum(rps["on"]) / sum(rps["off"])}
+        for n in names[2:]:
+            block[n] = {"rps": rps[n], "ratio": sum(rps[n]) / sum(rps["off"])}
+        blocks.append(block)
+        others = "".join(f", {n} {block[n]['ratio']:.3f}" for n in names[2:])
         print(f"block {b + 1}: off {rps['off'][0]:.0f} / {rps['off'][1]:.0f}, on {rps['on'][0]:.0f} / "
-              f"{rps['on'][1]:.0f} req/s, on/off {blocks[-1]['ratio']:.3f}", file=sys.stderr, flush=True)
-    ratios = sorted(x["ratio"] for x in blocks)
-    q = len(ratios) // 4
-    print(json.dumps({
+              f"{rps['on'][1]:.0f} req/s, on/off {block['ratio']:.3f}{others}", file=sys.stderr, flush=True)
+
+    def spread(values):
+        values = sorted(values)
+        q = len(values) // 4
+        return statistics.median(values), [values[q], values[-1 - q]]
+
+    median, iqr = spread(x["ratio"] for x in blocks)
+    out = {
         "duration_s": args.duration,
         "blocks": blocks,
-        "on_off_rps_ratio_median": statistics.median(ratios),
-        "on_off_rps_ratio_interquartile": [ratios[q], ratios[-1 - q]],
+        "on_off_rps_ratio_median": median,
+        "on_off_rps_ratio_interquartile": iqr,
+        "export_thread_us_per_request": {n: statistics.median(v) for n, v in export_us.items()},
+        "beacon_cpu_us_per_request": {n: statistics.median(v) for n, v in cpu_us.items()},
         "on_export": metrics(targets["on"][1]),
-    }, indent=2))
+    }
+    for n in names[2:]:
+        m, q = spread(x[n]["ratio"] for x in blocks)
+        out[f"{n}_off_rps_ratio_median"], out[f"{n}_off_rps_ratio_interquartile"] = m, q
+    print(json.dumps(out, indent=2))
 
 
 def export_cpu(args, tmp, up, sinks, procs):
@@ -219,6 +247,10 @@ def main():
     ap.add_argument("--paired", type=int, metavar="N",
                     help="instead: N blocks of saturated runs off, on, on, off (--duration s each), "
                          "the median of the blocks' on/off throughput ratios")
+    ap.add_argument("--with", dest="with_build", action="append", default=[], metavar="NAME=BINARY[:VAR=VALUE]",
+                    help="with --paired: another broadcast-on build in the same blocks (started with the "
+                         "environment variable VAR=VALUE, e.g. a build of bench/patches/export_floor.patch with "
+                         "BEACON_EXPORT_FLOOR=gzip), its throughput against broadcast off")
     ap.add_argument("--export-cpu", metavar="B1,B2",
                     help="instead: these builds with broadcast on, side by side: the export thread's "
                          "CPU µs per completion at saturation")
@@ -238,6 +270,22 @@ def main():
         targets = {}
         for name, on in (("off", False), ("on", True)):
             proc, port = start(tmp, name, up, sinks, on, binary)
+            procs.append(proc)
+            targets[name] = (proc, port)
+        for spec in args.with_build:  # NAME=BINARY[:VAR=VALUE], broadcast on
+            name, rest = spec.split("=", 1)
+            other, _, env = rest.partition(":")
+            var, _, value = env.partition("=")
+            saved = os.environ.get(var) if var else None
+            if var:
+                os.environ[var] = value
+            try:
+                proc, port = start(tmp, name, up, sinks, True, str(pathlib.Path(other).resolve()))
+            finally:
+                if var and saved is None:
+                    os.environ.pop(var, None)
+                elif var:
+                    os.environ[var] = saved
             procs.append(proc)
             targets[name] = (proc, port)
         script = mixed_script(tmp)
