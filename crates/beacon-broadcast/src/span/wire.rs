@@ -150,6 +150,23 @@ impl WireAttrs<'_> {
     #[inline]
     fn known(&mut self, key: &str, value_len: usize, value: impl FnOnce(&mut Writer)) {
         let w = &mut *self.w;
+        // Nearly every attribute is short: the `KeyValue` (key tag and length, key, value tag
+        // and length, value) under 128 bytes, so each length is one varint byte and the
+        // header bytes are written as they are.
+        let short = 4 + key.len() + value_len;
+        if short < 0x80 && self.field < 16 {
+            w.buf.reserve(2 + short);
+            w.buf.extend_from_slice(&[
+                ((self.field << 3) | u32::from(LEN)) as u8,
+                short as u8,
+                (1 << 3) | LEN,
+                key.len() as u8,
+            ]);
+            w.buf.extend_from_slice(key.as_bytes());
+            w.buf.extend_from_slice(&[(2 << 3) | LEN, value_len as u8]);
+            value(w);
+            return;
+        }
         let any_len = value_len;
         let kv_len =
             1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any_len as u64) + any_len;
@@ -214,6 +231,49 @@ mod tests {
             (u64::MAX, 10),
         ] {
             assert_eq!(varint_len(v), n, "{v}");
+        }
+    }
+
+    #[test]
+    fn attributes_around_the_one_byte_length_boundary_match_prost() {
+        use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+        // A `KeyValue` of 127 bytes has one-byte lengths (the short path), 128 does not.
+        // Keys are attribute names, never empty (prost would leave an empty key out).
+        for key_len in [
+            1, 20, 100, 119, 120, 121, 122, 123, 124, 125, 126, 127, 128, 300,
+        ] {
+            for value_len in [
+                0, 1, 30, 100, 118, 119, 120, 121, 122, 123, 126, 127, 128, 300,
+            ] {
+                let (key, value) = ("k".repeat(key_len), "v".repeat(value_len));
+                let mut w = Writer::default();
+                let mut a = WireAttrs {
+                    w: &mut w,
+                    field: 9,
+                };
+                a.str(&key, &value);
+                a.int(&key, -(value_len as i64));
+                a.double(&key, value_len as f64 / 3.0);
+                a.bool(&key, value_len % 2 == 0);
+                let mut expected = Vec::new();
+                for value in [
+                    Value::StringValue(value.clone()),
+                    Value::IntValue(-(value_len as i64)),
+                    Value::DoubleValue(value_len as f64 / 3.0),
+                    Value::BoolValue(value_len % 2 == 0),
+                ] {
+                    let kv = KeyValue {
+                        key: key.clone(),
+                        value: Some(AnyValue { value: Some(value) }),
+                        ..Default::default()
+                    };
+                    prost::encoding::message::encode(9, &kv, &mut expected);
+                }
+                assert_eq!(
+                    w.buf, expected,
+                    "key {key_len} bytes, value {value_len} bytes"
+                );
+            }
         }
     }
 
