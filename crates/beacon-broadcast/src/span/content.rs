@@ -90,9 +90,56 @@ fn raw_or_null(out: &mut Buf, v: Option<&RawValue>) {
     out.push_str(v.map_or("null", RawValue::get));
 }
 
+/// Appends `s` as a JSON string, escaped as serde_json escapes it. Runs of bytes that need no
+/// escape (nearly all of a text) are found 16 bytes at a time and copied whole; each byte
+/// that does is written by serde_json's formatter.
 fn push_str_json(out: &mut Buf, s: &str) {
-    // Writing a &str to a Vec cannot fail; the escaped form is appended in place.
-    let _ = serde_json::to_writer(&mut out.0, s);
+    use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
+    let bytes = s.as_bytes();
+    out.0.reserve(bytes.len() + 2);
+    out.0.push(b'"');
+    let mut at = 0;
+    while at < bytes.len() {
+        let run = plain_run(&bytes[at..]);
+        out.0.extend_from_slice(&bytes[at..at + run]);
+        at += run;
+        let Some(&byte) = bytes.get(at) else { break };
+        let escape = match byte {
+            b'"' => CharEscape::Quote,
+            b'\\' => CharEscape::ReverseSolidus,
+            b'\x08' => CharEscape::Backspace,
+            b'\x0c' => CharEscape::FormFeed,
+            b'\n' => CharEscape::LineFeed,
+            b'\r' => CharEscape::CarriageReturn,
+            b'\t' => CharEscape::Tab,
+            other => CharEscape::AsciiControl(other),
+        };
+        // Writing to a Vec cannot fail.
+        let _ = CompactFormatter.write_char_escape(&mut out.0, escape);
+        at += 1;
+    }
+    out.0.push(b'"');
+}
+
+/// Whether JSON needs `byte` escaped in a string: a control character, `"` or `\`.
+const fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
+}
+
+/// How many leading bytes of `bytes` need no escape. Whole 16-byte blocks are tested
+/// without an early exit, which the compiler turns into vector compares.
+fn plain_run(bytes: &[u8]) -> usize {
+    let mut n = 0;
+    for block in bytes.chunks_exact(16) {
+        if block.iter().fold(false, |any, &b| any | needs_escape(b)) {
+            break;
+        }
+        n += 16;
+    }
+    n + bytes[n..]
+        .iter()
+        .position(|&b| needs_escape(b))
+        .unwrap_or(bytes.len() - n)
 }
 
 /// Appends the GenAI parts of one message's `content` (each preceded by a comma when
@@ -343,6 +390,42 @@ fn push_opt_json(out: &mut Buf, s: Option<&str>) {
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+
+    #[test]
+    fn strings_are_escaped_exactly_as_serde_json_escapes_them() {
+        let mut cases: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
+        cases.extend(
+            [
+                "",
+                "plain",
+                "Sunlight is scattered by the molecules of the atmosphere.",
+                "line one\nline \"two\"\tand a \\ backslash\r\n",
+                "\u{7f}\u{1f}\u{0}é日本語🙂\u{2028}",
+            ]
+            .map(String::from),
+        );
+        // An escape at every position around the 16-byte blocks, in ASCII and in text
+        // with multi-byte characters.
+        for len in [15, 16, 17, 31, 32, 33, 48] {
+            for at in 0..len {
+                for (plain, special) in [('a', '"'), ('é', '\n'), ('x', '\u{1}')] {
+                    let mut text: String = std::iter::repeat_n(plain, len).collect();
+                    let byte = text.char_indices().nth(at).map_or(0, |(i, _)| i);
+                    text.insert(byte, special);
+                    cases.push(text);
+                }
+            }
+        }
+        for case in cases {
+            let mut out = Buf::with_capacity(0);
+            push_str_json(&mut out, &case);
+            assert_eq!(
+                out.into_string(),
+                serde_json::to_string(&case).unwrap(),
+                "{case:?}"
+            );
+        }
+    }
 
     #[test]
     fn splits_system_and_replaces_binary_parts() {
