@@ -62,27 +62,25 @@ struct ImageUrl<'a> {
     url: Option<Cow<'a, str>>,
 }
 
-/// JSON text being built. Every piece appended is a `&str` (or serde_json's escaping of
-/// one), so the bytes are UTF-8 by construction; escaped strings are written in place, with
-/// no intermediate `String` per value.
-struct Buf(Vec<u8>);
+/// JSON text being built, from `&str` pieces only (the request's raw JSON values, literals,
+/// and strings escaped in place), so it never needs validating as UTF-8 again.
+struct Buf(String);
 
 impl Buf {
     fn with_capacity(n: usize) -> Self {
-        Self(Vec::with_capacity(n))
+        Self(String::with_capacity(n))
     }
 
     fn push_str(&mut self, s: &str) {
-        self.0.extend_from_slice(s.as_bytes());
+        self.0.push_str(s);
     }
 
     fn push(&mut self, c: char) {
-        self.push_str(c.encode_utf8(&mut [0; 4]));
+        self.0.push(c);
     }
 
     fn into_string(self) -> String {
-        String::from_utf8(self.0)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        self.0
     }
 }
 
@@ -97,11 +95,12 @@ fn push_str_json(out: &mut Buf, s: &str) {
     use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
     let bytes = s.as_bytes();
     out.0.reserve(bytes.len() + 2);
-    out.0.push(b'"');
+    out.0.push('"');
     let mut at = 0;
     while at < bytes.len() {
         let run = plain_run(&bytes[at..]);
-        out.0.extend_from_slice(&bytes[at..at + run]);
+        // A run ends at an ASCII byte or at the end: always a character boundary.
+        out.0.push_str(s.get(at..at + run).unwrap_or_default());
         at += run;
         let Some(&byte) = bytes.get(at) else { break };
         let escape = match byte {
@@ -114,11 +113,16 @@ fn push_str_json(out: &mut Buf, s: &str) {
             b'\t' => CharEscape::Tab,
             other => CharEscape::AsciiControl(other),
         };
-        // Writing to a Vec cannot fail.
-        let _ = CompactFormatter.write_char_escape(&mut out.0, escape);
+        // At most six ASCII bytes (`\u001f`); writing to a slice with room cannot fail.
+        let mut escaped = [0u8; 8];
+        let mut rest = &mut escaped[..];
+        let _ = CompactFormatter.write_char_escape(&mut rest, escape);
+        let written = 8 - rest.len();
+        out.0
+            .push_str(std::str::from_utf8(&escaped[..written]).unwrap_or_default());
         at += 1;
     }
-    out.0.push(b'"');
+    out.0.push('"');
 }
 
 /// Whether JSON needs `byte` escaped in a string: a control character, `"` or `\`.
