@@ -334,9 +334,7 @@ impl Queued {
             false,
             || {
                 let mut ids = SeededIds::new(self.id_seed);
-                let mut prepared = Prepared::of(&self.record, &mut ids);
-                prepared.shrink_to_fit();
-                Some(prepared)
+                Some(Prepared::of(&self.record, &mut ids))
             },
             Prepared::bytes,
         )

@@ -71,16 +71,59 @@ fn json_object(out: &mut String, pairs: &[(&str, Number)]) {
         out.push('"');
         out.push_str(k);
         out.push_str("\":");
-        out.push_str(match *v {
-            Number::Int(n) => ints.format(n),
-            Number::Uint(n) => ints.format(n),
-            Number::Float(f) if f.is_finite() => floats.format_finite(f),
-            Number::Float(_) => "null",
-            Number::Bool(true) => "true",
-            Number::Bool(false) => "false",
-        });
+        match *v {
+            Number::Int(n) => out.push_str(ints.format(n)),
+            Number::Uint(n) => out.push_str(ints.format(n)),
+            Number::Float(f) if f.is_finite() => out.push_str(floats.format_finite(f)),
+            Number::Float(_) => out.push_str("null"),
+            Number::Decimal(d) => push_decimal(out, d),
+            Number::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        }
     }
     out.push('}');
+}
+
+/// Appends `d` as a JSON number: its exact decimal digits (`0.00139`, `2.5`, `0`), which parse
+/// to the same double as [`decimal_f64`] (both round the same exact value once) — without the
+/// conversion to a double and its shortest-digits search, which were half of this dialect's
+/// cost JSON.
+fn push_decimal(out: &mut String, d: rust_decimal::Decimal) {
+    let (Ok(mantissa), scale) = (i64::try_from(d.mantissa()), d.scale() as usize) else {
+        // Beyond 19 digits (no price table makes one): through the double.
+        out.push_str(ryu::Buffer::new().format_finite(decimal_f64(d)));
+        return;
+    };
+    if mantissa == 0 {
+        out.push('0');
+        return;
+    }
+    if mantissa < 0 {
+        out.push('-');
+    }
+    let mut ints = itoa::Buffer::new();
+    let digits = ints.format(mantissa.unsigned_abs());
+    if scale == 0 {
+        out.push_str(digits);
+        return;
+    }
+    // Trailing zeros of the fraction say nothing: `1.50` is `1.5`, `2.000` is `2`.
+    let kept = digits.trim_end_matches('0');
+    let dropped = (digits.len() - kept.len()).min(scale);
+    let (digits, scale) = (&digits[..digits.len() - dropped], scale - dropped);
+    if scale == 0 {
+        out.push_str(digits);
+    } else if digits.len() > scale {
+        let (whole, fraction) = digits.split_at(digits.len() - scale);
+        out.push_str(whole);
+        out.push('.');
+        out.push_str(fraction);
+    } else {
+        out.push_str("0.");
+        for _ in digits.len()..scale {
+            out.push('0');
+        }
+        out.push_str(digits);
+    }
 }
 
 /// A JSON number (or boolean) of [`json_object`].
@@ -89,6 +132,8 @@ enum Number {
     Int(i64),
     Uint(u64),
     Float(f64),
+    /// An amount of money, written with its exact digits ([`push_decimal`]).
+    Decimal(rust_decimal::Decimal),
     Bool(bool),
 }
 
@@ -177,16 +222,13 @@ pub(super) fn generation(dialect: Dialect, record: &CompletionRecord, a: &mut im
                     &[
                         (
                             "input",
-                            Number::Float(decimal_f64(c.input - c.cache_read - c.cache_creation)),
+                            Number::Decimal(c.input - c.cache_read - c.cache_creation),
                         ),
-                        ("input_cache_read", Number::Float(decimal_f64(c.cache_read))),
-                        (
-                            "input_cache_creation",
-                            Number::Float(decimal_f64(c.cache_creation)),
-                        ),
-                        ("output", Number::Float(decimal_f64(c.output - c.reasoning))),
-                        ("output_reasoning", Number::Float(decimal_f64(c.reasoning))),
-                        ("total", Number::Float(decimal_f64(c.total))),
+                        ("input_cache_read", Number::Decimal(c.cache_read)),
+                        ("input_cache_creation", Number::Decimal(c.cache_creation)),
+                        ("output", Number::Decimal(c.output - c.reasoning)),
+                        ("output_reasoning", Number::Decimal(c.reasoning)),
+                        ("total", Number::Decimal(c.total)),
                     ],
                 );
                 a.str("langfuse.observation.cost_details", &json);
@@ -355,6 +397,50 @@ mod tests {
             serde_json::json!({"input": 100, "cost": 0.000575, "tiny": 1e-9, "seed": -7,
                 "stream": true, "bad": null})
         );
+    }
+
+    #[test]
+    fn money_is_written_with_its_exact_digits_and_reads_back_as_the_same_double() {
+        use rust_decimal::Decimal;
+        for (text, written) in [
+            ("0", "0"),
+            ("0.000", "0"),
+            ("0.00139", "0.00139"),
+            ("0.001390", "0.00139"),
+            ("2.5", "2.5"),
+            ("-1.25", "-1.25"),
+            ("12.000", "12"),
+            ("100", "100"),
+            ("0.0000000001", "0.0000000001"),
+            ("123456.789012", "123456.789012"),
+            ("9223372036854775807", "9223372036854775807"),
+            ("-0.5", "-0.5"),
+        ] {
+            let d: Decimal = text.parse().unwrap();
+            let mut out = String::new();
+            super::push_decimal(&mut out, d);
+            assert_eq!(out, written, "{text}");
+            let read: f64 = serde_json::from_str(&out).unwrap();
+            assert_eq!(read, super::decimal_f64(d), "{text}");
+        }
+        // Beyond 19 digits: through the double, still a JSON number of the same value.
+        let huge: Decimal = "79228162514264337593543950335".parse().unwrap();
+        let mut out = String::new();
+        super::push_decimal(&mut out, huge);
+        assert_eq!(
+            serde_json::from_str::<f64>(&out).unwrap(),
+            super::decimal_f64(huge)
+        );
+        // Every amount a price table makes of a few digits, at every scale.
+        for mantissa in [1i64, 7, 10, 139, 2_500, 999_999, 1_000_001] {
+            for scale in 0..=12u32 {
+                let d = Decimal::new(mantissa, scale);
+                let mut out = String::new();
+                super::push_decimal(&mut out, d);
+                let read: f64 = serde_json::from_str(&out).unwrap();
+                assert_eq!(read, super::decimal_f64(d), "{mantissa}e-{scale}");
+            }
+        }
     }
 
     #[test]

@@ -104,33 +104,43 @@ pub(super) struct PreparedSpan {
 impl Prepared {
     /// The shared part of `record`'s spans, ids drawn from `ids`.
     pub fn of(record: &CompletionRecord, ids: &mut dyn IdSource) -> Self {
-        let plan = plan(record, ids);
-        let mut w = wire::Writer::with_capacity(1024 * plan.spans.len());
-        let spans = plan
-            .spans
-            .iter()
-            .map(|sp| {
-                let start = w.buf.len();
-                shared_part(&mut w, record, &plan, sp);
-                PreparedSpan {
-                    bytes: start..w.buf.len(),
-                    role: sp.role,
-                    flags: sp.flags,
-                }
-            })
-            .collect();
-        Self {
-            trace_id: plan.trace_id,
-            generation_span_id: plan.generation_span_id(),
-            bytes: w.buf,
-            spans,
+        thread_local! {
+            /// Where the parts are written before being copied out at their exact size: a
+            /// buffer sized by guess grew (the generation span's part is over 1 KiB), then
+            /// shrank to be kept — two reallocations and two copies per record.
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-    }
-
-    /// Gives back the room its buffers reserved beyond what they hold (before it is kept).
-    pub fn shrink_to_fit(&mut self) {
-        self.bytes.shrink_to_fit();
-        self.spans.shrink_to_fit();
+        let plan = plan(record, ids);
+        SCRATCH.with(|scratch| {
+            let mut w = wire::Writer {
+                buf: scratch.take(),
+            };
+            w.buf.clear();
+            let spans = plan
+                .spans
+                .iter()
+                .map(|sp| {
+                    let start = w.buf.len();
+                    shared_part(&mut w, record, &plan, sp);
+                    PreparedSpan {
+                        bytes: start..w.buf.len(),
+                        role: sp.role,
+                        flags: sp.flags,
+                    }
+                })
+                .collect();
+            let bytes = w.buf.to_vec();
+            // Kept for the next record unless a rare huge one made it large.
+            if w.buf.capacity() <= 64 * 1024 {
+                scratch.replace(w.buf);
+            }
+            Self {
+                trace_id: plan.trace_id,
+                generation_span_id: plan.generation_span_id(),
+                bytes,
+                spans,
+            }
+        })
     }
 
     /// Bytes it holds (what it is charged against the export path's budget).

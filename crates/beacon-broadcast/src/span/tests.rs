@@ -929,11 +929,11 @@ fn spans_finished_from_a_shared_part_are_the_bytes_written_whole() {
     for (n, r) in [record(), failed, sampled, tools].iter().enumerate() {
         let seed = [40 + n as u8; 32];
         let prepared = std::sync::Arc::new(Prepared::of(r, &mut SeededIds::new(seed)));
-        let mut shrunk = Prepared::of(r, &mut SeededIds::new(seed));
-        shrunk.shrink_to_fit();
-        // Charged for what it holds: its bytes, and no more than a little beyond them.
-        assert!(shrunk.bytes() >= shrunk.bytes.len() + shrunk.spans.len() * 24);
-        assert!(shrunk.bytes() <= shrunk.bytes.len() + 256 * shrunk.spans.len() + 256);
+        // Made at its exact size, and charged for what it holds: its bytes, and no more
+        // than a little beyond them.
+        assert_eq!(prepared.bytes.capacity(), prepared.bytes.len());
+        assert!(prepared.bytes() >= prepared.bytes.len() + prepared.spans.len() * 24);
+        assert!(prepared.bytes() <= prepared.bytes.len() + 256 * prepared.spans.len() + 256);
         for dialect in [Dialect::GenAi, Dialect::Langfuse, Dialect::OpenInference] {
             for (privacy_mode, sampling_rate) in [(false, 1.0), (true, 1.0), (false, 0.25)] {
                 let s = SpanSettings {
