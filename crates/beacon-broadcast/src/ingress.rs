@@ -364,7 +364,10 @@ pub enum Backpressure {
 /// The proxy's end of the queue. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct RecordSender {
-    tx: mpsc::Sender<Queued>,
+    /// Records travel boxed in their `Arc`: one pointer through the queue, where the record
+    /// itself (about 1 KB) was copied into the queue's slot, out of it, and into the `Arc`
+    /// the destinations share.
+    tx: mpsc::Sender<Arc<Queued>>,
     budget: Arc<ByteBudget>,
     stats: Arc<Stats>,
     warned_full: Arc<AtomicBool>,
@@ -372,7 +375,7 @@ pub struct RecordSender {
 
 impl RecordSender {
     pub(crate) fn new(
-        tx: mpsc::Sender<Queued>,
+        tx: mpsc::Sender<Arc<Queued>>,
         budget: Arc<ByteBudget>,
         stats: Arc<Stats>,
     ) -> Self {
@@ -390,7 +393,7 @@ impl RecordSender {
             self.full(&record.tenant_id, "bytes");
             return false;
         };
-        match self.tx.try_send(Queued::new(record, charge)) {
+        match self.tx.try_send(Arc::new(Queued::new(record, charge))) {
             Ok(()) => {
                 self.stats.record_enqueued();
                 // The queue drained since the last incident: warn again next time it fills.
@@ -503,7 +506,7 @@ pub(crate) mod tests {
         assert_eq!(stats.dropped_by(DropReason::QueueFull), 1);
         assert_eq!(budget.used(), one * 2);
         // Taken off the queue but still held (say, by a destination): still charged.
-        let first = Arc::new(rx.recv().await.unwrap());
+        let first = rx.recv().await.unwrap();
         let copy = first.clone();
         assert!(!sender.submit(record("a")));
         drop(first);

@@ -289,7 +289,7 @@ impl PipelineHandle {
 pub(crate) fn spawn(
     config: PipelineConfig,
     tenants: &[TenantConfig],
-    rx: mpsc::Receiver<Queued>,
+    rx: mpsc::Receiver<Arc<Queued>>,
     stats: Arc<Stats>,
 ) -> Result<PipelineHandle, StartError> {
     // Validate before the export runtime exists: a runtime dropped inside the caller's async
@@ -373,7 +373,7 @@ impl Router {
     }
 
     /// Fans a record out to its tenant's destinations, counting every destination it skips.
-    fn route(&self, record: Queued) {
+    fn route(&self, record: Arc<Queued>) {
         let routes = self.routes.load();
         // Counted and tracked whether or not it goes anywhere.
         self.ledger.add(&record.record);
@@ -384,7 +384,6 @@ impl Router {
         if !route.enabled || route.sinks.is_empty() {
             return;
         }
-        let record = Arc::new(record);
         for sink in &route.sinks {
             if !sink.spec.enabled {
                 continue;
@@ -424,7 +423,7 @@ impl Router {
 
 async fn run(
     config: PipelineConfig,
-    mut rx: mpsc::Receiver<Queued>,
+    mut rx: mpsc::Receiver<Arc<Queued>>,
     router: Router,
     mut stop: oneshot::Receiver<()>,
     deadline_tx: watch::Sender<bool>,
@@ -545,8 +544,8 @@ async fn run(
 /// Delivers `first` and every record waiting in the queue, then flushes the record log;
 /// returns whether there was any.
 async fn drain(
-    first: Option<Queued>,
-    rx: &mut mpsc::Receiver<Queued>,
+    first: Option<Arc<Queued>>,
+    rx: &mut mpsc::Receiver<Arc<Queued>>,
     log: &mut Option<RecordLog>,
     router: &Router,
 ) -> bool {
@@ -568,8 +567,11 @@ async fn drain(
     any
 }
 
-async fn deliver(mut record: Queued, log: &mut Option<RecordLog>, router: &Router) {
-    router.link_tools(&mut record);
+async fn deliver(mut record: Arc<Queued>, log: &mut Option<RecordLog>, router: &Router) {
+    // The queue held the only reference: nothing has shared the record yet.
+    if let Some(record) = Arc::get_mut(&mut record) {
+        router.link_tools(record);
+    }
     if let Some(log) = log.as_mut() {
         log.write(&record.record).await;
     }
