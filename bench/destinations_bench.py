@@ -19,9 +19,10 @@ block's ratio is (on + on) / (off + off) and the median over the blocks is print
 every block's value. For noisy machines, where a 5 s round's ratio moves by ±0.2. Each
 `--with NAME=BINARY[:VAR=VALUE]` adds another broadcast-on build to every block (off, on,
 the others, then backwards) and prints its ratio to off too; with a build of
-bench/patches/export_floor.patch and BEACON_EXPORT_FLOOR=gzip (or none) it measures the export
-path's floor: no conversion, no span encoding, only the fan-out, the queues, compression (or
-none) and the POST.
+bench/patches/export_floor.patch and BEACON_EXPORT_FLOOR=batch (or gzip, or none) it measures the
+export path's floor: no conversion, no span encoding, only the fan-out, the queues, compression
+(of the first batch's real records with =batch; of one record's bytes repeated with =gzip, which
+deflate compresses almost free; none with =none) and the POST.
 
 With --export-cpu B1,B2,..., several builds with broadcast on, side by side: each round runs
 wrk saturated (--duration s) against each build in turn, and reads each build's export
@@ -163,13 +164,24 @@ def instructions(args, tmp, up, sinks, binary):
     print(json.dumps(res, indent=2))
 
 
-def paired(args, targets, script):
+def paired(args, targets, script, start_all=None):
     """--paired: blocks of saturated runs off, on, on, off (with --with: off, on, the other
-    builds, then the same backwards); each block's on/off ratio per broadcast-on build."""
+    builds, then the same backwards); each block's on/off ratio per broadcast-on build. With
+    `start_all` (--fresh), every block runs on newly started processes, stopped after it."""
+    exported = {}
+    if start_all:
+        targets = start_all("-1")
     names = list(targets)
     order = names + names[::-1]
     blocks, export_us, cpu_us = [], {n: [] for n in names}, {n: [] for n in names}
     for b in range(args.paired):
+        if start_all and b > 0:
+            for key, value in metrics(targets["on"][1]).items():
+                exported[key] = exported.get(key, 0) + value
+            for proc, _ in targets.values():
+                proc.terminate()
+                proc.wait(timeout=30)
+            targets = start_all(f"-{b + 1}")
         rps = {n: [] for n in names}
         for name in order:
             proc, port = targets[name]
@@ -198,7 +210,8 @@ def paired(args, targets, script):
         "on_off_rps_ratio_interquartile": iqr,
         "export_thread_us_per_request": {n: statistics.median(v) for n, v in export_us.items()},
         "beacon_cpu_us_per_request": {n: statistics.median(v) for n, v in cpu_us.items()},
-        "on_export": metrics(targets["on"][1]),
+        "on_export": {k: v + exported.get(k, 0) for k, v in metrics(targets["on"][1]).items()},
+        "fresh_processes_per_block": bool(start_all),
     }
     for n in names[2:]:
         m, q = spread(x[n]["ratio"] for x in blocks)
@@ -247,6 +260,10 @@ def main():
     ap.add_argument("--paired", type=int, metavar="N",
                     help="instead: N blocks of saturated runs off, on, on, off (--duration s each), "
                          "the median of the blocks' on/off throughput ratios")
+    ap.add_argument("--fresh", action="store_true",
+                    help="with --paired: start every target anew for each block (a process's own speed "
+                         "moves by several percent from one start to the next on a shared machine; new "
+                         "processes per block average that out instead of carrying it into every block)")
     ap.add_argument("--with", dest="with_build", action="append", default=[], metavar="NAME=BINARY[:VAR=VALUE]",
                     help="with --paired: another broadcast-on build in the same blocks (started with the "
                          "environment variable VAR=VALUE, e.g. a build of bench/patches/export_floor.patch with "
@@ -267,30 +284,35 @@ def main():
             return instructions(args, tmp, up, sinks, binary)
         if args.export_cpu:
             return export_cpu(args, tmp, up, sinks, procs)
-        targets = {}
-        for name, on in (("off", False), ("on", True)):
-            proc, port = start(tmp, name, up, sinks, on, binary)
-            procs.append(proc)
-            targets[name] = (proc, port)
-        for spec in args.with_build:  # NAME=BINARY[:VAR=VALUE], broadcast on
-            name, rest = spec.split("=", 1)
-            other, _, env = rest.partition(":")
-            var, _, value = env.partition("=")
-            saved = os.environ.get(var) if var else None
-            if var:
-                os.environ[var] = value
-            try:
-                proc, port = start(tmp, name, up, sinks, True, str(pathlib.Path(other).resolve()))
-            finally:
-                if var and saved is None:
-                    os.environ.pop(var, None)
-                elif var:
-                    os.environ[var] = saved
-            procs.append(proc)
-            targets[name] = (proc, port)
         script = mixed_script(tmp)
-        for proc, port in targets.values():  # warm-up
-            g.wrk(port, "/v1/chat/completions", 2, 64, script)
+
+        def start_all(tag=""):
+            """Every target (off, on, the --with builds), warmed up; `tag` names a fresh set."""
+            targets = {}
+            for name, on in (("off", False), ("on", True)):
+                targets[name] = start(tmp, name + tag, up, sinks, on, binary)
+            for spec in args.with_build:  # NAME=BINARY[:VAR=VALUE], broadcast on
+                name, rest = spec.split("=", 1)
+                other, _, env = rest.partition(":")
+                var, _, value = env.partition("=")
+                saved = os.environ.get(var) if var else None
+                if var:
+                    os.environ[var] = value
+                try:
+                    targets[name] = start(tmp, name + tag, up, sinks, True, str(pathlib.Path(other).resolve()))
+                finally:
+                    if var and saved is None:
+                        os.environ.pop(var, None)
+                    elif var:
+                        os.environ[var] = saved
+            procs.extend(proc for proc, _ in targets.values())
+            for proc, port in targets.values():  # warm-up
+                g.wrk(port, "/v1/chat/completions", 1 if tag else 2, 64, script)
+            return targets
+
+        if args.paired and args.fresh:
+            return paired(args, None, script, start_all)
+        targets = start_all()
         if args.paired:
             return paired(args, targets, script)
         res = {n: {"rps": [], "cpu_us": [], "p99_ms": [], "non_2xx": [], "rate_p50_us": [], "rate_p99_us": []}
