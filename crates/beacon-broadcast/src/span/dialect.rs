@@ -83,10 +83,10 @@ fn json_object(out: &mut String, pairs: &[(&str, Number)]) {
     out.push('}');
 }
 
-/// Appends `d` as a JSON number: its exact decimal digits (`0.00139`, `2.5`, `0`), which parse
-/// to the same double as [`decimal_f64`] (both round the same exact value once) — without the
-/// conversion to a double and its shortest-digits search, which were half of this dialect's
-/// cost JSON.
+/// Appends `d` as a JSON number: its exact decimal digits (`0.00139`, `2.5`, `0`). A reader
+/// parses them to the correctly rounded double, the one [`decimal_f64`] gives for every amount
+/// a price table makes (both round the same exact value once) — without the conversion to a
+/// double and its shortest-digits search, which were half of this dialect's cost JSON.
 fn push_decimal(out: &mut String, d: rust_decimal::Decimal) {
     let (Ok(mantissa), scale) = (i64::try_from(d.mantissa()), d.scale() as usize) else {
         // Beyond 19 digits (no price table makes one): through the double.
